@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""TCP echo server on a chosen event loop and asyncio API.
+
+    python benchmarks/echo_server.py --loop ringline --api sock --port 0
+
+--loop  asyncio | uvloop | rloop | ringline | MODULE:FACTORY
+--api   sock      loop.sock_accept; a task per connection doing loop.sock_recv /
+                  loop.sock_sendall
+        protocol  loop.create_server with an asyncio.Protocol that writes back in
+                  data_received
+        streams   asyncio.start_server; reader.read / writer.write / await writer.drain()
+        buffered  loop.create_server with an asyncio.BufferedProtocol (one 64 KiB
+                  buffer per connection)
+
+Once listening it prints "READY port=P loop=<module.Class> api=A pid=N" and serves until
+SIGTERM or SIGINT.  TCP_NODELAY is set on every accepted connection by the server itself,
+so loops that do not set it are not penalised by Nagle's algorithm.
+"""
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+
+import _common
+
+READ_SIZE = 64 * 1024
+
+
+def nodelay(sock):
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass  # not TCP, or a transport that exposes no real socket
+
+
+def peer_gone(exc):
+    # rloop reports some socket errors as RuntimeError("... (os error N)")
+    return isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "os error" in str(exc))
+
+
+# ----------------------------------------------------------------------------- sock
+async def sock_echo(loop, conn):
+    with conn:
+        try:
+            while data := await loop.sock_recv(conn, READ_SIZE):
+                await loop.sock_sendall(conn, data)
+        except Exception as exc:  # noqa: BLE001
+            if not peer_gone(exc):
+                raise
+
+
+async def serve_sock(loop, host, port):
+    listener = socket.create_server((host, port), backlog=4096, reuse_port=False)
+    listener.setblocking(False)
+    tasks = set()  # the loop keeps only weak references to tasks
+
+    async def accept_forever():
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            conn.setblocking(False)
+            nodelay(conn)
+            task = loop.create_task(sock_echo(loop, conn))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    tasks.add(loop.create_task(accept_forever()))
+    return listener.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- protocols
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        nodelay(transport.get_extra_info("socket"))
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+class BufferedEcho(asyncio.BufferedProtocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buffer = bytearray(READ_SIZE)
+        nodelay(transport.get_extra_info("socket"))
+
+    def get_buffer(self, sizehint):
+        return self.buffer
+
+    def buffer_updated(self, nbytes):
+        # a copy: the transport may keep the data queued while the buffer is refilled
+        self.transport.write(self.buffer[:nbytes])
+
+
+async def serve_protocol(loop, host, port, protocol):
+    server = await loop.create_server(protocol, host, port, backlog=4096, reuse_address=True)
+    return server.sockets[0].getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- streams
+async def stream_echo(reader, writer):
+    nodelay(writer.get_extra_info("socket"))
+    try:
+        while data := await reader.read(READ_SIZE):
+            writer.write(data)
+            await writer.drain()
+    except Exception as exc:  # noqa: BLE001
+        if not peer_gone(exc):
+            raise
+    finally:
+        writer.close()
+
+
+async def serve_streams(loop, host, port):
+    server = await asyncio.start_server(stream_echo, host, port, backlog=4096, reuse_address=True)
+    return server.sockets[0].getsockname()[1]
+
+
+SERVE = {
+    "sock": serve_sock,
+    "protocol": lambda loop, host, port: serve_protocol(loop, host, port, Echo),
+    "buffered": lambda loop, host, port: serve_protocol(loop, host, port, BufferedEcho),
+    "streams": serve_streams,
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--loop", default="asyncio", help="asyncio | uvloop | rloop | ringline | MODULE:FACTORY")
+    ap.add_argument("--api", default="sock", choices=sorted(SERVE))
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0, help="0 = any free port (printed in the READY line)")
+    ap.add_argument("--no-malloc-prime", action="store_true", help="see _common.prime_malloc")
+    args = ap.parse_args()
+
+    if not args.no_malloc_prime:
+        _common.prime_malloc()
+    loop = _common.new_loop(args.loop)
+    asyncio.set_event_loop(loop)
+    port = loop.run_until_complete(SERVE[args.api](loop, args.host, args.port))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, loop.stop)
+        except (NotImplementedError, RuntimeError, AttributeError):
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(loop.stop))
+
+    print(f"READY port={port} loop={_common.loop_class_name(loop)} api={args.api} pid={os.getpid()}", flush=True)
+    try:
+        loop.run_forever()
+    finally:
+        # Leave without closing the loop: tearing down hundreds of half-closed
+        # connections tells nothing about the benchmark and can hang a young loop.
+        sys.stdout.flush()
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+# Declarations of the compiled core's classes (core.pyx and its .pxi parts).
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from cpython.buffer cimport Py_buffer
+from .uring cimport rl_ring, io_uring_sqe
+
+
+cdef extern from "<sys/socket.h>":
+    ctypedef unsigned int socklen_t
+    struct sockaddr_storage:
+        pass
+    struct msghdr:
+        void *msg_name
+        socklen_t msg_namelen
+        void *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+
+cdef extern from "<sys/uio.h>":
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+
+
+cdef class Handle:
+    cdef readonly object _callback
+    cdef readonly object _args
+    cdef object _context
+    cdef LoopCore _loop
+    cdef bint _cancelled
+    cdef readonly object _source_traceback
+    cdef object _repr
+    cdef object __weakref__
+
+    cdef inline _init(self, object callback, tuple args, LoopCore loop, object context)
+    cdef int run(self) except -1
+
+
+cdef class TimerHandle(Handle):
+    cdef double _when
+    cdef Py_ssize_t _heap_index
+    cdef unsigned long long _seq
+
+
+cdef class TimerHeap:
+    cdef list items
+    cdef unsigned long long seq
+
+    cdef inline bint _less(self, TimerHandle a, TimerHandle b)
+    cdef inline void _place(self, Py_ssize_t i, TimerHandle h)
+    cdef void _sift_up(self, Py_ssize_t i)
+    cdef void _sift_down(self, Py_ssize_t i)
+    cdef push(self, TimerHandle h)
+    cdef TimerHandle pop(self)
+    cdef remove(self, TimerHandle h)
+    cdef clear(self)
+
+
+# An operation in flight in the driver.  The driver keeps one reference per
+# submission (user_data is the object's address) and drops it on the final
+# completion, so an op and every buffer it holds outlive the kernel's use.
+cdef class Op:
+    cdef LoopCore loop
+    cdef object fut
+    cdef int fd
+    cdef uint8_t state
+    cdef bint keep_fut_callback
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1
+    cdef int attempt(self) except? -1
+    cdef int poll_events(self)
+    cdef int complete(self, int res, uint32_t flags) except -1
+    cdef int finish(self, object result) except -1
+    cdef int fail(self, int err) except -1
+    cdef inline int bind(self, LoopCore loop, object fut, int fd) except -1
+
+
+cdef class Driver:
+    cdef LoopCore loop
+    cdef Py_ssize_t inflight
+    cdef readonly str name
+    cdef readonly int wake_fd
+
+    cdef int start(self, Op op) except -1
+    cdef int cancel(self, Op op) except -1
+    cdef int wait(self, int64_t timeout_ns) except -1
+    cdef int shutdown(self, bint forked) except -1
+    cdef int wake(self) noexcept nogil
+
+
+cdef class UringDriver(Driver):
+    cdef rl_ring ring
+    cdef bint ring_open
+    cdef uint64_t n_enter
+    cdef uint64_t n_sqes
+    cdef uint64_t n_cqes
+    cdef Op wake_op
+
+    cdef io_uring_sqe *get_sqe(self) except NULL
+    cdef int reap(self) except -1
+    cdef _reap_quiet(self)
+
+
+cdef class LoopCore:
+    cdef public object _ready
+    cdef public bint _stopping
+    cdef public bint _closed
+    cdef public bint _debug
+    cdef public object _thread_id
+    cdef public object _current_handle
+    cdef public double slow_callback_duration
+    cdef public double _clock_resolution
+    cdef TimerHeap _timers
+    cdef readonly Driver _driver
+    cdef object _future_type
+    cdef dict _readers
+    cdef dict _writers
+    cdef list _rearm
+    cdef dict _stash
+    cdef unsigned long _fork_gen
+    cdef bint _wake_pending
+
+    cdef inline int _check_closed_c(self) except -1
+    cdef inline Handle _call_soon_c(self, object callback, tuple args, object context)
+    cdef int _run_once_c(self) except -1
+    cdef int _check_fork(self) except -1
+    cdef object _new_future(self)
+    cdef int _sock_fd(self, object sock) except -1
+    cdef TimerHandle _call_at(self, double when, object callback, tuple args,
+                              object context, str method)
+    cdef _add_poller(self, object fd, int events, dict table, object callback,
+                     tuple args, str method)
+    cdef bint _remove_poller(self, object fd, dict table) except -1

@@ -1,0 +1,129 @@
+# cython: language_level=3, boundscheck=False, cdivision=True
+# cython: freethreading_compatible=False
+#
+# ringline's compiled core, built as one unit like uvloop's loop.pyx: the
+# parts are included below, one file per concern.
+#   handles.pxi  Handle, TimerHandle, the timer heap
+#   ops.pxi      socket operations as driver ops, sockaddr codecs
+#   driver.pxi   the driver boundary and the io_uring driver
+#   loop.pxi     LoopCore: the iteration, callbacks, timers, sock_* entry points
+
+cimport cython
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
+                             PyBUF_SIMPLE, PyBUF_WRITABLE)
+from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, uintptr_t
+from libc.string cimport memset, memcpy
+from libc.errno cimport errno
+from posix.unistd cimport close, write
+
+from .uring cimport *
+
+import collections
+import errno as errno_mod
+import os
+import socket as socket_mod
+import sys
+
+from asyncio import base_events, format_helpers, futures
+
+try:
+    import ssl as _ssl
+    _ssl_socket_type = _ssl.SSLSocket
+except ImportError:  # pragma: no cover - Python built without ssl
+    _ssl_socket_type = None
+
+
+cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject **bytes, Py_ssize_t newsize) except -1
+
+cdef extern from "<errno.h>":
+    enum:
+        errno_EINTR "EINTR"
+        errno_EAGAIN "EAGAIN"
+        errno_EBUSY "EBUSY"
+        errno_ETIME "ETIME"
+        errno_ECANCELED "ECANCELED"
+        errno_ENOSYS "ENOSYS"
+        errno_EPERM "EPERM"
+        errno_ENOMEM "ENOMEM"
+        errno_ENOBUFS "ENOBUFS"
+
+cdef extern from "<poll.h>":
+    enum:
+        POLLIN
+        POLLOUT
+        POLLERR
+        POLLHUP
+
+cdef extern from "<sys/eventfd.h>":
+    int eventfd(unsigned int initval, int flags)
+    enum:
+        EFD_NONBLOCK
+        EFD_CLOEXEC
+
+cdef extern from "<sys/un.h>":
+    struct sockaddr_un:
+        unsigned short sun_family
+        char sun_path[108]
+
+cdef extern from "<netinet/in.h>":
+    struct in_addr:
+        pass
+    struct in6_addr:
+        pass
+    struct sockaddr_in:
+        unsigned short sin_family
+        unsigned short sin_port
+        in_addr sin_addr
+    struct sockaddr_in6:
+        unsigned short sin6_family
+        unsigned short sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
+    uint16_t htons(uint16_t)
+    uint16_t ntohs(uint16_t)
+    uint32_t htonl(uint32_t)
+    uint32_t ntohl(uint32_t)
+
+cdef extern from "<arpa/inet.h>":
+    int inet_pton(int af, const char *src, void *dst)
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+
+cdef extern from "<sys/socket.h>":
+    ctypedef struct msghdr_t "struct msghdr":
+        pass
+    struct sockaddr:
+        unsigned short sa_family
+    ssize_t recv(int fd, void *buf, size_t n, int flags)
+    ssize_t send(int fd, const void *buf, size_t n, int flags)
+    ssize_t recvmsg(int fd, msghdr_t *msg, int flags)
+    ssize_t sendmsg(int fd, const msghdr_t *msg, int flags)
+    int accept4(int fd, sockaddr *addr, socklen_t *addrlen, int flags)
+    enum:
+        AF_INET
+        AF_INET6
+        AF_UNIX
+        SOCK_STREAM
+        SOCK_DGRAM
+        SOCK_NONBLOCK
+        SOCK_CLOEXEC
+        MSG_NOSIGNAL
+        MSG_DONTWAIT
+
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #include <sys/un.h>
+    static inline size_t offsetof_sun_path(void) { return offsetof(struct sockaddr_un, sun_path); }
+    """
+    size_t offsetof_sun_path()
+
+
+include "handles.pxi"
+include "ops.pxi"
+include "driver.pxi"
+include "loop.pxi"

@@ -1,0 +1,299 @@
+# The driver boundary: the loop and every transport start operations (Op
+# subclasses) and get their completions; how the kernel is asked is the
+# driver's business.  UringDriver submits SQEs and reaps CQEs; the poll
+# driver (epoll) emulates completions over readiness with the same Op
+# objects (Op.attempt does the syscall, Op.poll_events says what to wait for).
+
+cdef int _fork_generation = 0
+
+def _after_fork_in_child():
+    global _fork_generation
+    _fork_generation += 1
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class RingUnavailable(OSError):
+    """io_uring_setup was refused or failed; ``errno`` says why."""
+
+
+cdef class Driver:
+    """Base of the backends; the methods are overridden."""
+
+    cdef int start(self, Op op) except -1:
+        raise NotImplementedError
+
+    cdef int cancel(self, Op op) except -1:
+        raise NotImplementedError
+
+    cdef int wait(self, int64_t timeout_ns) except -1:
+        raise NotImplementedError
+
+    cdef int shutdown(self, bint forked) except -1:
+        return 0
+
+    cdef int wake(self) noexcept nogil:
+        cdef uint64_t one = 1
+        return <int>write(self.wake_fd, &one, 8)
+
+    def arm_wakeup(self):
+        pass
+
+    def stats(self):
+        return {}
+
+
+cdef int _sq_entries_default = 256
+cdef int _cq_entries_default = 4096
+
+
+# Reads the loop's eventfd in the ring: a write from another thread completes
+# this READ and wakes io_uring_enter; re-armed on every completion.
+@cython.final
+cdef class WakeOp(Op):
+    cdef uint64_t value
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        sqe.opcode = IORING_OP_READ
+        sqe.fd = self.fd
+        sqe.addr = <uint64_t><uintptr_t>&self.value
+        sqe.len = 8
+        return 0
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        self.loop._wake_pending = False
+        if self.loop._driver is not None and not self.loop._closed:
+            self.loop._driver.start(self)
+        return 0
+
+
+@cython.final
+cdef class UringDriver(Driver):
+
+    def __cinit__(self, LoopCore loop, unsigned sq_entries=256, unsigned cq_entries=4096):
+        cdef int first_err = 0
+        cdef int ret
+        self.loop = loop
+        self.name = "io_uring"
+        self.wake_fd = -1
+        ret = rl_ring_init(&self.ring, sq_entries, cq_entries, 1, &first_err)
+        if ret < 0:
+            raise RingUnavailable(-ret, _ring_refusal_reason(-ret))
+        self.ring_open = True
+        self.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if self.wake_fd < 0:
+            err = errno
+            rl_ring_exit(&self.ring)
+            self.ring_open = False
+            raise OSError(err, os.strerror(err))
+        self.wake_op = WakeOp.__new__(WakeOp)
+        self.wake_op.loop = loop
+        self.wake_op.fd = self.wake_fd
+
+    def arm_wakeup(self):
+        self.start(self.wake_op)
+
+    cdef io_uring_sqe *get_sqe(self) except NULL:
+        cdef io_uring_sqe *sqe = rl_get_sqe(&self.ring)
+        cdef int ret
+        if sqe == NULL:
+            # SQ full: hand what is queued to the kernel now, then retry.
+            ret = rl_submit_and_wait(&self.ring, 0, -1)
+            self.n_enter += 1
+            if ret < 0 and ret != -errno_EINTR and ret != -errno_EBUSY and ret != -errno_EAGAIN:
+                raise OSError(-ret, "io_uring_enter: " + os.strerror(-ret))
+            sqe = rl_get_sqe(&self.ring)
+            if sqe == NULL:
+                # The kernel could not take SQEs (CQ overflow backlog): make
+                # room by reaping, which may run completions re-entrantly.
+                self.reap()
+                rl_submit_and_wait(&self.ring, 0, -1)
+                sqe = rl_get_sqe(&self.ring)
+                if sqe == NULL:
+                    raise OSError(errno_EBUSY, "io_uring submission queue is full")
+        return sqe
+
+    cdef int start(self, Op op) except -1:
+        cdef io_uring_sqe *sqe
+        if not self.ring_open:
+            raise RuntimeError("the event loop's ring is closed")
+        sqe = self.get_sqe()
+        op.prep(sqe)
+        sqe.user_data = <uint64_t><uintptr_t><PyObject*>op
+        Py_INCREF(op)
+        op.state = OP_INFLIGHT
+        self.inflight += 1
+        self.n_sqes += 1
+        return 0
+
+    cdef int cancel(self, Op op) except -1:
+        cdef io_uring_sqe *sqe
+        if op.state != OP_INFLIGHT or not self.ring_open:
+            return 0
+        op.state = OP_CANCELLING
+        sqe = self.get_sqe()
+        sqe.opcode = IORING_OP_ASYNC_CANCEL
+        sqe.fd = -1
+        sqe.addr = <uint64_t><uintptr_t><PyObject*>op
+        sqe.user_data = 0   # the cancel's own completion is not interesting
+        self.n_sqes += 1
+        return 0
+
+    cdef int wait(self, int64_t timeout_ns) except -1:
+        cdef int ret
+        if not self.ring_open:
+            raise RuntimeError("the event loop's ring is closed")
+        if (timeout_ns == 0 and rl_sq_pending(&self.ring) == 0
+                and not rl_needs_enter(&self.ring)):
+            # Nothing to submit, nothing deferred, no wait: the CQ can be
+            # read without a syscall.
+            if rl_cq_ready(&self.ring):
+                self.reap()
+            return 0
+        if rl_cq_ready(&self.ring):
+            timeout_ns = 0
+        with nogil:
+            ret = rl_submit_and_wait(&self.ring, 1 if timeout_ns != 0 else 0, timeout_ns)
+        self.n_enter += 1
+        if ret < 0 and ret != -errno_ETIME and ret != -errno_EINTR \
+                and ret != -errno_EBUSY and ret != -errno_EAGAIN:
+            raise OSError(-ret, "io_uring_enter: " + os.strerror(-ret))
+        self.reap()
+        if rl_cq_overflow(&self.ring):
+            # CQEs the kernel kept aside (FEAT_NODROP) are flushed by enter.
+            rl_submit_and_wait(&self.ring, 0, 0)
+            self.n_enter += 1
+            self.reap()
+        return 0
+
+    cdef int reap(self) except -1:
+        cdef unsigned head = rl_cq_khead(&self.ring)
+        cdef unsigned tail
+        cdef io_uring_cqe *cqe
+        cdef uint64_t ud
+        cdef int res
+        cdef uint32_t flags
+        cdef Op op
+        while True:
+            tail = rl_cq_ready(&self.ring) + head
+            if head == tail:
+                break
+            cqe = rl_cqe_at(&self.ring, head)
+            ud = cqe.user_data
+            res = cqe.res
+            flags = cqe.flags
+            head += 1
+            # Release the slot first: complete() may submit and re-enter.
+            rl_cq_advance_to(&self.ring, head)
+            self.n_cqes += 1
+            if ud == 0:
+                continue
+            op = <Op><PyObject*><uintptr_t>ud
+            if not (flags & IORING_CQE_F_MORE):
+                op.state = OP_IDLE
+                self.inflight -= 1
+                Py_DECREF(op)
+            try:
+                op.complete(res, flags)
+            except BaseException as exc:
+                if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                    raise
+                self.loop.call_exception_handler({
+                    'message': f'Exception in completion of {op!r}',
+                    'exception': exc,
+                })
+            head = rl_cq_khead(&self.ring)
+        return 0
+
+    cdef int shutdown(self, bint forked) except -1:
+        cdef io_uring_sqe *sqe
+        cdef int64_t deadline
+        if not self.ring_open:
+            return 0
+        if not forked and self.inflight > 0:
+            # Cancel everything and wait (bounded) for the final CQEs, so no
+            # buffer an op holds is freed while the kernel may still write it.
+            sqe = rl_get_sqe(&self.ring)
+            if sqe != NULL:
+                sqe.opcode = IORING_OP_ASYNC_CANCEL
+                sqe.fd = -1
+                sqe.cancel_flags = IORING_ASYNC_CANCEL_ANY
+                sqe.user_data = 0
+            deadline = rl_monotonic_ns() + 1000000000
+            while self.inflight > 0 and rl_monotonic_ns() < deadline:
+                with nogil:
+                    rl_submit_and_wait(&self.ring, 1, 10000000)
+                self._reap_quiet()
+            # Ops still in flight keep their reference: leaked, not freed.
+        self.ring_open = False
+        rl_ring_exit(&self.ring)
+        if self.wake_fd >= 0:
+            close(self.wake_fd)
+            self.wake_fd = -1
+        return 0
+
+    cdef _reap_quiet(self):
+        # Reap during shutdown: drop completions without running them.
+        cdef unsigned head = rl_cq_khead(&self.ring)
+        cdef io_uring_cqe *cqe
+        cdef uint64_t ud
+        while rl_cq_ready(&self.ring):
+            cqe = rl_cqe_at(&self.ring, head)
+            ud = cqe.user_data
+            head += 1
+            rl_cq_advance_to(&self.ring, head)
+            if ud != 0 and not (cqe.flags & IORING_CQE_F_MORE):
+                op = <Op><PyObject*><uintptr_t>ud
+                op.state = OP_IDLE
+                self.inflight -= 1
+                Py_DECREF(op)
+
+    def stats(self):
+        return {
+            'backend': 'io_uring',
+            'setup_flags': self.ring.setup_flags,
+            'features': self.ring.features,
+            'sq_entries': self.ring.sq_entries,
+            'cq_entries': self.ring.cq_entries,
+            'io_uring_enter': self.n_enter,
+            'sqes_submitted': self.n_sqes,
+            'cqes_processed': self.n_cqes,
+            'inflight': self.inflight,
+            'cq_overflow': self.ring.cq_koverflow[0] if self.ring_open else 0,
+        }
+
+
+cdef str _ring_refusal_reason(int err):
+    if err == errno_ENOSYS:
+        return "io_uring_setup is not implemented by this kernel (ENOSYS)"
+    if err == errno_EPERM:
+        try:
+            with open("/proc/sys/kernel/io_uring_disabled") as f:
+                v = f.read().strip()
+            if v in ("1", "2"):
+                return f"io_uring is disabled by sysctl kernel.io_uring_disabled={v} (EPERM)"
+        except OSError:
+            pass
+        return "io_uring_setup was refused (EPERM), e.g. by a seccomp filter"
+    if err == errno_ENOMEM:
+        return "io_uring_setup failed: out of locked memory (ENOMEM)"
+    return "io_uring_setup failed: " + os.strerror(err)
+
+
+def probe():
+    """Return (setup_flags, features, {opcode: supported}) of a fresh ring."""
+    cdef rl_ring r
+    cdef int first_err = 0
+    cdef unsigned char ops[256]
+    cdef unsigned last_op = 0
+    cdef int ret = rl_ring_init(&r, 8, 16, 1, &first_err)
+    if ret < 0:
+        raise RingUnavailable(-ret, _ring_refusal_reason(-ret))
+    memset(ops, 0, 256)
+    try:
+        ret = rl_probe(&r, ops, &last_op)
+        if ret < 0:
+            raise OSError(-ret, "IORING_REGISTER_PROBE: " + os.strerror(-ret))
+        return r.setup_flags, r.features, {i: bool(ops[i]) for i in range(last_op + 1)}
+    finally:
+        rl_ring_exit(&r)

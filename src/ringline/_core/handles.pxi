@@ -1,0 +1,235 @@
+# Callback handles: asyncio.Handle / asyncio.TimerHandle semantics, compiled.
+#
+# Same public surface as asyncio's (cancel, cancelled, get_context, when,
+# _run, repr) so code that introspects handles keeps working; the run path
+# enters the callback's context with PyContext_Enter instead of a
+# Context.run() method call.
+
+
+cdef class Handle:
+
+    def __init__(self, callback, args, loop, context=None):
+        self._init(callback, args, <LoopCore>loop, context)
+
+    cdef inline _init(self, object callback, tuple args, LoopCore loop, object context):
+        if context is None:
+            context = PyContext_CopyCurrent()
+        self._callback = callback
+        self._args = args
+        self._loop = loop
+        self._context = context
+        self._cancelled = False
+        self._repr = None
+        if loop._debug:
+            self._source_traceback = format_helpers.extract_stack(sys._getframe(1))
+        else:
+            self._source_traceback = None
+
+    def get_context(self):
+        return self._context
+
+    def cancel(self):
+        if not self._cancelled:
+            self._cancelled = True
+            if self._loop._debug:
+                # Keep a representation for debugging before clearing.
+                self._repr = repr(self)
+            self._callback = None
+            self._args = None
+
+    def cancelled(self):
+        return self._cancelled
+
+    def _repr_info(self):
+        info = [self.__class__.__name__]
+        if self._cancelled:
+            info.append('cancelled')
+        if self._callback is not None:
+            info.append(format_helpers._format_callback_source(
+                self._callback, self._args))
+        if self._source_traceback:
+            frame = self._source_traceback[-1]
+            info.append(f'created at {frame[0]}:{frame[1]}')
+        return info
+
+    def __repr__(self):
+        if self._repr is not None:
+            return self._repr
+        return '<{}>'.format(' '.join(self._repr_info()))
+
+    def _run(self):
+        self.run()
+
+    cdef int run(self) except -1:
+        cdef object callback = self._callback
+        cdef tuple args = self._args
+        cdef object context = self._context
+        cdef Py_ssize_t n
+        PyContext_Enter(context)
+        try:
+            n = len(args)
+            if n == 0:
+                callback()
+            elif n == 1:
+                callback(args[0])
+            else:
+                callback(*args)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            cb = format_helpers._format_callback_source(callback, args)
+            ctx = {
+                'message': f'Exception in callback {cb}',
+                'exception': exc,
+                'handle': self,
+            }
+            if self._source_traceback:
+                ctx['source_traceback'] = self._source_traceback
+            self._loop.call_exception_handler(ctx)
+        finally:
+            PyContext_Exit(context)
+        return 0
+
+
+@cython.final
+cdef class TimerHandle(Handle):
+
+    def __init__(self, when, callback, args, loop, context=None):
+        self._init(callback, args, <LoopCore>loop, context)
+        self._when = when
+        self._heap_index = -1
+
+    def when(self):
+        return self._when
+
+    @property
+    def _scheduled(self):
+        return self._heap_index >= 0
+
+    def cancel(self):
+        if not self._cancelled:
+            if self._heap_index >= 0:
+                self._loop._timers.remove(self)
+            Handle.cancel(self)
+
+    def _repr_info(self):
+        info = Handle._repr_info(self)
+        info.insert(2 if self._cancelled else 1, f'when={self._when}')
+        return info
+
+    def __hash__(self):
+        return hash(self._when)
+
+    def __lt__(self, other):
+        return self._when < (<TimerHandle?>other)._when
+
+    def __le__(self, other):
+        return self._when <= (<TimerHandle?>other)._when
+
+    def __gt__(self, other):
+        return self._when > (<TimerHandle?>other)._when
+
+    def __ge__(self, other):
+        return self._when >= (<TimerHandle?>other)._when
+
+    def __eq__(self, other):
+        if isinstance(other, TimerHandle):
+            return (self._when == (<TimerHandle>other)._when and
+                    self._callback == (<TimerHandle>other)._callback and
+                    self._args == (<TimerHandle>other)._args and
+                    self._cancelled == (<TimerHandle>other)._cancelled)
+        return NotImplemented
+
+
+# A binary min-heap of TimerHandles ordered by (when, seq).  Each handle
+# knows its index, so cancel() removes it at once (O(log n)) instead of
+# leaving a tombstone for the loop to skip, and the loop's wait timeout is
+# always the true next deadline.
+@cython.final
+cdef class TimerHeap:
+
+    def __cinit__(self):
+        self.items = []
+        self.seq = 0
+
+    cdef inline bint _less(self, TimerHandle a, TimerHandle b):
+        return a._when < b._when or (a._when == b._when and a._seq < b._seq)
+
+    cdef inline void _place(self, Py_ssize_t i, TimerHandle h):
+        self.items[i] = h
+        h._heap_index = i
+
+    cdef void _sift_up(self, Py_ssize_t i):
+        cdef list items = self.items
+        cdef TimerHandle h = <TimerHandle>items[i]
+        cdef Py_ssize_t parent
+        cdef TimerHandle p
+        while i > 0:
+            parent = (i - 1) >> 1
+            p = <TimerHandle>items[parent]
+            if not self._less(h, p):
+                break
+            self._place(i, p)
+            i = parent
+        self._place(i, h)
+
+    cdef void _sift_down(self, Py_ssize_t i):
+        cdef list items = self.items
+        cdef Py_ssize_t n = len(items)
+        cdef TimerHandle h = <TimerHandle>items[i]
+        cdef Py_ssize_t child
+        cdef TimerHandle c
+        while True:
+            child = 2 * i + 1
+            if child >= n:
+                break
+            if child + 1 < n and self._less(<TimerHandle>items[child + 1], <TimerHandle>items[child]):
+                child += 1
+            c = <TimerHandle>items[child]
+            if not self._less(c, h):
+                break
+            self._place(i, c)
+            i = child
+        self._place(i, h)
+
+    cdef push(self, TimerHandle h):
+        h._seq = self.seq
+        self.seq += 1
+        self.items.append(h)
+        h._heap_index = len(self.items) - 1
+        self._sift_up(h._heap_index)
+
+    cdef TimerHandle pop(self):
+        cdef list items = self.items
+        cdef TimerHandle top = <TimerHandle>items[0]
+        cdef TimerHandle last = <TimerHandle>items.pop()
+        top._heap_index = -1
+        if len(items):
+            self._place(0, last)
+            self._sift_down(0)
+        return top
+
+    cdef remove(self, TimerHandle h):
+        cdef list items = self.items
+        cdef Py_ssize_t i = h._heap_index
+        cdef TimerHandle last
+        if i < 0:
+            return
+        h._heap_index = -1
+        last = <TimerHandle>items.pop()
+        if last is h:
+            return
+        self._place(i, last)
+        if i > 0 and self._less(last, <TimerHandle>items[(i - 1) >> 1]):
+            self._sift_up(i)
+        else:
+            self._sift_down(i)
+
+    cdef clear(self):
+        cdef TimerHandle h
+        for h in self.items:
+            h._heap_index = -1
+        self.items = []
+
+    def __len__(self):
+        return len(self.items)

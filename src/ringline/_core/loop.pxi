@@ -1,0 +1,476 @@
+# The loop core: ready queue, timer heap, one driver wait per iteration.
+#
+# ringline.EventLoop (in ringline/_loop.py) is
+#     class EventLoop(LoopCore, asyncio.BaseEventLoop)
+# so asyncio's own code provides everything that is not on the hot path
+# (tasks, exception handler, executor, async generators, create_connection
+# and friends on top of our sock_* and transports), and this class replaces
+# what is: callbacks, timers, the iteration, socket operations.
+
+
+cdef class LoopCore:
+
+    def _core_init(self, backend):
+        self._ready = collections.deque()
+        self._timers = TimerHeap()
+        self._readers = {}
+        self._writers = {}
+        self._rearm = []
+        self._stash = {}
+        self._future_type = futures.Future
+        self._fork_gen = _fork_generation
+        self._clock_resolution = 1e-9
+        self.slow_callback_duration = 0.1
+        self._driver = _make_driver(self, backend)
+        self._driver.arm_wakeup()
+
+    # ---- checks ----------------------------------------------------------
+
+    cdef inline int _check_closed_c(self) except -1:
+        if self._closed:
+            raise RuntimeError('Event loop is closed')
+        if self._fork_gen != _fork_generation:
+            self._check_fork()
+        return 0
+
+    cdef int _check_fork(self) except -1:
+        if self._fork_gen != _fork_generation:
+            raise RuntimeError(
+                'this ringline event loop was created in a parent process and '
+                'cannot be used after fork(); create a new event loop in the child')
+        return 0
+
+    def _check_closed(self):
+        self._check_closed_c()
+
+    # ---- time and callbacks ---------------------------------------------
+
+    def time(self):
+        return rl_monotonic_ns() * 1e-9
+
+    cdef inline Handle _call_soon_c(self, object callback, tuple args, object context):
+        cdef Handle h = Handle.__new__(Handle)
+        h._init(callback, args, self, context)
+        self._ready.append(h)
+        return h
+
+    def call_soon(self, callback, *args, context=None):
+        self._check_closed_c()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, 'call_soon')
+        h = self._call_soon_c(callback, args, context)
+        if h._source_traceback:
+            del h._source_traceback[-1]
+        return h
+
+    def _call_soon(self, callback, args, context):
+        return self._call_soon_c(callback, args, context)
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        self._check_closed_c()
+        if self._debug:
+            self._check_callback(callback, 'call_soon_threadsafe')
+        h = self._call_soon_c(callback, args, context)
+        if h._source_traceback:
+            del h._source_traceback[-1]
+        self._write_to_self()
+        return h
+
+    def _write_to_self(self):
+        # One eventfd write per sleep is enough: the flag is cleared by the
+        # loop when it reads the eventfd, before it runs the ready queue.
+        cdef Driver d = self._driver
+        if not self._wake_pending and d is not None and d.wake_fd >= 0:
+            self._wake_pending = True
+            with nogil:
+                d.wake()
+
+    def call_later(self, delay, callback, *args, context=None):
+        if delay is None:
+            raise TypeError('delay must not be None')
+        cdef double d = delay
+        if d != d:
+            raise ValueError('delay must not be NaN')
+        timer = self._call_at(self.time() + d, callback, args, context, 'call_later')
+        return timer
+
+    def call_at(self, when, callback, *args, context=None):
+        if when is None:
+            raise TypeError('when cannot be None')
+        cdef double w = when
+        if w != w:
+            raise ValueError('when must not be NaN')
+        return self._call_at(w, callback, args, context, 'call_at')
+
+    cdef TimerHandle _call_at(self, double when, object callback, tuple args,
+                              object context, str method):
+        self._check_closed_c()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, method)
+        cdef TimerHandle t = TimerHandle.__new__(TimerHandle)
+        t._init(callback, args, self, context)
+        t._when = when
+        t._heap_index = -1
+        if t._source_traceback:
+            del t._source_traceback[-1]
+        self._timers.push(t)
+        return t
+
+    def _timer_handle_cancelled(self, handle):
+        pass
+
+    @property
+    def _scheduled(self):
+        return self._timers.items
+
+    # ---- the iteration ---------------------------------------------------
+
+    cdef int _run_once_c(self) except -1:
+        cdef object ready = self._ready
+        cdef TimerHeap timers = self._timers
+        cdef int64_t timeout_ns
+        cdef double now, end, dt
+        cdef Handle handle
+        cdef Py_ssize_t i, ntodo
+        cdef list rearm
+
+        if len(ready) or self._stopping:
+            timeout_ns = 0
+        elif len(timers.items):
+            dt = (<TimerHandle>timers.items[0])._when - rl_monotonic_ns() * 1e-9
+            if dt <= 0:
+                timeout_ns = 0
+            elif dt > 86400.0:
+                timeout_ns = 86400 * 1000000000
+            else:
+                # Round up so we never wake just before the deadline.
+                timeout_ns = <int64_t>(dt * 1e9) + 1
+        else:
+            timeout_ns = -1
+
+        self._driver.wait(timeout_ns)
+
+        if len(timers.items):
+            end = rl_monotonic_ns() * 1e-9 + self._clock_resolution
+            while len(timers.items) and (<TimerHandle>timers.items[0])._when < end:
+                ready.append(timers.pop())
+
+        ntodo = len(ready)
+        if self._debug:
+            for i in range(ntodo):
+                handle = <Handle>ready.popleft()
+                if handle._cancelled:
+                    continue
+                try:
+                    self._current_handle = handle
+                    t0 = self.time()
+                    handle.run()
+                    dt = self.time() - t0
+                    if dt >= self.slow_callback_duration:
+                        base_events.logger.warning(
+                            'Executing %s took %.3f seconds',
+                            base_events._format_handle(handle), dt)
+                finally:
+                    self._current_handle = None
+        else:
+            for i in range(ntodo):
+                handle = <Handle>ready.popleft()
+                if not handle._cancelled:
+                    handle.run()
+        handle = None
+
+        if self._rearm:
+            rearm = self._rearm
+            self._rearm = []
+            for op in rearm:
+                (<PollOp>op).queued = False
+                if (<PollOp>op).active and (<PollOp>op).state == OP_IDLE:
+                    self._driver.start(<PollOp>op)
+        return 0
+
+    def _run_once(self):
+        self._run_once_c()
+
+    def _run_forever_inner(self):
+        # The body of run_forever; the setup around it is asyncio's.
+        self._check_fork()
+        while True:
+            self._run_once_c()
+            if self._stopping:
+                break
+
+    def _core_close(self):
+        cdef bint forked = self._fork_gen != _fork_generation
+        self._ready.clear()
+        self._timers.clear()
+        for op in list(self._readers.values()) + list(self._writers.values()):
+            (<PollOp>op).active = False
+        self._readers.clear()
+        self._writers.clear()
+        if self._driver is not None:
+            self._driver.shutdown(forked)
+        self._stash.clear()
+
+    def _driver_stats(self):
+        return self._driver.stats() if self._driver is not None else {}
+
+    @property
+    def _backend(self):
+        return self._driver.name
+
+    # ---- futures ------------------------------------------------------------
+
+    cdef object _new_future(self):
+        return self._future_type(loop=self)
+
+    # ---- readers and writers ----------------------------------------------
+
+    def add_reader(self, fd, callback, *args):
+        self._ensure_fd_no_transport(fd)
+        self._add_poller(fd, POLLIN, self._readers, callback, args, 'add_reader')
+
+    def add_writer(self, fd, callback, *args):
+        self._ensure_fd_no_transport(fd)
+        self._add_poller(fd, POLLOUT, self._writers, callback, args, 'add_writer')
+
+    def remove_reader(self, fd):
+        self._ensure_fd_no_transport(fd)
+        return self._remove_poller(fd, self._readers)
+
+    def remove_writer(self, fd):
+        self._ensure_fd_no_transport(fd)
+        return self._remove_poller(fd, self._writers)
+
+    def _add_reader(self, fd, callback, *args):
+        self._add_poller(fd, POLLIN, self._readers, callback, args, 'add_reader')
+
+    def _add_writer(self, fd, callback, *args):
+        self._add_poller(fd, POLLOUT, self._writers, callback, args, 'add_writer')
+
+    def _remove_reader(self, fd):
+        return self._remove_poller(fd, self._readers)
+
+    def _remove_writer(self, fd):
+        return self._remove_poller(fd, self._writers)
+
+    def _ensure_fd_no_transport(self, fd):
+        pass
+
+    cdef _add_poller(self, object fd, int events, dict table, object callback,
+                     tuple args, str method):
+        cdef int fdn = _fileobj_to_fd(fd)
+        cdef PollOp op
+        self._check_closed_c()
+        if self._debug:
+            self._check_callback(callback, method)
+        handle = Handle.__new__(Handle)
+        (<Handle>handle)._init(callback, args, self, None)
+        op = table.get(fdn)
+        if op is not None:
+            if op.handle is not None:
+                op.handle.cancel()
+            op.handle = handle
+            if op.state == OP_IDLE and not op.queued:
+                op.active = True
+                self._driver.start(op)
+            return
+        op = PollOp.__new__(PollOp)
+        op.loop = self
+        op.fd = fdn
+        op.events = events
+        op.handle = handle
+        op.active = True
+        table[fdn] = op
+        self._driver.start(op)
+
+    cdef bint _remove_poller(self, object fd, dict table) except -1:
+        cdef int fdn = _fileobj_to_fd(fd)
+        cdef PollOp op
+        if self._closed:
+            return False
+        op = table.pop(fdn, None)
+        if op is None:
+            return False
+        op.active = False
+        if op.handle is not None:
+            op.handle.cancel()
+            op.handle = None
+        if op.state == OP_INFLIGHT:
+            self._driver.cancel(op)
+        return True
+
+    # ---- socket operations in the ring ------------------------------------
+
+    cdef int _sock_fd(self, object sock) except -1:
+        self._check_closed_c()
+        if _ssl_socket_type is not None and isinstance(sock, _ssl_socket_type):
+            raise TypeError("Socket cannot be of type SSLSocket")
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        cdef int fd = sock.fileno()
+        if fd < 0:
+            raise OSError(errno_mod.EBADF, 'Bad file descriptor')
+        return fd
+
+    def sock_recv(self, sock, n):
+        cdef int fd = self._sock_fd(sock)
+        cdef Py_ssize_t nbytes = n
+        cdef RecvOp op
+        fut = self._new_future()
+        if self._stash:
+            data = _stash_take(self, fd, 'recv')
+            if data is not None:
+                if len(data) > nbytes:
+                    _stash_front(self, fd, 'recv', data[nbytes:])
+                    data = data[:nbytes]
+                fut.set_result(data)
+                return fut
+        if nbytes < 0:
+            raise ValueError('negative buffersize in recv')
+        if nbytes == 0:
+            fut.set_result(b'')
+            return fut
+        op = RecvOp.__new__(RecvOp)
+        op.alloc(nbytes)
+        op.bind(self, fut, fd)
+        self._driver.start(op)
+        return fut
+
+    def sock_recv_into(self, sock, buf):
+        cdef int fd = self._sock_fd(sock)
+        cdef RecvIntoOp op
+        fut = self._new_future()
+        if self._stash:
+            data = _stash_take(self, fd, 'recv')
+            if data is not None:
+                mv = memoryview(buf).cast('B')
+                n = min(len(mv), len(data))
+                mv[:n] = data[:n]
+                if n < len(data):
+                    _stash_front(self, fd, 'recv', data[n:])
+                fut.set_result(n)
+                return fut
+        op = RecvIntoOp.__new__(RecvIntoOp)
+        op.set_buffer(buf, 0)
+        op.bind(self, fut, fd)
+        self._driver.start(op)
+        return fut
+
+    def sock_sendall(self, sock, data):
+        cdef int fd = self._sock_fd(sock)
+        cdef SendOp op
+        fut = self._new_future()
+        op = SendOp.__new__(SendOp)
+        op.set_buffer(data)
+        if op.view.len == 0:
+            op._release()
+            fut.set_result(None)
+            return fut
+        op.bind(self, fut, fd)
+        self._driver.start(op)
+        return fut
+
+    def _sock_accept(self, sock):
+        cdef int fd = self._sock_fd(sock)
+        cdef AcceptOp op
+        fut = self._new_future()
+        if self._stash:
+            item = _stash_take(self, fd, 'accept')
+            if item is not None:
+                fut.set_result(item)
+                return fut
+        op = AcceptOp.__new__(AcceptOp)
+        op.sock = sock
+        op.bind(self, fut, fd)
+        self._driver.start(op)
+        return fut
+
+    def _sock_connect_ring(self, sock, address):
+        """Connect in the ring when the address encodes directly; else return
+        None and let the caller use the socket module's path."""
+        cdef int fd = self._sock_fd(sock)
+        cdef ConnectOp op = ConnectOp.__new__(ConnectOp)
+        if not _encode_sockaddr(sock.family, address, &op.addr, &op.addrlen):
+            return None
+        fut = self._new_future()
+        op.bind(self, fut, fd)
+        self._driver.start(op)
+        return fut
+
+    def _sock_recvmsg(self, sock, buf, Py_ssize_t nbytes):
+        cdef int fd = self._sock_fd(sock)
+        cdef RecvMsgOp op = RecvMsgOp.__new__(RecvMsgOp)
+        if buf is None and nbytes < 0:
+            raise ValueError('negative buffersize in recvfrom')
+        op.setup(sock, buf, nbytes)
+        fut = self._new_future()
+        op.bind(self, fut, fd)
+        self._driver.start(op)
+        return fut
+
+    def _sock_sendmsg(self, sock, data, address):
+        cdef int fd = self._sock_fd(sock)
+        cdef SendMsgOp op = SendMsgOp.__new__(SendMsgOp)
+        cdef socklen_t addrlen = 0
+        if address is not None:
+            if not _encode_sockaddr(sock.family, address, &op.addr, &addrlen):
+                return None
+        op.setup(data, addrlen)
+        fut = self._new_future()
+        op.bind(self, fut, fd)
+        self._driver.start(op)
+        return fut
+
+    def _poll_once(self, fd, int events):
+        """A future resolved when fd is ready for events (POLLIN/POLLOUT)."""
+        self._check_closed_c()
+        cdef OneShotPollOp op = OneShotPollOp.__new__(OneShotPollOp)
+        op.events = events
+        fut = self._new_future()
+        op.bind(self, fut, _fileobj_to_fd(fd))
+        self._driver.start(op)
+        return fut
+
+
+cdef inline int _stash_front(LoopCore loop, int fd, object kind, object value) except -1:
+    q = loop._stash.get(fd)
+    if q is None:
+        q = loop._stash[fd] = collections.deque()
+    q.appendleft((kind, value))
+    return 0
+
+
+# A poll that resolves a future once (connect fallback, sock_* fallbacks).
+@cython.final
+cdef class OneShotPollOp(Op):
+    cdef int events
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        sqe.opcode = IORING_OP_POLL_ADD
+        sqe.fd = self.fd
+        sqe.poll32_events = self.events
+        return 0
+
+    cdef int poll_events(self):
+        return self.events
+
+
+cdef int _fileobj_to_fd(object fileobj) except -1:
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
+
+
+cdef Driver _make_driver(LoopCore loop, backend):
+    if backend is None or backend == 'io_uring':
+        return UringDriver(loop, _sq_entries_default, _cq_entries_default)
+    raise ValueError(f"unknown ringline backend {backend!r} (expected 'io_uring' or 'poll')")

@@ -1,0 +1,600 @@
+# Socket operations as driver ops.  Each op owns what the kernel touches
+# (buffers, sockaddr, msghdr) for as long as it is in flight, and turns the
+# completion into its future's result.
+#
+# Cancellation: the op is registered as a done-callback of its future only
+# to notice cancel(); it removes itself before setting a result, so the
+# normal path schedules no extra callback.  A cancelled op asks the driver
+# to cancel it in the kernel; data that raced the cancel (the recv had
+# already completed) is kept in the loop's stash for the next recv on that
+# socket, so cancelling a recv never loses bytes.
+
+cdef enum:
+    OP_IDLE = 0
+    OP_INFLIGHT = 1
+    OP_CANCELLING = 2
+
+
+cdef class Op:
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        raise NotImplementedError
+
+    cdef int attempt(self) except? -1:
+        raise NotImplementedError
+
+    cdef int poll_events(self):
+        return 0
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        if res < 0:
+            return self.fail(-res)
+        return self.finish(res)
+
+    cdef int finish(self, object result) except -1:
+        cdef object fut = self.fut
+        self.fut = None
+        if fut is None:
+            return 0
+        if fut.done():
+            return 0
+        fut.remove_done_callback(self)
+        fut.set_result(result)
+        return 0
+
+    cdef int fail(self, int err) except -1:
+        cdef object fut = self.fut
+        self.fut = None
+        if fut is None or fut.done():
+            return 0
+        fut.remove_done_callback(self)
+        if err == errno_ECANCELED:
+            fut.cancel()
+        else:
+            fut.set_exception(_os_error(err))
+        return 0
+
+    cdef inline int bind(self, LoopCore loop, object fut, int fd) except -1:
+        self.loop = loop
+        self.fut = fut
+        self.fd = fd
+        fut.add_done_callback(self)
+        return 0
+
+    def __call__(self, fut):
+        # Done-callback: only reached when the future was cancelled (or
+        # completed by someone else) while we were in flight.
+        if self.state == OP_INFLIGHT and self.loop._driver is not None:
+            self.loop._driver.cancel(self)
+
+    def __repr__(self):
+        return f'<{type(self).__name__} fd={self.fd} state={self.state}>'
+
+
+cdef object _os_error(int err):
+    exc_type = _errno_exc.get(err, OSError)
+    return exc_type(err, os.strerror(err))
+
+
+_errno_exc = {
+    errno_mod.ECONNREFUSED: ConnectionRefusedError,
+    errno_mod.ECONNRESET: ConnectionResetError,
+    errno_mod.ECONNABORTED: ConnectionAbortedError,
+    errno_mod.EPIPE: BrokenPipeError,
+    errno_mod.ESHUTDOWN: BrokenPipeError,
+    errno_mod.ETIMEDOUT: TimeoutError,
+    errno_mod.EAGAIN: BlockingIOError,
+    errno_mod.EINPROGRESS: BlockingIOError,
+    errno_mod.EALREADY: BlockingIOError,
+    errno_mod.EINTR: InterruptedError,
+    errno_mod.ENOENT: FileNotFoundError,
+    errno_mod.EEXIST: FileExistsError,
+    errno_mod.EACCES: PermissionError,
+    errno_mod.EPERM: PermissionError,
+    errno_mod.EBADF: OSError,
+}
+
+
+cdef inline int _stash_put(LoopCore loop, int fd, object kind, object value) except -1:
+    q = loop._stash.get(fd)
+    if q is None:
+        q = loop._stash[fd] = collections.deque()
+    q.append((kind, value))
+    return 0
+
+
+cdef inline object _stash_take(LoopCore loop, int fd, object kind):
+    q = loop._stash.get(fd)
+    if q is None:
+        return None
+    if q[0][0] != kind:
+        return None
+    item = q.popleft()
+    if not q:
+        del loop._stash[fd]
+    return item[1]
+
+
+# recv(n) -> bytes.  The bytes object is allocated at its maximum size and
+# the kernel writes into it; it is shrunk in place on completion while the
+# op holds its only reference (_PyBytes_Resize's rule), so the data is
+# copied zero times.
+@cython.final
+cdef class RecvOp(Op):
+    cdef PyObject *buf          # owned reference, refcount 1 until completion
+    cdef Py_ssize_t nbytes
+    cdef int flags
+
+    cdef int alloc(self, Py_ssize_t nbytes) except -1:
+        data = PyBytes_FromStringAndSize(NULL, nbytes)
+        Py_INCREF(data)
+        self.buf = <PyObject*>data
+        self.nbytes = nbytes
+        return 0
+
+    cdef inline object take(self, Py_ssize_t n):
+        cdef object result
+        if n != self.nbytes:
+            if _PyBytes_Resize(&self.buf, n) < 0:
+                self.buf = NULL
+                raise MemoryError()
+        result = <object>self.buf
+        Py_DECREF(result)
+        self.buf = NULL
+        return result
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        sqe.opcode = IORING_OP_RECV
+        sqe.fd = self.fd
+        sqe.addr = <uint64_t><uintptr_t>PyBytes_AS_STRING(<object>self.buf)
+        sqe.len = <uint32_t>self.nbytes
+        sqe.msg_flags = self.flags
+        return 0
+
+    cdef int attempt(self) except? -1:
+        cdef ssize_t n = recv(self.fd, PyBytes_AS_STRING(<object>self.buf), self.nbytes,
+                              self.flags | MSG_DONTWAIT)
+        return <int>n if n >= 0 else -errno
+
+    cdef int poll_events(self):
+        return POLLIN
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        cdef object data
+        if res < 0:
+            return self.fail(-res)
+        data = self.take(res) if res > 0 else b''
+        if self.fut is None or self.fut.done():
+            # Cancelled after the kernel already took the bytes: keep them.
+            if res > 0:
+                _stash_put(self.loop, self.fd, 'recv', data)
+            self.fut = None
+            return 0
+        return self.finish(data)
+
+    def __dealloc__(self):
+        if self.buf != NULL:
+            Py_XDECREF(self.buf)
+            self.buf = NULL
+
+
+# recv_into(buf) -> int.  The kernel writes straight into the caller's buffer,
+# which stays exported (PyObject_GetBuffer) until the final completion.
+@cython.final
+cdef class RecvIntoOp(Op):
+    cdef Py_buffer view
+    cdef bint has_view
+    cdef int flags
+
+    cdef int set_buffer(self, object buf, Py_ssize_t nbytes) except -1:
+        PyObject_GetBuffer(buf, &self.view, PyBUF_WRITABLE)
+        self.has_view = True
+        if nbytes <= 0 or nbytes > self.view.len:
+            nbytes = self.view.len
+        self.view.len = nbytes
+        return 0
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        sqe.opcode = IORING_OP_RECV
+        sqe.fd = self.fd
+        sqe.addr = <uint64_t><uintptr_t>self.view.buf
+        sqe.len = <uint32_t>self.view.len
+        sqe.msg_flags = self.flags
+        return 0
+
+    cdef int attempt(self) except? -1:
+        cdef ssize_t n = recv(self.fd, self.view.buf, self.view.len, self.flags | MSG_DONTWAIT)
+        return <int>n if n >= 0 else -errno
+
+    cdef int poll_events(self):
+        return POLLIN
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        cdef object data
+        if res > 0 and (self.fut is None or self.fut.done()):
+            # Cancelled after the kernel filled the buffer: keep a copy.
+            data = PyBytes_FromStringAndSize(<char*>self.view.buf, res)
+            _stash_put(self.loop, self.fd, 'recv', data)
+        self._release()
+        return Op.complete(self, res, flags)
+
+    cdef _release(self):
+        if self.has_view:
+            self.has_view = False
+            PyBuffer_Release(&self.view)
+
+    def __dealloc__(self):
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+
+
+# sendall(data): resubmits the remainder after a short send, so bytes go out
+# in order; resolves when the kernel has taken all of them.
+@cython.final
+cdef class SendOp(Op):
+    cdef Py_buffer view
+    cdef bint has_view
+    cdef Py_ssize_t offset
+    cdef int flags
+
+    cdef int set_buffer(self, object data) except -1:
+        PyObject_GetBuffer(data, &self.view, PyBUF_SIMPLE)
+        self.has_view = True
+        self.offset = 0
+        return 0
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        sqe.opcode = IORING_OP_SEND
+        sqe.fd = self.fd
+        sqe.addr = <uint64_t><uintptr_t>(<char*>self.view.buf + self.offset)
+        sqe.len = <uint32_t>min(self.view.len - self.offset, 0x7fffffff)
+        sqe.msg_flags = self.flags | MSG_NOSIGNAL
+        return 0
+
+    cdef int attempt(self) except? -1:
+        cdef ssize_t n = send(self.fd, <char*>self.view.buf + self.offset,
+                              self.view.len - self.offset,
+                              self.flags | MSG_NOSIGNAL | MSG_DONTWAIT)
+        return <int>n if n >= 0 else -errno
+
+    cdef int poll_events(self):
+        return POLLOUT
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        if res >= 0:
+            self.offset += res
+            if self.offset < self.view.len and self.fut is not None and not self.fut.done():
+                self.loop._driver.start(self)
+                return 0
+        self._release()
+        if res < 0:
+            return self.fail(-res)
+        return self.finish(None)
+
+    cdef _release(self):
+        if self.has_view:
+            self.has_view = False
+            PyBuffer_Release(&self.view)
+
+    def __dealloc__(self):
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+
+
+# accept() -> (socket, address).  accept4 flags make the new fd non-blocking
+# and close-on-exec in the same step.
+@cython.final
+cdef class AcceptOp(Op):
+    cdef sockaddr_storage addr
+    cdef socklen_t addrlen
+    cdef object sock
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        self.addrlen = sizeof(sockaddr_storage)
+        sqe.opcode = IORING_OP_ACCEPT
+        sqe.fd = self.fd
+        sqe.addr = <uint64_t><uintptr_t>&self.addr
+        sqe.addr2 = <uint64_t><uintptr_t>&self.addrlen
+        sqe.accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC
+        return 0
+
+    cdef int attempt(self) except? -1:
+        self.addrlen = sizeof(sockaddr_storage)
+        cdef int r = accept4(self.fd, <sockaddr*>&self.addr, &self.addrlen,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC)
+        return r if r >= 0 else -errno
+
+    cdef int poll_events(self):
+        return POLLIN
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        if res < 0:
+            return self.fail(-res)
+        lsock = self.sock
+        self.sock = None
+        conn = socket_mod.socket(lsock.family, lsock.type, lsock.proto, fileno=res)
+        conn.setblocking(False)
+        addr = _decode_sockaddr(<sockaddr*>&self.addr, self.addrlen, conn)
+        if self.fut is None or self.fut.done():
+            _stash_put(self.loop, self.fd, 'accept', (conn, addr))
+            self.fut = None
+            return 0
+        return self.finish((conn, addr))
+
+
+# connect(address), address already encoded as a sockaddr.
+@cython.final
+cdef class ConnectOp(Op):
+    cdef sockaddr_storage addr
+    cdef socklen_t addrlen
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        sqe.opcode = IORING_OP_CONNECT
+        sqe.fd = self.fd
+        sqe.addr = <uint64_t><uintptr_t>&self.addr
+        sqe.off = self.addrlen
+        return 0
+
+    cdef int poll_events(self):
+        return POLLOUT
+
+
+# recvmsg for recvfrom / recvfrom_into: the data lands in a bytes object
+# (recvfrom) or the caller's buffer (recvfrom_into); the peer address in
+# the op's sockaddr_storage.
+@cython.final
+cdef class RecvMsgOp(Op):
+    cdef msghdr msg
+    cdef iovec iov
+    cdef sockaddr_storage addr
+    cdef object data
+    cdef Py_buffer view
+    cdef bint has_view
+    cdef object sock
+    cdef int flags
+
+    cdef int setup(self, object sock, object buf, Py_ssize_t nbytes) except -1:
+        self.sock = sock
+        if buf is None:
+            self.data = PyBytes_FromStringAndSize(NULL, nbytes)
+            self.iov.iov_base = PyBytes_AS_STRING(self.data)
+            self.iov.iov_len = nbytes
+        else:
+            PyObject_GetBuffer(buf, &self.view, PyBUF_WRITABLE)
+            self.has_view = True
+            if nbytes <= 0 or nbytes > self.view.len:
+                nbytes = self.view.len
+            self.iov.iov_base = self.view.buf
+            self.iov.iov_len = nbytes
+        memset(&self.msg, 0, sizeof(msghdr))
+        self.msg.msg_name = &self.addr
+        self.msg.msg_namelen = sizeof(sockaddr_storage)
+        self.msg.msg_iov = &self.iov
+        self.msg.msg_iovlen = 1
+        return 0
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        self.msg.msg_namelen = sizeof(sockaddr_storage)
+        sqe.opcode = IORING_OP_RECVMSG
+        sqe.fd = self.fd
+        sqe.addr = <uint64_t><uintptr_t>&self.msg
+        sqe.len = 1
+        sqe.msg_flags = self.flags
+        return 0
+
+    cdef int attempt(self) except? -1:
+        self.msg.msg_namelen = sizeof(sockaddr_storage)
+        cdef ssize_t n = recvmsg(self.fd, <msghdr_t*>&self.msg, self.flags | MSG_DONTWAIT)
+        return <int>n if n >= 0 else -errno
+
+    cdef int poll_events(self):
+        return POLLIN
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        if self.has_view:
+            self.has_view = False
+            PyBuffer_Release(&self.view)
+        if res < 0:
+            self.data = None
+            return self.fail(-res)
+        addr = _decode_sockaddr(<sockaddr*>&self.addr, self.msg.msg_namelen, self.sock)
+        self.sock = None
+        if self.data is not None:
+            data = self.data
+            self.data = None
+            return self.finish((data[:res] if res != len(data) else data, addr))
+        return self.finish((res, addr))
+
+    def __dealloc__(self):
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+
+
+# sendto(data, address) -> int, via sendmsg with msg_name set.
+@cython.final
+cdef class SendMsgOp(Op):
+    cdef msghdr msg
+    cdef iovec iov
+    cdef sockaddr_storage addr
+    cdef Py_buffer view
+    cdef bint has_view
+
+    cdef int setup(self, object data, socklen_t addrlen) except -1:
+        PyObject_GetBuffer(data, &self.view, PyBUF_SIMPLE)
+        self.has_view = True
+        self.iov.iov_base = self.view.buf
+        self.iov.iov_len = self.view.len
+        memset(&self.msg, 0, sizeof(msghdr))
+        self.msg.msg_name = &self.addr if addrlen else NULL
+        self.msg.msg_namelen = addrlen
+        self.msg.msg_iov = &self.iov
+        self.msg.msg_iovlen = 1
+        return 0
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        sqe.opcode = IORING_OP_SENDMSG
+        sqe.fd = self.fd
+        sqe.addr = <uint64_t><uintptr_t>&self.msg
+        sqe.len = 1
+        sqe.msg_flags = MSG_NOSIGNAL
+        return 0
+
+    cdef int attempt(self) except? -1:
+        cdef ssize_t n = sendmsg(self.fd, <msghdr_t*>&self.msg, MSG_NOSIGNAL | MSG_DONTWAIT)
+        return <int>n if n >= 0 else -errno
+
+    cdef int poll_events(self):
+        return POLLOUT
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        if self.has_view:
+            self.has_view = False
+            PyBuffer_Release(&self.view)
+        return Op.complete(self, res, flags)
+
+    def __dealloc__(self):
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+
+
+# One-shot poll for add_reader/add_writer and for connect's fallback path.
+# One-shot (re-armed after the callback ran) rather than multishot, because
+# io_uring's poll is edge-triggered unless IORING_POLL_ADD_LEVEL is given and
+# asyncio's reader semantics are level-triggered: a callback that leaves data
+# unread must be called again.  Re-arming re-checks readiness at once
+# (vfs_poll at arm time), which gives exactly that.
+@cython.final
+cdef class PollOp(Op):
+    cdef int events
+    cdef Handle handle
+    cdef bint active
+    cdef bint queued
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        sqe.opcode = IORING_OP_POLL_ADD
+        sqe.fd = self.fd
+        sqe.poll32_events = self.events
+        return 0
+
+    cdef int attempt(self) except? -1:
+        return -errno_EAGAIN
+
+    cdef int poll_events(self):
+        return self.events
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        cdef LoopCore loop = self.loop
+        if not self.active:
+            return 0
+        if res < 0 and res != -errno_ECANCELED:
+            # EBADF and friends: call the callback so it can see the error,
+            # as a selector reports an fd error as readiness.
+            pass
+        elif res == -errno_ECANCELED:
+            return 0
+        if self.handle is not None and not self.handle._cancelled:
+            loop._ready.append(self.handle)
+        if not self.queued:
+            self.queued = True
+            loop._rearm.append(self)
+        return 0
+
+
+# ---- addresses -------------------------------------------------------------
+
+cdef object _decode_sockaddr(sockaddr *sa, socklen_t salen, object sock):
+    cdef char buf[64]
+    cdef sockaddr_in *sin
+    cdef sockaddr_in6 *sin6
+    cdef sockaddr_un *sun
+    cdef Py_ssize_t n
+    if salen == 0:
+        if sock is not None and sock.family == AF_UNIX:
+            return '' if sock.type != SOCK_DGRAM else None
+        return None
+    if sa.sa_family == AF_INET:
+        sin = <sockaddr_in*>sa
+        inet_ntop(AF_INET, &sin.sin_addr, buf, sizeof(buf))
+        return (buf.decode(), ntohs(sin.sin_port))
+    if sa.sa_family == AF_INET6:
+        sin6 = <sockaddr_in6*>sa
+        inet_ntop(AF_INET6, &sin6.sin6_addr, buf, sizeof(buf))
+        return (buf.decode(), ntohs(sin6.sin6_port), ntohl(sin6.sin6_flowinfo), sin6.sin6_scope_id)
+    if sa.sa_family == AF_UNIX:
+        sun = <sockaddr_un*>sa
+        n = <Py_ssize_t>salen - <Py_ssize_t>offsetof_sun_path()
+        if n <= 0:
+            return ''
+        if sun.sun_path[0] == 0:
+            # Linux abstract namespace: bytes, as the socket module gives.
+            return PyBytes_FromStringAndSize(sun.sun_path, n)
+        raw = PyBytes_FromStringAndSize(sun.sun_path, n)
+        raw = raw.split(b'\0', 1)[0]
+        return os.fsdecode(raw)
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None
+
+
+cdef int _encode_sockaddr(int family, object address, sockaddr_storage *ss,
+                          socklen_t *sl) except -1:
+    """Fill ss from a resolved address; return 1 on success, 0 when the
+    family or form is one we leave to the socket module."""
+    cdef sockaddr_in *sin
+    cdef sockaddr_in6 *sin6
+    cdef sockaddr_un *sun
+    cdef bytes host
+    cdef bytes path
+    memset(ss, 0, sizeof(sockaddr_storage))
+    if family == AF_INET:
+        if not isinstance(address, tuple) or len(address) != 2:
+            return 0
+        h, port = address
+        if not isinstance(h, str) or not isinstance(port, int) or not 0 <= port <= 65535:
+            return 0
+        host = h.encode('ascii', 'replace')
+        sin = <sockaddr_in*>ss
+        if inet_pton(AF_INET, host, &sin.sin_addr) != 1:
+            return 0
+        sin.sin_family = AF_INET
+        sin.sin_port = htons(port)
+        sl[0] = sizeof(sockaddr_in)
+        return 1
+    if family == AF_INET6:
+        if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
+            return 0
+        h = address[0]
+        port = address[1]
+        if not isinstance(h, str) or not isinstance(port, int) or not 0 <= port <= 65535 or '%' in h:
+            return 0
+        host = h.encode('ascii', 'replace')
+        sin6 = <sockaddr_in6*>ss
+        if inet_pton(AF_INET6, host, &sin6.sin6_addr) != 1:
+            return 0
+        sin6.sin6_family = AF_INET6
+        sin6.sin6_port = htons(port)
+        if len(address) > 2:
+            sin6.sin6_flowinfo = htonl(address[2])
+        if len(address) > 3:
+            sin6.sin6_scope_id = address[3]
+        sl[0] = sizeof(sockaddr_in6)
+        return 1
+    if family == AF_UNIX:
+        if isinstance(address, str):
+            path = os.fsencode(address)
+        elif isinstance(address, (bytes, bytearray, memoryview)):
+            path = bytes(address)
+        else:
+            return 0
+        sun = <sockaddr_un*>ss
+        if len(path) > sizeof(sun.sun_path):
+            raise OSError(errno_mod.ENAMETOOLONG, "AF_UNIX path too long")
+        sun.sun_family = AF_UNIX
+        memcpy(sun.sun_path, <char*>path, len(path))
+        if len(path) and path[0] == 0:
+            sl[0] = offsetof_sun_path() + len(path)
+        else:
+            sl[0] = offsetof_sun_path() + len(path) + (1 if len(path) < sizeof(sun.sun_path) else 0)
+        return 1
+    return 0

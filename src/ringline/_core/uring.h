@@ -1,0 +1,446 @@
+/*
+ * uring.h — the io_uring ABI on raw syscalls (no liburing).
+ *
+ * Ring memory layout and the ordering rules come from io_uring(7) and
+ * io_uring_setup(2): the application owns SQ tail and CQ head, the kernel
+ * owns SQ head and CQ tail.  Loads of kernel-owned indices are acquire,
+ * stores of ours are release (the barriers liburing's io_uring_smp_* use).
+ *
+ * The installed <linux/io_uring.h> may be older than the running kernel;
+ * constants we may use are defined here when it lacks them, and whether the
+ * kernel accepts them is found at run time (setup flags by retry, opcodes by
+ * IORING_REGISTER_PROBE).
+ */
+#ifndef RINGLINE_URING_H
+#define RINGLINE_URING_H
+
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/eventfd.h>
+#include <linux/io_uring.h>
+#include <linux/time_types.h>
+
+#ifndef __NR_io_uring_setup
+#define __NR_io_uring_setup 425
+#endif
+#ifndef __NR_io_uring_enter
+#define __NR_io_uring_enter 426
+#endif
+#ifndef __NR_io_uring_register
+#define __NR_io_uring_register 427
+#endif
+
+/* Newer than some installed headers. */
+#ifndef IORING_SETUP_COOP_TASKRUN
+#define IORING_SETUP_COOP_TASKRUN (1U << 8)
+#endif
+#ifndef IORING_SETUP_TASKRUN_FLAG
+#define IORING_SETUP_TASKRUN_FLAG (1U << 9)
+#endif
+#ifndef IORING_SETUP_SINGLE_ISSUER
+#define IORING_SETUP_SINGLE_ISSUER (1U << 12)
+#endif
+#ifndef IORING_SETUP_DEFER_TASKRUN
+#define IORING_SETUP_DEFER_TASKRUN (1U << 13)
+#endif
+#ifndef IORING_SQ_TASKRUN
+#define IORING_SQ_TASKRUN (1U << 2)
+#endif
+#ifndef IORING_ENTER_EXT_ARG
+#define IORING_ENTER_EXT_ARG (1U << 3)
+#endif
+#ifndef IORING_FEAT_EXT_ARG
+#define IORING_FEAT_EXT_ARG (1U << 8)
+#endif
+#ifndef IORING_FEAT_NODROP
+#define IORING_FEAT_NODROP (1U << 1)
+#endif
+#ifndef IORING_POLL_ADD_MULTI
+#define IORING_POLL_ADD_MULTI (1U << 0)
+#endif
+#ifndef IORING_RECV_MULTISHOT
+#define IORING_RECV_MULTISHOT (1U << 1)
+#endif
+#ifndef IORING_ACCEPT_MULTISHOT
+#define IORING_ACCEPT_MULTISHOT (1U << 0)
+#endif
+#ifndef IORING_ASYNC_CANCEL_ALL
+#define IORING_ASYNC_CANCEL_ALL (1U << 0)
+#endif
+#ifndef IORING_ASYNC_CANCEL_ANY
+#define IORING_ASYNC_CANCEL_ANY (1U << 2)
+#endif
+#ifndef IORING_CQE_F_NOTIF
+#define IORING_CQE_F_NOTIF (1U << 3)
+#endif
+#ifndef IORING_CQE_BUFFER_SHIFT
+#define IORING_CQE_BUFFER_SHIFT 16
+#endif
+/* Opcode numbers are ABI: those missing from old headers are fixed values. */
+#define RL_OP_SEND_ZC 47
+#define RL_OP_WAITID 50
+
+static inline int rl_setup(unsigned entries, struct io_uring_params *p)
+{
+    return (int)syscall(__NR_io_uring_setup, entries, p);
+}
+
+static inline int rl_enter(int fd, unsigned to_submit, unsigned min_complete,
+                           unsigned flags, void *arg, size_t argsz)
+{
+    return (int)syscall(__NR_io_uring_enter, fd, to_submit, min_complete,
+                        flags, arg, argsz);
+}
+
+static inline int rl_register(int fd, unsigned opcode, void *arg, unsigned nr)
+{
+    return (int)syscall(__NR_io_uring_register, fd, opcode, arg, nr);
+}
+
+typedef struct rl_ring {
+    int fd;
+    unsigned setup_flags;
+    unsigned features;
+    /* submission queue */
+    unsigned *sq_khead, *sq_ktail, *sq_kflags, *sq_array;
+    unsigned sq_mask, sq_entries;
+    unsigned sqe_tail;          /* our next free SQE (not yet published) */
+    unsigned sqe_head;          /* first SQE not yet published to the kernel */
+    struct io_uring_sqe *sqes;
+    /* completion queue */
+    unsigned *cq_khead, *cq_ktail, *cq_koverflow;
+    unsigned cq_mask, cq_entries;
+    struct io_uring_cqe *cqes;
+    /* mappings */
+    void *sq_ptr, *cq_ptr;
+    size_t sq_sz, cq_sz, sqes_sz;
+} rl_ring;
+
+#define RL_LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define RL_STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+static void rl_ring_unmap(rl_ring *r)
+{
+    if (r->sqes && r->sqes != MAP_FAILED)
+        munmap(r->sqes, r->sqes_sz);
+    if (r->cq_ptr && r->cq_ptr != MAP_FAILED && r->cq_ptr != r->sq_ptr)
+        munmap(r->cq_ptr, r->cq_sz);
+    if (r->sq_ptr && r->sq_ptr != MAP_FAILED)
+        munmap(r->sq_ptr, r->sq_sz);
+    r->sqes = NULL;
+    r->cq_ptr = r->sq_ptr = NULL;
+}
+
+/*
+ * Create a ring, trying setup flag sets from the most capable down:
+ * SINGLE_ISSUER|DEFER_TASKRUN (6.1+), COOP_TASKRUN (5.19+), plain.  Each set
+ * also asks for CQSIZE and TASKRUN_FLAG (so an idle iteration can see in
+ * sq_flags whether deferred task work is pending and skip the syscall).
+ * Returns 0 or -errno; *tried_err gets the first refusal's errno.
+ */
+static int rl_ring_init(rl_ring *r, unsigned sq_entries, unsigned cq_entries,
+                        int allow_defer, int *first_err)
+{
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        0,
+    };
+    struct io_uring_params p;
+    int fd = -1, i;
+    *first_err = 0;
+    memset(r, 0, sizeof(*r));
+    r->fd = -1;
+    for (i = allow_defer ? 0 : 1; i < 3; i++) {
+        memset(&p, 0, sizeof(p));
+        p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
+        p.cq_entries = cq_entries;
+        fd = rl_setup(sq_entries, &p);
+        if (fd >= 0)
+            break;
+        if (!*first_err)
+            *first_err = errno;
+        /* Refused outright (seccomp, sysctl, no syscall): no point retrying. */
+        if (errno == ENOSYS || errno == EPERM || errno == EACCES)
+            return -errno;
+    }
+    if (fd < 0)
+        return -errno;
+    r->fd = fd;
+    r->setup_flags = p.flags;
+    r->features = p.features;
+
+    r->sq_sz = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    r->cq_sz = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    if (p.features & IORING_FEAT_SINGLE_MMAP) {
+        if (r->cq_sz > r->sq_sz)
+            r->sq_sz = r->cq_sz;
+        r->cq_sz = r->sq_sz;
+    }
+    r->sq_ptr = mmap(0, r->sq_sz, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
+    if (r->sq_ptr == MAP_FAILED)
+        goto fail;
+    if (p.features & IORING_FEAT_SINGLE_MMAP) {
+        r->cq_ptr = r->sq_ptr;
+    } else {
+        r->cq_ptr = mmap(0, r->cq_sz, PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_CQ_RING);
+        if (r->cq_ptr == MAP_FAILED)
+            goto fail;
+    }
+    r->sqes_sz = p.sq_entries * sizeof(struct io_uring_sqe);
+    r->sqes = mmap(0, r->sqes_sz, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
+    if (r->sqes == MAP_FAILED)
+        goto fail;
+
+    char *sq = (char *)r->sq_ptr, *cq = (char *)r->cq_ptr;
+    r->sq_khead = (unsigned *)(sq + p.sq_off.head);
+    r->sq_ktail = (unsigned *)(sq + p.sq_off.tail);
+    r->sq_kflags = (unsigned *)(sq + p.sq_off.flags);
+    r->sq_array = (unsigned *)(sq + p.sq_off.array);
+    r->sq_mask = *(unsigned *)(sq + p.sq_off.ring_mask);
+    r->sq_entries = *(unsigned *)(sq + p.sq_off.ring_entries);
+    r->cq_khead = (unsigned *)(cq + p.cq_off.head);
+    r->cq_ktail = (unsigned *)(cq + p.cq_off.tail);
+    r->cq_koverflow = (unsigned *)(cq + p.cq_off.overflow);
+    r->cq_mask = *(unsigned *)(cq + p.cq_off.ring_mask);
+    r->cq_entries = *(unsigned *)(cq + p.cq_off.ring_entries);
+    r->cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+    /* The indirection array is the identity: SQE i is slot i, set once. */
+    for (unsigned k = 0; k < r->sq_entries; k++)
+        r->sq_array[k] = k;
+    r->sqe_head = r->sqe_tail = *r->sq_khead;
+    return 0;
+fail:;
+    int err = errno;
+    rl_ring_unmap(r);
+    close(fd);
+    r->fd = -1;
+    return -err;
+}
+
+static void rl_ring_exit(rl_ring *r)
+{
+    rl_ring_unmap(r);
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+}
+
+/* Next free SQE, zeroed, or NULL when the SQ is full (flush, then retry). */
+static inline struct io_uring_sqe *rl_get_sqe(rl_ring *r)
+{
+    unsigned head = RL_LOAD_ACQ(r->sq_khead);
+    if (r->sqe_tail - head >= r->sq_entries)
+        return NULL;
+    struct io_uring_sqe *sqe = &r->sqes[r->sqe_tail & r->sq_mask];
+    r->sqe_tail++;
+    memset(sqe, 0, sizeof(*sqe));
+    return sqe;
+}
+
+/* Publish queued SQEs to the kernel; returns how many are pending. */
+static inline unsigned rl_flush_sq(rl_ring *r)
+{
+    if (r->sqe_head != r->sqe_tail) {
+        r->sqe_head = r->sqe_tail;
+        RL_STORE_REL(r->sq_ktail, r->sqe_tail);
+    }
+    return r->sqe_tail - RL_LOAD_ACQ(r->sq_khead);
+}
+
+static inline unsigned rl_sq_pending(rl_ring *r)
+{
+    return r->sqe_tail - RL_LOAD_ACQ(r->sq_khead);
+}
+
+static inline int rl_needs_enter(rl_ring *r)
+{
+    /* Deferred task work or overflowed CQEs are flushed only by io_uring_enter. */
+    return (RL_LOAD_ACQ(r->sq_kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
+}
+
+static inline int rl_cq_overflow(rl_ring *r)
+{
+    return (RL_LOAD_ACQ(r->sq_kflags) & IORING_SQ_CQ_OVERFLOW) != 0;
+}
+
+/*
+ * Submit everything queued and wait for at least `wait_nr` completions or
+ * until `timeout_ns` passes (negative: no timeout).  One syscall.  With
+ * EXT_ARG the timeout rides along instead of costing an IORING_OP_TIMEOUT
+ * SQE.  Returns submitted count or -errno (ETIME and EINTR are normal).
+ */
+static inline int rl_submit_and_wait(rl_ring *r, unsigned wait_nr, int64_t timeout_ns)
+{
+    unsigned submit = rl_flush_sq(r);
+    unsigned flags = 0;
+    struct io_uring_getevents_arg arg;
+    struct __kernel_timespec ts;
+    if (wait_nr || (r->setup_flags & IORING_SETUP_DEFER_TASKRUN) || rl_needs_enter(r))
+        flags |= IORING_ENTER_GETEVENTS;
+    if (wait_nr && timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000;
+        ts.tv_nsec = timeout_ns % 1000000000;
+        memset(&arg, 0, sizeof(arg));
+        arg.ts = (uint64_t)(uintptr_t)&ts;
+        int ret = rl_enter(r->fd, submit, wait_nr, flags | IORING_ENTER_EXT_ARG,
+                           &arg, sizeof(arg));
+        return ret < 0 ? -errno : ret;
+    }
+    int ret = rl_enter(r->fd, submit, wait_nr, flags, NULL, _NSIG / 8);
+    return ret < 0 ? -errno : ret;
+}
+
+static inline unsigned rl_cq_ready(rl_ring *r)
+{
+    return RL_LOAD_ACQ(r->cq_ktail) - *r->cq_khead;
+}
+
+static inline unsigned rl_cq_khead(rl_ring *r)
+{
+    return *r->cq_khead;
+}
+
+static inline struct io_uring_cqe *rl_cqe_at(rl_ring *r, unsigned head)
+{
+    return &r->cqes[head & r->cq_mask];
+}
+
+static inline void rl_cq_advance_to(rl_ring *r, unsigned head)
+{
+    RL_STORE_REL(r->cq_khead, head);
+}
+
+static inline int64_t rl_monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* --- provided-buffer rings (IORING_REGISTER_PBUF_RING, 5.19+) ----------- */
+
+typedef struct rl_pbuf_ring {
+    struct io_uring_buf_ring *br;
+    size_t br_sz;
+    char *bufs;
+    size_t bufs_sz;
+    unsigned entries, mask, buf_size;
+    unsigned short bgid;
+    unsigned short tail;         /* local tail; published with rl_pbuf_commit */
+} rl_pbuf_ring;
+
+static int rl_pbuf_ring_init(rl_ring *r, rl_pbuf_ring *pb, unsigned entries,
+                             unsigned buf_size, unsigned short bgid)
+{
+    struct io_uring_buf_reg reg;
+    memset(pb, 0, sizeof(*pb));
+    pb->br_sz = entries * sizeof(struct io_uring_buf);
+    pb->br = mmap(NULL, pb->br_sz, PROT_READ | PROT_WRITE,
+                  MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (pb->br == MAP_FAILED) {
+        pb->br = NULL;
+        return -errno;
+    }
+    pb->bufs_sz = (size_t)entries * buf_size;
+    pb->bufs = mmap(NULL, pb->bufs_sz, PROT_READ | PROT_WRITE,
+                    MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (pb->bufs == MAP_FAILED) {
+        int err = errno;
+        munmap(pb->br, pb->br_sz);
+        pb->br = NULL;
+        pb->bufs = NULL;
+        return -err;
+    }
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (uint64_t)(uintptr_t)pb->br;
+    reg.ring_entries = entries;
+    reg.bgid = bgid;
+    if (rl_register(r->fd, IORING_REGISTER_PBUF_RING, &reg, 1) < 0) {
+        int err = errno;
+        munmap(pb->br, pb->br_sz);
+        munmap(pb->bufs, pb->bufs_sz);
+        pb->br = NULL;
+        pb->bufs = NULL;
+        return -err;
+    }
+    pb->entries = entries;
+    pb->mask = entries - 1;
+    pb->buf_size = buf_size;
+    pb->bgid = bgid;
+    pb->tail = 0;
+    for (unsigned i = 0; i < entries; i++) {
+        struct io_uring_buf *b = &pb->br->bufs[(pb->tail + i) & pb->mask];
+        b->addr = (uint64_t)(uintptr_t)(pb->bufs + (size_t)i * buf_size);
+        b->len = buf_size;
+        b->bid = (unsigned short)i;
+    }
+    pb->tail += entries;
+    RL_STORE_REL(&pb->br->tail, pb->tail);
+    return 0;
+}
+
+static inline char *rl_pbuf_addr(rl_pbuf_ring *pb, unsigned bid)
+{
+    return pb->bufs + (size_t)bid * pb->buf_size;
+}
+
+/* Give buffer `bid` back to the kernel (visible after rl_pbuf_commit). */
+static inline void rl_pbuf_recycle(rl_pbuf_ring *pb, unsigned bid)
+{
+    struct io_uring_buf *b = &pb->br->bufs[pb->tail & pb->mask];
+    b->addr = (uint64_t)(uintptr_t)rl_pbuf_addr(pb, bid);
+    b->len = pb->buf_size;
+    b->bid = (unsigned short)bid;
+    pb->tail++;
+    RL_STORE_REL(&pb->br->tail, pb->tail);
+}
+
+static void rl_pbuf_ring_free(rl_ring *r, rl_pbuf_ring *pb)
+{
+    if (!pb->br)
+        return;
+    if (r && r->fd >= 0) {
+        struct io_uring_buf_reg reg;
+        memset(&reg, 0, sizeof(reg));
+        reg.bgid = pb->bgid;
+        rl_register(r->fd, IORING_UNREGISTER_PBUF_RING, &reg, 1);
+    }
+    munmap(pb->br, pb->br_sz);
+    munmap(pb->bufs, pb->bufs_sz);
+    pb->br = NULL;
+    pb->bufs = NULL;
+}
+
+/* --- probe ---------------------------------------------------------------- */
+
+/* Fills ops[0..255] with 1 where the kernel supports the opcode. */
+static int rl_probe(rl_ring *r, unsigned char *ops, unsigned *last_op)
+{
+    size_t sz = sizeof(struct io_uring_probe) + 256 * sizeof(struct io_uring_probe_op);
+    struct io_uring_probe *probe = calloc(1, sz);
+    if (!probe)
+        return -ENOMEM;
+    if (rl_register(r->fd, IORING_REGISTER_PROBE, probe, 256) < 0) {
+        int err = errno;
+        free(probe);
+        return -err;
+    }
+    *last_op = probe->last_op;
+    for (unsigned i = 0; i < probe->ops_len && i < 256; i++)
+        ops[probe->ops[i].op] = (probe->ops[i].flags & IO_URING_OP_SUPPORTED) ? 1 : 0;
+    free(probe);
+    return 0;
+}
+
+#endif /* RINGLINE_URING_H */

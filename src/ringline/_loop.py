@@ -1,0 +1,194 @@
+"""ringline.EventLoop: the compiled LoopCore plus asyncio's BaseEventLoop.
+
+LoopCore (compiled) owns the hot path: callbacks, timers, the iteration and
+socket operations in the ring.  BaseEventLoop (asyncio's own Python code)
+supplies the rest -- tasks, the exception handler, executors, async
+generator hooks, create_connection/create_server on top of our primitives --
+so those behave exactly as asyncio's do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import sys
+import threading
+import weakref
+from asyncio import base_events, coroutines, events
+
+from ._core.core import LoopCore
+
+__all__ = ("EventLoop",)
+
+_POLLIN = 0x001
+_POLLOUT = 0x004
+
+
+class EventLoop(LoopCore, base_events.BaseEventLoop):
+    """An asyncio event loop whose I/O goes through io_uring."""
+
+    def __init__(self, backend: str | None = None) -> None:
+        self._core_init(backend)
+        # BaseEventLoop.__init__ without the fields LoopCore owns (_ready,
+        # _scheduled): same names, same defaults.
+        self._timer_cancelled_count = 0
+        self._closed = False
+        self._stopping = False
+        self._default_executor = None
+        self._internal_fds = 0
+        self._thread_id = None
+        self._exception_handler = None
+        self.set_debug(coroutines._is_debug_mode())
+        self.slow_callback_duration = 0.1
+        self._current_handle = None
+        self._task_factory = None
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth = None
+        self._asyncgens = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._executor_shutdown_called = False
+
+    def __repr__(self) -> str:
+        return (f"<{self.__class__.__name__} backend={self._backend} "
+                f"running={self.is_running()} closed={self.is_closed()} "
+                f"debug={self.get_debug()}>")
+
+    @property
+    def backend(self) -> str:
+        """The backend this loop runs on: ``"io_uring"`` or ``"poll"``."""
+        return self._backend
+
+    def stats(self) -> dict:
+        """Counters of the driver (SQEs, CQEs, io_uring_enter calls, ...)."""
+        return self._driver_stats()
+
+    # ---- running -----------------------------------------------------------
+
+    def run_forever(self) -> None:
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
+                                   finalizer=self._asyncgen_finalizer_hook)
+            events._set_running_loop(self)
+            self._run_forever_inner()
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def close(self) -> None:
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self._closed:
+            return
+        if self._debug:
+            base_events.logger.debug("Close %r", self)
+        self._closed = True
+        self._core_close()
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+
+    # ---- sockets -------------------------------------------------------------
+
+    async def sock_accept(self, sock):
+        return await self._sock_accept(sock)
+
+    async def sock_connect(self, sock, address):
+        base_events._check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        if sock.family == socket.AF_INET or (
+                base_events._HAS_IPv6 and sock.family == socket.AF_INET6):
+            resolved = await self._ensure_resolved(
+                address, family=sock.family, type=sock.type, proto=sock.proto,
+                loop=self)
+            _, _, _, _, address = resolved[0]
+        fut = self._sock_connect_ring(sock, address)
+        if fut is None:
+            return await self._sock_connect_poll(sock, address)
+        try:
+            return await fut
+        except OSError as exc:
+            if exc.errno:
+                # asyncio's message, and the errno's OSError subclass.
+                raise OSError(exc.errno, f"Connect call failed {address}") from None
+            raise
+
+    async def _sock_connect_poll(self, sock, address):
+        # Families and address forms the ring op does not encode: the
+        # socket module connects, the ring waits for writability.
+        try:
+            sock.connect(address)
+            return
+        except (BlockingIOError, InterruptedError):
+            pass
+        while True:
+            await self._poll_once(sock, _POLLOUT)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err == 0:
+                return
+            if err not in (11, 115, 114, 4):  # EAGAIN, EINPROGRESS, EALREADY, EINTR
+                raise OSError(err, f"Connect call failed {address}")
+
+    async def sock_recvfrom(self, sock, bufsize):
+        return await self._sock_recvmsg(sock, None, bufsize)
+
+    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+        if not nbytes:
+            nbytes = len(buf)
+        return await self._sock_recvmsg(sock, buf, nbytes)
+
+    async def sock_sendto(self, sock, data, address):
+        fut = self._sock_sendmsg(sock, data, address)
+        if fut is not None:
+            return await fut
+        # Address needs the socket module (a host name, an exotic family).
+        while True:
+            try:
+                return sock.sendto(data, address)
+            except (BlockingIOError, InterruptedError):
+                await self._poll_once(sock, _POLLOUT)
+
+    # ---- name resolution ---------------------------------------------------
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        # Numeric hosts need no resolver: answer on the loop thread.
+        if _is_numeric_host(host) and (port is None or isinstance(port, int)
+                                       or (isinstance(port, (str, bytes)) and port.isdigit())):
+            try:
+                return socket.getaddrinfo(host, port, family, type, proto,
+                                          flags | socket.AI_NUMERICHOST)
+            except socket.gaierror:
+                pass
+        return await base_events.BaseEventLoop.getaddrinfo(
+            self, host, port, family=family, type=type, proto=proto, flags=flags)
+
+
+def _is_numeric_host(host) -> bool:
+    if host is None:
+        return True
+    if isinstance(host, bytes):
+        try:
+            host = host.decode("idna")
+        except UnicodeError:
+            return False
+    if not isinstance(host, str):
+        return False
+    h = host.partition("%")[0]
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(fam, h)
+            return True
+        except (OSError, ValueError):
+            pass
+    return False

@@ -1,0 +1,194 @@
+"""pytest configuration shared by ringline's tests.
+
+Loop selection (see tests/_loops.py):
+
+* ``RINGLINE_TEST_LOOP=ringline`` (default): tests run on
+  ``ringline.new_event_loop(backend=...)``, once per backend in
+  ``ringline.available_backends()`` (or ``_loops.DEFAULT_BACKENDS``);
+  ``RINGLINE_TEST_BACKENDS=io_uring`` restricts the list.
+* ``RINGLINE_TEST_LOOP=asyncio``: the same tests on stock asyncio, to compare.
+
+Fixtures for the project's own tests:
+
+``loop``            a fresh loop of the backend under test, closed afterwards
+                    (tests using it are parametrized over the backends)
+``backend``         the backend name (``"asyncio"`` in asyncio mode)
+``loop_factory``    zero-argument callable making more loops of that backend
+``run``             ``run(coro, timeout=10)`` runs a coroutine on ``loop``
+``socketpair``      a connected non-blocking AF_UNIX socket pair, closed after
+
+Markers: ``conformance`` (added to CPython's bound tests, tests/test_cpython_*.py;
+``-m "not conformance"`` runs only the project's own tests) and
+``ringline_only`` (skipped in asyncio mode).
+
+Per-test timeout: every test gets ``pytest.mark.timeout(N)`` (pytest-timeout,
+SIGALRM method) unless it has its own marker or ``--timeout``/PYTEST_TIMEOUT
+is given; N is ``RINGLINE_TEST_TIMEOUT`` or 60 seconds.  A hang then fails
+one test, not the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+
+import pytest
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # make tests/_*.py importable in any import mode
+    sys.path.insert(0, _HERE)
+
+import _loops  # noqa: E402
+
+DEFAULT_TIMEOUT = 60.0
+TIMEOUT_ENV = "RINGLINE_TEST_TIMEOUT"
+
+try:
+    import pytest_timeout  # noqa: F401
+    HAVE_PYTEST_TIMEOUT = True
+except ImportError:  # pragma: no cover
+    HAVE_PYTEST_TIMEOUT = False
+
+
+# ---------------------------------------------------------------------------
+# hooks
+# ---------------------------------------------------------------------------
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "conformance: CPython asyncio conformance test bound to the loop under test")
+    config.addinivalue_line(
+        "markers", "ringline_only: test of ringline-specific API, skipped when "
+        "RINGLINE_TEST_LOOP=asyncio")
+    if not HAVE_PYTEST_TIMEOUT:
+        # Keep `pytest.mark.timeout` known so that --strict-markers works.
+        config.addinivalue_line("markers", "timeout(seconds): per-test timeout (pytest-timeout)")
+
+
+def pytest_report_header(config):
+    import _conformance_skips
+    lines = [f"ringline tests: {_loops.describe()}"]
+    if not _loops.is_asyncio_mode():
+        enabled = sorted(_conformance_skips.enabled_tags(False))
+        lines.append("conformance features enabled: "
+                     + (", ".join(enabled) if enabled else "(baseline only)"))
+        if _conformance_skips.skips_disabled():
+            lines.append(f"{_conformance_skips.NO_SKIPS_ENV} set: skip table not applied")
+    if not HAVE_PYTEST_TIMEOUT:
+        lines.append("WARNING: pytest-timeout is not installed: a hanging test "
+                     "hangs the whole run (pip install pytest-timeout)")
+    return lines
+
+
+def _default_timeout() -> float:
+    value = os.environ.get(TIMEOUT_ENV, "").strip()
+    return float(value) if value else DEFAULT_TIMEOUT
+
+
+def pytest_collection_modifyitems(config, items):
+    global_timeout = getattr(config, "_env_timeout", None)  # --timeout / PYTEST_TIMEOUT / ini
+    timeout = _default_timeout()
+    for item in items:
+        if os.path.basename(str(item.path)).startswith("test_cpython_"):
+            item.add_marker(pytest.mark.conformance)
+        if (HAVE_PYTEST_TIMEOUT and not global_timeout and timeout > 0
+                and item.get_closest_marker("timeout") is None):
+            item.add_marker(pytest.mark.timeout(timeout))
+        if _loops.is_asyncio_mode() and item.get_closest_marker("ringline_only"):
+            item.add_marker(pytest.mark.skip(reason="ringline-specific (RINGLINE_TEST_LOOP=asyncio)"))
+
+
+def pytest_generate_tests(metafunc):
+    # Parametrize lazily so that ringline is imported only when a test needs it.
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", _loops.backends(), scope="function")
+
+
+# ---------------------------------------------------------------------------
+# fixtures
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def loop_factory(backend):
+    """Zero-argument callable returning a new loop of the backend under test."""
+    return _loops.loop_factory(backend)
+
+
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel leftover tasks, shut down async generators and the executor,
+    close the loop (what asyncio.Runner does on exit)."""
+    if loop.is_closed():
+        return
+    try:
+        if not loop.is_running():
+            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(
+                    asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+
+
+@pytest.fixture
+def loop(loop_factory):
+    """A fresh loop of the backend under test; closed after the test.
+
+    It is not set as the current loop: tests should use it explicitly (or
+    ``run``), like CPython's tests do.
+    """
+    lp = loop_factory()
+    asyncio.set_event_loop(None)
+    try:
+        yield lp
+    finally:
+        close_loop(lp)
+        asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def run(loop):
+    """``run(coro, timeout=10.0)``: run ``coro`` to completion on ``loop``."""
+    def _run(coro, timeout: float = 10.0):
+        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+    return _run
+
+
+@pytest.fixture
+def socketpair():
+    """A connected, non-blocking AF_UNIX stream socket pair (closed after)."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+# ---------------------------------------------------------------------------
+# helpers importable by tests (``from conftest import ...`` is discouraged;
+# use ``tests/_loops.py`` for loop selection)
+# ---------------------------------------------------------------------------
+
+def run_briefly(loop: asyncio.AbstractEventLoop) -> None:
+    """Run the loop for one iteration or so (CPython's test_utils.run_briefly)."""
+    async def once():
+        pass
+    task = loop.create_task(once())
+    loop.run_until_complete(task)
+
+
+def run_until(loop: asyncio.AbstractEventLoop, predicate, timeout: float = 10.0) -> None:
+    """Run the loop until ``predicate()`` is true (CPython's test_utils.run_until)."""
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError(f"run_until: {predicate!r} still false after {timeout}s")
+        loop.run_until_complete(asyncio.sleep(0.001))
