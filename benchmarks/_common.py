@@ -144,6 +144,16 @@ def proc_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
+def machine_busy_seconds():
+    """CPU seconds all CPUs together have spent busy since boot (user, nice, system, irq,
+    softirq), from /proc/stat.  Compared with what the benchmark's own processes used over
+    the same window it shows whether something else was running."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()  # the aggregate "cpu" line
+    user, nice, system, idle, iowait, irq, softirq = (int(x) for x in fields[1:8])
+    return (user + nice + system + irq + softirq) / _TICK
+
+
 # ----------------------------------------------------------------------------- echo servers
 class EchoServer:
     """An echo_server.py process for LOOP and API, optionally pinned to CPU.

@@ -135,7 +135,7 @@ def main():
                 except RuntimeError as exc:
                     why = str(exc)
             if why:
-                print(f"{loop:>10}: not available: {why}", flush=True)
+                print(f"{loop:>10}: cannot be measured: {why}", flush=True)
         # Rounds alternate between the loops, so a slow phase of the machine hits all of them.
         rounds = {loop: [] for loop in servers}
         names = list(servers)

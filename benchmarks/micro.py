@@ -12,9 +12,14 @@ Benchmarks (each runs N operations inside one running loop; ops/s = N / elapsed)
   future         N times: fut = loop.create_future(); loop.call_soon(fut.set_result, None);
                  await fut  (create, resolve from a callback, wake the awaiting task)
 
+The cyclic garbage collector is run before and disabled during each timed benchmark
+(--gc leaves it on): with N handles alive at once its passes over them would otherwise
+dominate call_soon and call_later and make the result depend on N more than on the loop.
+
 Every loop type runs in its own subprocess (one loop per process, nothing else loaded),
 pinned to one CPU; each subprocess first runs every benchmark once with N/10 as warm-up.
-Repetitions are interleaved (rep 1 of every loop, then rep 2, ... with the loop order
+A run whose process got less than 90% of its CPU (process CPU time / wall time) is
+flagged as disturbed by other load.  Repetitions are interleaved (rep 1 of every loop, then rep 2, ... with the loop order
 rotated), and the median is reported; ratios are medians of per-repetition ratios.
 Loops that cannot be imported or created are skipped with the reason.
 """
@@ -29,6 +34,7 @@ import time
 import _common
 
 BENCHMARKS = ("call_soon", "call_later", "sleep0", "future")
+MIN_CPU_SHARE = 0.9  # a run whose process got less of its CPU than this was disturbed
 
 
 # ----------------------------------------------------------------------------- in the child
@@ -83,7 +89,7 @@ async def bench_future(loop, n):
     return time.perf_counter() - t0
 
 
-def child(loop_name, n, names):
+def child(loop_name, n, names, keep_gc):
     """Run the benchmarks in one fresh loop; print {"loop": class, "ops": {bench: ops/s}}."""
     loop = _common.new_loop(loop_name)
     asyncio.set_event_loop(loop)
@@ -92,22 +98,32 @@ def child(loop_name, n, names):
     async def main():
         for name, fn in funcs.items():  # warm-up: caches, free lists, lazily built code paths
             await fn(loop, max(1000, n // 10))
-        ops = {}
+        ops, share = {}, {}
         for name, fn in funcs.items():
             gc.collect()
-            ops[name] = n / await fn(loop, n)
-        return ops
+            if not keep_gc:
+                gc.disable()
+            try:
+                wall0, cpu0 = time.perf_counter(), time.process_time()
+                ops[name] = n / await fn(loop, n)
+                # below 1.0 when something else ran on our CPU and the result is too low
+                share[name] = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+            finally:
+                gc.enable()
+        return ops, share
 
     try:
-        ops = loop.run_until_complete(main())
+        ops, share = loop.run_until_complete(main())
     finally:
         loop.close()
-    print(json.dumps({"loop": _common.loop_class_name(loop), "ops": ops}), flush=True)
+    print(json.dumps({"loop": _common.loop_class_name(loop), "ops": ops, "cpu_share": share}), flush=True)
 
 
 # ----------------------------------------------------------------------------- in the parent
 def run_child(loop_name, args, names):
     cmd = [sys.executable, __file__, "--child", loop_name, "--n", str(args.n), "--only", ",".join(names)]
+    if args.gc:
+        cmd.append("--gc")
     p = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_common.pinned(args.cpu),
                        timeout=args.timeout)
     lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
@@ -131,7 +147,8 @@ def report(args, loops, names, results, classes):
                          _common.fmt_pct(_common.spread(per_rep.values())),
                          _common.fmt_ratio(ratios[0]), _common.fmt_ratio(ratios[1])])
     out = [f"Micro-benchmarks: N={args.n:,} per benchmark, {args.reps} interleaved repetitions "
-           f"(subprocess per loop and repetition), pinned to CPU {args.cpu}.  ",
+           f"(subprocess per loop and repetition), pinned to CPU {args.cpu}, garbage collector "
+           f"{'on' if args.gc else 'off'} while timing.  ",
            f"Machine: {_common.machine_summary()}  "]
     out += [f"- {loop}: `{classes.get(loop, '?')}` {_common.loop_version(loop)}" for loop in loops]
     out += ["", _common.md_table(header, rows, "llrrrrr"), "",
@@ -148,6 +165,7 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--only", default=",".join(BENCHMARKS), help="subset of " + ",".join(BENCHMARKS))
     ap.add_argument("--cpu", type=int, default=0, help="pin the benchmark processes to this CPU (-1: no pinning)")
+    ap.add_argument("--gc", action="store_true", help="leave the cyclic garbage collector on while timing")
     ap.add_argument("--timeout", type=float, default=300, help="seconds one subprocess may take")
     ap.add_argument("--json", help="also write the raw per-repetition numbers here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -158,7 +176,7 @@ def main():
     if unknown:
         ap.error(f"unknown benchmark(s) {sorted(unknown)}; known: {', '.join(BENCHMARKS)}")
     if args.child:
-        return child(args.child, args.n, names)
+        return child(args.child, args.n, names, args.gc)
 
     if args.cpu >= 0:
         _common.warn_if_unpinnable(args.cpu)
@@ -169,6 +187,7 @@ def main():
         sys.exit("no usable loop")
     results = {loop: {b: {} for b in names} for loop in loops}
     classes = {}
+    disturbed = []
     for rep in range(args.reps):
         k = rep % len(loops)
         for loop in loops[k:] + loops[:k]:
@@ -180,12 +199,20 @@ def main():
             classes[loop] = r["loop"]
             for bench, ops in r["ops"].items():
                 results[loop][bench][rep] = ops
+            low = min(r["cpu_share"].values())
+            if low < MIN_CPU_SHARE:
+                disturbed.append(f"rep {rep + 1} {loop} ({low:.0%})")
             print(f"rep {rep + 1}/{args.reps} {loop:>10}: "
-                  + "  ".join(f"{b} {ops:,.0f}/s" for b, ops in r["ops"].items()), file=sys.stderr, flush=True)
+                  + "  ".join(f"{b} {ops:,.0f}/s" for b, ops in r["ops"].items())
+                  + (f"  DISTURBED: got {low:.0%} of its CPU" if low < MIN_CPU_SHARE else ""),
+                  file=sys.stderr, flush=True)
     loops = [l for l in loops if any(results[l][b] for b in names)]
     if not loops:
         sys.exit("every run failed")
     print(report(args, loops, names, results, classes))
+    if disturbed:
+        print(f"\n**Warning: other load took CPU time from {len(disturbed)} run(s): {', '.join(disturbed)}.** "
+              "Interleaving and paired ratios soften this; rerun on a quiet machine to be sure.")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"n": args.n, "reps": args.reps, "classes": classes, "results": results}, f, indent=1)

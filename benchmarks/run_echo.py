@@ -67,15 +67,20 @@ def run_loadgen(args, server, others, size, conns, warmup, duration, verify=Fals
                          stdin=subprocess.DEVNULL, preexec_fn=_common.pinned(args.client_cpu))
     watchdog = threading.Timer(warmup + duration + 30, p.kill)
     watchdog.start()
-    pids = [server.pid] + [o.pid for o in others]
+    # [machine, loadgen, server, idle servers...]
+    pids = [p.pid, server.pid] + [o.pid for o in others]
+
+    def sample():
+        return [_common.machine_busy_seconds()] + [_common.proc_cpu_seconds(pid) for pid in pids]
+
     cpu0 = cpu1 = t0 = t1 = None
     result = None
     try:
         for line in p.stdout:
             if line.startswith("# measure-start"):
-                t0, cpu0 = time.monotonic(), [_common.proc_cpu_seconds(pid) for pid in pids]
+                t0, cpu0 = time.monotonic(), sample()
             elif line.startswith("# measure-end"):
-                t1, cpu1 = time.monotonic(), [_common.proc_cpu_seconds(pid) for pid in pids]
+                t1, cpu1 = time.monotonic(), sample()
             elif line.startswith("{"):
                 result = json.loads(line)
         err = p.stderr.read()
@@ -87,10 +92,14 @@ def run_loadgen(args, server, others, size, conns, warmup, duration, verify=Fals
     if err.strip():
         result["detail"] = err.strip().splitlines()[0]
     if cpu0 and cpu1 and None not in cpu0 + cpu1 and t1 > t0:
-        result["server_cpu_s"] = cpu1[0] - cpu0[0]
-        result["server_cores"] = result["server_cpu_s"] / (t1 - t0)
-        idle = [(b - a) / (t1 - t0) for a, b in zip(cpu0[1:], cpu1[1:])]
-        result["idle_servers_cores"] = max(idle, default=0.0)
+        used = [b - a for a, b in zip(cpu0, cpu1)]
+        result["server_cpu_s"] = used[2]
+        result["server_cores"] = used[2] / (t1 - t0)
+        result["client_cores"] = used[1] / (t1 - t0)
+        result["idle_servers_cores"] = max(used[3:], default=0.0) / (t1 - t0)
+        # Busy time not charged to loadgen or the servers: other processes, or kernel work
+        # done outside any process context (a few hundredths of a core is normal).
+        result["other_cores"] = max(0.0, used[0] - sum(used[1:])) / (t1 - t0)
         if result["server_cpu_s"] > 0:
             result["req_per_cpu_s"] = result["requests"] / result["server_cpu_s"]
     if not server.alive():
@@ -126,7 +135,7 @@ def report(args, names, cells, runs, failed, ready):
            f"Machine: {_common.machine_summary()}  "]
     out += [f"- `{n}`: {ready[n]}" for n in names if n in ready]
     header = ["server", "req/s", "× uvloop", "MB/s", "p50 µs", "p99 µs", "server CPU (cores)",
-              "req per server CPU-s", "spread", "errors"]
+              "req per server CPU-s", "loadgen CPU", "spread", "errors"]
     for cell in cells:
         size, conns = cell
         rows = []
@@ -142,21 +151,29 @@ def report(args, names, cells, runs, failed, ready):
             med = lambda key: _common.median(r.get(key) for r in vals)  # noqa: E731
             rows.append([
                 f"`{name}`", _common.fmt_int(_common.median(rps.values())),
-                _common.fmt_ratio(_common.paired_ratio(rps, base_rps) if base else None),
+                _common.fmt_ratio(_common.paired_ratio(rps, base_rps) if base else None)
+                + ("" if not base or base.rpartition("-")[2] == name.rpartition("-")[2] else f" (vs `{base}`)"),
                 _common.fmt_float(med("mbps"), 1),
                 _common.fmt_float(_common.median(r.get("lat_us", {}).get("p50") for r in vals), 0),
                 _common.fmt_float(_common.median(r.get("lat_us", {}).get("p99") for r in vals), 0),
                 _common.fmt_float(med("server_cores")), _common.fmt_int(med("req_per_cpu_s")),
-                _common.fmt_pct(_common.spread(rps.values())), sum(r.get("errors", 0) for r in vals)])
+                _common.fmt_float(med("client_cores")), _common.fmt_pct(_common.spread(rps.values())), sum(r.get("errors", 0) for r in vals)])
         out += ["", f"**{size:,} bytes × {conns} connections**", "", _common.md_table(header, rows)]
-    idle = max((r.get("idle_servers_cores", 0.0) for per in runs.values() for r in per.values()), default=0.0)
+    every = [r for per in runs.values() for r in per.values()]
+    idle = max((r.get("idle_servers_cores", 0.0) for r in every), default=0.0)
+    other = max((r.get("other_cores", 0.0) for r in every), default=0.0)
     out += ["", "req/s = echoes completed per second (median); × uvloop = median of per-repetition ratios "
-            "to uvloop with the same API; MB/s = payload one way; latency = request written to echo "
-            "received; server CPU = the server's user+system CPU time / window (1.00 = its core busy "
-            "all the time); spread = (max - min) / median of req/s over repetitions.",
-            f"Idle servers used at most {idle:.2f} cores while another was measured."]
+            "to uvloop with the same API (or the one named); MB/s = payload one way; latency = request written to echo "
+            "received; server / loadgen CPU = user+system CPU time / window (1.00 = a core busy all "
+            "the time; loopback TCP work is charged to the sending side, so a loadgen near 1.00 may be "
+            "the limit); spread = (max - min) / median of req/s over repetitions.",
+            f"During measured windows, idle servers used at most {idle:.2f} cores and everything "
+            f"else on the machine at most {other:.2f} cores."]
     if idle > 0.05:
         out.append("**Warning: an idle server burned CPU and may have slowed the measured one.**")
+    if other > 0.2:
+        out.append("**Warning: other load on the machine during some runs; their numbers may be low "
+                   "(see the per-run log, `other`).**")
     for name, why in failed.items():
         out.append(f"- `{name}` skipped: {why}")
     return "\n".join(out)
@@ -236,7 +253,8 @@ def main():
                     r = run_loadgen(args, srv, others, cell[0], cell[1], args.warmup, args.duration)
                     runs.setdefault((name, cell), {})[rep] = r
                     log(f"rep {rep + 1}/{args.reps} {name:>20} {cell[0]:>7} B x{cell[1]:<4} "
-                        f"{r.get('rps', 0):>10,.0f} req/s  server {r.get('server_cores', 0):.2f} cores"
+                        f"{r.get('rps', 0):>10,.0f} req/s  server {r.get('server_cores', 0):.2f} "
+                        f"loadgen {r.get('client_cores', 0):.2f} other {r.get('other_cores', 0):.2f} cores"
                         + (f"  ERRORS {r['errors']}: {r.get('detail', '')}" if r.get("errors") else ""))
     finally:
         for srv in servers.values():

@@ -21,10 +21,9 @@ Markers: ``conformance`` (added to CPython's bound tests, tests/test_cpython_*.p
 ``-m "not conformance"`` runs only the project's own tests) and
 ``ringline_only`` (skipped in asyncio mode).
 
-Per-test timeout: every test gets ``pytest.mark.timeout(N)`` (pytest-timeout,
-SIGALRM method) unless it has its own marker or ``--timeout``/PYTEST_TIMEOUT
-is given; N is ``RINGLINE_TEST_TIMEOUT`` or 60 seconds.  A hang then fails
-one test, not the run.
+Per-test timeout (pytest-timeout, SIGALRM method, so a hang fails one test,
+not the run): ``--timeout``/PYTEST_TIMEOUT win; else ``RINGLINE_TEST_TIMEOUT``
+(seconds) if set; else the ini ``timeout`` (pyproject.toml); else 60 s.
 """
 
 from __future__ import annotations
@@ -87,14 +86,27 @@ def _default_timeout() -> float:
     return float(value) if value else DEFAULT_TIMEOUT
 
 
+def _marker_timeout(config):
+    """Timeout to put on unmarked tests, or None to leave pytest-timeout's
+    own setting alone.  Precedence: --timeout / PYTEST_TIMEOUT, then
+    RINGLINE_TEST_TIMEOUT, then the ini ``timeout``, then DEFAULT_TIMEOUT."""
+    if not HAVE_PYTEST_TIMEOUT:
+        return None
+    if getattr(config.option, "timeout", None) is not None or os.environ.get("PYTEST_TIMEOUT"):
+        return None
+    if os.environ.get(TIMEOUT_ENV, "").strip():
+        return _default_timeout()
+    if getattr(config, "_env_timeout", None):  # ini option
+        return None
+    return _default_timeout()
+
+
 def pytest_collection_modifyitems(config, items):
-    global_timeout = getattr(config, "_env_timeout", None)  # --timeout / PYTEST_TIMEOUT / ini
-    timeout = _default_timeout()
+    timeout = _marker_timeout(config)
     for item in items:
         if os.path.basename(str(item.path)).startswith("test_cpython_"):
             item.add_marker(pytest.mark.conformance)
-        if (HAVE_PYTEST_TIMEOUT and not global_timeout and timeout > 0
-                and item.get_closest_marker("timeout") is None):
+        if timeout and timeout > 0 and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(timeout))
         if _loops.is_asyncio_mode() and item.get_closest_marker("ringline_only"):
             item.add_marker(pytest.mark.skip(reason="ringline-specific (RINGLINE_TEST_LOOP=asyncio)"))

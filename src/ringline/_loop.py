@@ -149,7 +149,10 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
         return await self._sock_recvmsg(sock, buf, nbytes)
 
     async def sock_sendto(self, sock, data, address):
-        fut = self._sock_sendmsg(sock, data, address)
+        # A socket.socket proper goes through the ring; anything else (a
+        # subclass or wrapper with its own sendto) keeps its own method.
+        fut = (self._sock_sendmsg(sock, data, address)
+               if type(sock) is socket.socket else None)
         if fut is not None:
             return await fut
         # Address needs the socket module (a host name, an exotic family).

@@ -85,6 +85,7 @@ cdef class Driver:
     cdef int start(self, Op op) except -1
     cdef int cancel(self, Op op) except -1
     cdef int wait(self, int64_t timeout_ns) except -1
+    cdef int flush(self) except -1
     cdef int shutdown(self, bint forked) except -1
     cdef int wake(self) noexcept nogil
 
@@ -103,7 +104,8 @@ cdef class UringDriver(Driver):
 
 
 cdef class LoopCore:
-    cdef public object _ready
+    cdef public list _ready
+    cdef list _ready_spare
     cdef public bint _stopping
     cdef public bint _closed
     cdef public bint _debug

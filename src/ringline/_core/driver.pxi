@@ -29,6 +29,9 @@ cdef class Driver:
     cdef int wait(self, int64_t timeout_ns) except -1:
         raise NotImplementedError
 
+    cdef int flush(self) except -1:
+        return 0
+
     cdef int shutdown(self, bint forked) except -1:
         return 0
 
@@ -137,6 +140,16 @@ cdef class UringDriver(Driver):
         sqe.addr = <uint64_t><uintptr_t><PyObject*>op
         sqe.user_data = 0   # the cancel's own completion is not interesting
         self.n_sqes += 1
+        return 0
+
+    cdef int flush(self) except -1:
+        # Submit what is queued without waiting; completions come later.
+        cdef int ret
+        if self.ring_open and rl_sq_pending(&self.ring):
+            ret = rl_submit_and_wait(&self.ring, 0, -1)
+            self.n_enter += 1
+            if ret < 0 and ret != -errno_EINTR and ret != -errno_EBUSY and ret != -errno_EAGAIN:
+                raise OSError(-ret, "io_uring_enter: " + os.strerror(-ret))
         return 0
 
     cdef int wait(self, int64_t timeout_ns) except -1:

@@ -6,6 +6,7 @@
 # Context.run() method call.
 
 
+@cython.freelist(256)
 cdef class Handle:
 
     def __init__(self, callback, args, loop, context=None):

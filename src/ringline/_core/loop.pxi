@@ -11,7 +11,8 @@
 cdef class LoopCore:
 
     def _core_init(self, backend):
-        self._ready = collections.deque()
+        self._ready = []
+        self._ready_spare = []
         self._timers = TimerHeap()
         self._readers = {}
         self._writers = {}
@@ -128,7 +129,8 @@ cdef class LoopCore:
     # ---- the iteration ---------------------------------------------------
 
     cdef int _run_once_c(self) except -1:
-        cdef object ready = self._ready
+        cdef list ready = self._ready
+        cdef list todo
         cdef TimerHeap timers = self._timers
         cdef int64_t timeout_ns
         cdef double now, end, dt
@@ -157,29 +159,47 @@ cdef class LoopCore:
             while len(timers.items) and (<TimerHandle>timers.items[0])._when < end:
                 ready.append(timers.pop())
 
-        ntodo = len(ready)
-        if self._debug:
-            for i in range(ntodo):
-                handle = <Handle>ready.popleft()
-                if handle._cancelled:
-                    continue
-                try:
-                    self._current_handle = handle
-                    t0 = self.time()
-                    handle.run()
-                    dt = self.time() - t0
-                    if dt >= self.slow_callback_duration:
-                        base_events.logger.warning(
-                            'Executing %s took %.3f seconds',
-                            base_events._format_handle(handle), dt)
-                finally:
-                    self._current_handle = None
+        # Run what is ready now; callbacks scheduled meanwhile go to the
+        # other list and run next iteration (asyncio's ntodo snapshot).
+        todo = self._ready
+        ntodo = len(todo)
+        if ntodo == 0:
+            pass
         else:
-            for i in range(ntodo):
-                handle = <Handle>ready.popleft()
-                if not handle._cancelled:
-                    handle.run()
-        handle = None
+            self._ready = self._ready_spare
+            i = 0
+            try:
+                if self._debug:
+                    while i < ntodo:
+                        handle = <Handle>todo[i]
+                        i += 1
+                        if handle._cancelled:
+                            continue
+                        try:
+                            self._current_handle = handle
+                            t0 = self.time()
+                            handle.run()
+                            dt = self.time() - t0
+                            if dt >= self.slow_callback_duration:
+                                base_events.logger.warning(
+                                    'Executing %s took %.3f seconds',
+                                    base_events._format_handle(handle), dt)
+                        finally:
+                            self._current_handle = None
+                else:
+                    while i < ntodo:
+                        handle = <Handle>todo[i]
+                        i += 1
+                        if not handle._cancelled:
+                            handle.run()
+            finally:
+                handle = None
+                if i < ntodo:
+                    # Interrupted (KeyboardInterrupt, SystemExit): what did
+                    # not run stays first in line.
+                    self._ready[0:0] = todo[i:]
+                del todo[:]
+                self._ready_spare = todo
 
         if self._rearm:
             rearm = self._rearm
@@ -314,7 +334,18 @@ cdef class LoopCore:
             raise OSError(errno_mod.EBADF, 'Bad file descriptor')
         return fd
 
-    def sock_recv(self, sock, n):
+    # The public sock_* are coroutines, as asyncio's are (callers may pass
+    # them to create_task); each awaits the future of one op in the ring.
+    async def sock_recv(self, sock, n):
+        return await self._sock_recv(sock, n)
+
+    async def sock_recv_into(self, sock, buf):
+        return await self._sock_recv_into(sock, buf)
+
+    async def sock_sendall(self, sock, data):
+        return await self._sock_sendall(sock, data)
+
+    def _sock_recv(self, sock, n):
         cdef int fd = self._sock_fd(sock)
         cdef Py_ssize_t nbytes = n
         cdef RecvOp op
@@ -338,7 +369,7 @@ cdef class LoopCore:
         self._driver.start(op)
         return fut
 
-    def sock_recv_into(self, sock, buf):
+    def _sock_recv_into(self, sock, buf):
         cdef int fd = self._sock_fd(sock)
         cdef RecvIntoOp op
         fut = self._new_future()
@@ -358,7 +389,7 @@ cdef class LoopCore:
         self._driver.start(op)
         return fut
 
-    def sock_sendall(self, sock, data):
+    def _sock_sendall(self, sock, data):
         cdef int fd = self._sock_fd(sock)
         cdef SendOp op
         fut = self._new_future()
@@ -397,6 +428,10 @@ cdef class LoopCore:
         fut = self._new_future()
         op.bind(self, fut, fd)
         self._driver.start(op)
+        # asyncio calls connect() before sock_connect first yields, and
+        # callers rely on it (a blocking accept() right after one
+        # iteration): hand this SQE to the kernel now, not next iteration.
+        self._driver.flush()
         return fut
 
     def _sock_recvmsg(self, sock, buf, Py_ssize_t nbytes):
