@@ -9,15 +9,16 @@ so those behave exactly as asyncio's do.
 
 from __future__ import annotations
 
-import asyncio
-import collections
+import errno
 import socket
 import sys
 import threading
 import weakref
-from asyncio import base_events, coroutines, events
+from asyncio import (base_events, constants, coroutines, events, selector_events,
+                     sslproto, trsock, unix_events)
 
-from ._core.core import LoopCore
+from ._core.core import LoopCore, _serve_accept
+from ._transports import SocketTransport
 
 __all__ = ("EventLoop",)
 
@@ -48,6 +49,11 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
         self._asyncgens = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._executor_shutdown_called = False
+        # fd -> transport, so add_reader() on a transport's fd is refused
+        # as asyncio's selector loop refuses it.
+        self._transports = weakref.WeakValueDictionary()
+        # listening fd -> multishot accept op (or its retry timer)
+        self._serving = {}
 
     def __repr__(self) -> str:
         return (f"<{self.__class__.__name__} backend={self._backend} "
@@ -97,6 +103,91 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
         if executor is not None:
             self._default_executor = None
             executor.shutdown(wait=False)
+
+    # ---- transports and servers (asyncio's create_connection/create_server
+    # and streams call these) -----------------------------------------------------
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *,
+                               extra=None, server=None):
+        return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+            self, rawsock, protocol, sslcontext, waiter=None,
+            *, server_side=False, server_hostname=None,
+            extra=None, server=None,
+            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        # TLS is asyncio's own SSLProtocol over a ring transport.
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    def _start_serving(self, protocol_factory, sock,
+                       sslcontext=None, server=None, backlog=100,
+                       ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+                       ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        key = sock.fileno()
+        if key in self._serving:
+            return
+        args = (protocol_factory, sock, sslcontext, server, backlog,
+                ssl_handshake_timeout, ssl_shutdown_timeout)
+
+        def on_accept(fd):
+            conn = socket.socket(sock.family, sock.type, sock.proto, fileno=fd)
+            conn.setblocking(False)   # the fd is O_NONBLOCK; tell the socket object
+            try:
+                extra = {"peername": conn.getpeername()}
+            except OSError:
+                extra = {"peername": None}
+            if self._debug:
+                base_events.logger.debug("%r got a new connection from %r: %r",
+                                         server, extra["peername"], conn)
+            self.create_task(self._accept_connection2(
+                protocol_factory, conn, extra, sslcontext, server,
+                ssl_handshake_timeout, ssl_shutdown_timeout))
+
+        def on_error(exc):
+            self._serving.pop(key, None)
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of fds or memory: say so, and try again in a while
+                # (asyncio's ACCEPT_RETRY_DELAY), as asyncio does.
+                self.call_exception_handler({
+                    "message": "socket.accept() out of system resource",
+                    "exception": exc,
+                    "socket": trsock.TransportSocket(sock),
+                })
+                self._serving[key] = self.call_later(
+                    constants.ACCEPT_RETRY_DELAY, self._retry_serving, key, args)
+            else:
+                self.call_exception_handler({
+                    "message": "accept() failed on a listening socket",
+                    "exception": exc,
+                    "socket": trsock.TransportSocket(sock),
+                })
+
+        self._serving[key] = _serve_accept(self, sock, on_accept, on_error)
+
+    def _retry_serving(self, key, args):
+        self._serving.pop(key, None)
+        if args[1].fileno() == key:
+            self._start_serving(*args)
+
+    def _stop_serving(self, sock):
+        entry = self._serving.pop(sock.fileno(), None)
+        if entry is not None:
+            if isinstance(entry, events.TimerHandle) or hasattr(entry, "when"):
+                entry.cancel()
+            else:
+                entry.stop()
+        sock.close()
+
+    _accept_connection2 = selector_events.BaseSelectorEventLoop._accept_connection2
+    _ensure_fd_no_transport = selector_events.BaseSelectorEventLoop._ensure_fd_no_transport
+    create_unix_connection = unix_events._UnixSelectorEventLoop.create_unix_connection
+    create_unix_server = unix_events._UnixSelectorEventLoop.create_unix_server
 
     # ---- sockets -------------------------------------------------------------
 

@@ -1,0 +1,651 @@
+# Stream transports (TCP, Unix) on the ring: the compiled half.
+#
+# StreamCore does the per-message work; ringline._transports.SocketTransport
+# (a real asyncio.Transport subclass) owns one and forwards to it.  A cdef
+# class cannot also inherit asyncio.Transport (its __slots__ layout
+# conflicts), so the Python transport binds write/writelines to the core's
+# methods as instance attributes: no Python frame on the write path.
+#
+# Receive: one multishot RECV per connection over the driver's provided-
+# buffer ring (IORING_REGISTER_PBUF_RING).  Each completion names the buffer
+# the kernel filled; its bytes are copied once -- into a new bytes object for
+# Protocol.data_received, or into the buffer BufferedProtocol.get_buffer()
+# returns -- and the buffer goes straight back to the ring.  The kernel can't
+# write into the protocol's own buffer here: with multishot recv it picks
+# the buffer when data arrives, and get_buffer() must be asked first, which
+# would need one SQE per receive instead of one per connection.  ENOBUFS
+# (ring empty) ends the multishot; the next receive is one single-shot recv
+# into the core's own buffer (always progress, never a spin), after which
+# multishot is re-armed.
+#
+# Send: writes go to a queue; one SEND (one chunk) or SENDMSG (up to
+# IOV_BATCH chunks, gathered) is in flight at a time, so bytes leave in
+# order; a short send leaves the remainder at the head of the queue.  SQEs
+# queued in an iteration are submitted by the next io_uring_enter.
+
+cdef enum:
+    IOV_BATCH = 64
+    OWN_RECV_SIZE = 65536
+    LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
+
+
+@cython.final
+cdef class StreamRecvOp(Op):
+    cdef StreamCore core
+    cdef bint single            # single-shot into core.own_buf (ENOBUFS path)
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        cdef UringDriver d = <UringDriver>self.loop._driver
+        sqe.opcode = IORING_OP_RECV
+        sqe.fd = self.fd
+        if self.single or not d.has_pbuf:
+            self.single = True
+            sqe.addr = <uint64_t><uintptr_t>self.core.own_buf()
+            sqe.len = OWN_RECV_SIZE
+        else:
+            sqe.ioprio = IORING_RECV_MULTISHOT
+            sqe.flags = IOSQE_BUFFER_SELECT
+            sqe.buf_group = d.pbuf.bgid
+        return 0
+
+    cdef int attempt(self) except? -1:
+        self.single = True
+        cdef ssize_t n = recv(self.fd, self.core.own_buf(), OWN_RECV_SIZE, MSG_DONTWAIT)
+        return <int>n if n >= 0 else -errno
+
+    cdef int poll_events(self):
+        return POLLIN
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        cdef StreamCore core = self.core
+        cdef char *ptr = NULL
+        cdef UringDriver d
+        cdef bint single = self.single
+        cdef bint more = (flags & IORING_CQE_F_MORE) != 0
+        if flags & IORING_CQE_F_BUFFER:
+            d = <UringDriver>self.loop._driver
+            ptr = rl_pbuf_addr(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
+        elif single and res > 0:
+            ptr = core.own_buf()
+        if not more:
+            self.single = False
+        if res > 0:
+            try:
+                core.on_data(ptr, res)
+            finally:
+                if flags & IORING_CQE_F_BUFFER:
+                    rl_pbuf_recycle(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
+            if not more:
+                core.recv_ended(0 if not single else 1)
+        elif not more:
+            core.recv_ended(res)
+        return 0
+
+
+@cython.final
+cdef class StreamSendOp(Op):
+    cdef StreamCore core
+    cdef list chunks            # the objects whose bytes the kernel reads
+    cdef Py_ssize_t nbytes
+    cdef msghdr msg
+    cdef iovec iov[IOV_BATCH]
+    cdef int niov
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        sqe.fd = self.fd
+        if self.niov == 1:
+            sqe.opcode = IORING_OP_SEND
+            sqe.addr = <uint64_t><uintptr_t>self.iov[0].iov_base
+            sqe.len = <uint32_t>self.iov[0].iov_len
+        else:
+            memset(&self.msg, 0, sizeof(msghdr))
+            self.msg.msg_iov = &self.iov[0]
+            self.msg.msg_iovlen = self.niov
+            sqe.opcode = IORING_OP_SENDMSG
+            sqe.addr = <uint64_t><uintptr_t>&self.msg
+            sqe.len = 1
+        sqe.msg_flags = MSG_NOSIGNAL
+        return 0
+
+    cdef int attempt(self) except? -1:
+        cdef ssize_t n
+        if self.niov == 1:
+            n = send(self.fd, self.iov[0].iov_base, self.iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT)
+        else:
+            memset(&self.msg, 0, sizeof(msghdr))
+            self.msg.msg_iov = &self.iov[0]
+            self.msg.msg_iovlen = self.niov
+            n = sendmsg(self.fd, <msghdr_t*>&self.msg, MSG_NOSIGNAL | MSG_DONTWAIT)
+        return <int>n if n >= 0 else -errno
+
+    cdef int poll_events(self):
+        return POLLOUT
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        self.chunks = None
+        self.core.on_sent(res)
+        return 0
+
+
+cdef object _TransportSocket = None
+cdef object _logger = None
+
+
+@cython.final
+cdef class StreamCore:
+    cdef LoopCore loop
+    cdef public object transport     # the asyncio.Transport that owns us
+    cdef public object protocol
+    cdef public object sock
+    cdef public int fd
+    cdef bint buffered
+    cdef object data_received        # bound methods, looked up once
+    cdef object get_buffer
+    cdef object buffer_updated
+    cdef StreamRecvOp rop
+    cdef StreamSendOp sop
+    cdef char *_own
+    cdef list wbuf                   # queued chunks (bytes), head partly sent
+    cdef Py_ssize_t woff             # bytes of wbuf[0] already sent
+    cdef public Py_ssize_t wsize     # queued and not yet taken by the kernel
+    cdef public Py_ssize_t high_water
+    cdef public Py_ssize_t low_water
+    cdef public bint protocol_paused
+    cdef public bint closing
+    cdef public int conn_lost
+    cdef public bint paused          # pause_reading()
+    cdef public bint eof             # write_eof() asked
+    cdef bint eof_received
+    cdef bint recv_armed
+    cdef list pending                # data that arrived while paused
+    cdef bint pending_eof
+    cdef object empty_waiter
+
+    def __cinit__(self):
+        self._own = NULL
+        self.wbuf = []
+        self.high_water = 64 * 1024
+        self.low_water = 16 * 1024
+
+    def __dealloc__(self):
+        if self._own != NULL:
+            PyMem_Free(self._own)
+            self._own = NULL
+
+    cdef char *own_buf(self) except NULL:
+        if self._own == NULL:
+            self._own = <char*>PyMem_Malloc(OWN_RECV_SIZE)
+            if self._own == NULL:
+                raise MemoryError()
+        return self._own
+
+    def setup(self, LoopCore loop, transport, sock, protocol):
+        self.loop = loop
+        self.transport = transport
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.set_protocol(protocol)
+
+    def set_protocol(self, protocol):
+        self.protocol = protocol
+        self.buffered = isinstance(protocol, _BufferedProtocol)
+        if self.buffered:
+            self.get_buffer = protocol.get_buffer
+            self.buffer_updated = protocol.buffer_updated
+            self.data_received = None
+        else:
+            self.data_received = protocol.data_received
+            self.get_buffer = self.buffer_updated = None
+
+    # ---- reading ------------------------------------------------------------
+
+    def start_reading(self):
+        # Called (via call_soon) after connection_made, as asyncio does.
+        if self.closing or self.paused or self.recv_armed:
+            return
+        self._arm()
+
+    cdef int _arm(self) except -1:
+        if self.rop is None:
+            self.rop = StreamRecvOp.__new__(StreamRecvOp)
+            self.rop.core = self
+            self.rop.loop = self.loop
+            self.rop.fd = self.fd
+        if self.rop.state != OP_IDLE:
+            return 0
+        self.recv_armed = True
+        self.loop._driver.start(self.rop)
+        return 0
+
+    cdef int on_data(self, char *ptr, Py_ssize_t n) except -1:
+        cdef object data
+        if self.conn_lost:
+            return 0
+        if self.paused or self.pending:
+            # Arrived after pause_reading() asked the kernel to stop: keep
+            # it, in order, for resume_reading().
+            if self.pending is None:
+                self.pending = []
+            self.pending.append(PyBytes_FromStringAndSize(ptr, n))
+            return 0
+        if self.buffered:
+            return self._feed_buffered(ptr, n)
+        data = PyBytes_FromStringAndSize(ptr, n)
+        try:
+            self.data_received(data)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
+        return 0
+
+    cdef int _feed_buffered(self, char *ptr, Py_ssize_t n) except -1:
+        cdef Py_buffer view
+        cdef Py_ssize_t k
+        while n > 0 and not self.conn_lost:
+            try:
+                buf = self.get_buffer(n)
+                PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+                try:
+                    if view.len == 0:
+                        raise RuntimeError('get_buffer() returned an empty buffer')
+                    k = min(view.len, n)
+                    memcpy(view.buf, ptr, k)
+                finally:
+                    PyBuffer_Release(&view)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.fatal_error(exc, 'Fatal error: protocol.get_buffer() call failed.')
+                return 0
+            try:
+                self.buffer_updated(k)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.fatal_error(exc, 'Fatal error: protocol.buffer_updated() call failed.')
+                return 0
+            ptr += k
+            n -= k
+        return 0
+
+    cdef int recv_ended(self, int res) except -1:
+        # The multishot (or single-shot) recv is over.  res: 0 = EOF, or
+        # 1 = single-shot done, or -errno.
+        self.recv_armed = False
+        if self.conn_lost:
+            return 0
+        if res == 0:
+            if self.paused or self.pending:
+                self.pending_eof = True
+                return 0
+            return self._on_eof()
+        if res == 1 or res == -errno_ECANCELED:
+            if not self.paused and not self.closing:
+                self._arm()
+            return 0
+        if res == -errno_ENOBUFS:
+            # Ring empty: one single-shot recv into our own buffer, then
+            # multishot again.  Progress without spinning on ENOBUFS.
+            if not self.paused and not self.closing:
+                if self.rop is not None:
+                    self.rop.single = True
+                self._arm()
+            return 0
+        self.fatal_error(_os_error(-res), 'Fatal read error on socket transport')
+        return 0
+
+    cdef int _on_eof(self) except -1:
+        if self.loop._debug:
+            _get_logger().debug("%r received EOF", self.transport)
+        self.eof_received = True
+        try:
+            keep_open = self.protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.fatal_error(exc, 'Fatal error: protocol.eof_received() call failed.')
+            return 0
+        if not keep_open:
+            self.close()
+        return 0
+
+    def pause_reading(self):
+        if self.closing or self.paused:
+            return
+        self.paused = True
+        if self.rop is not None and self.rop.state == OP_INFLIGHT:
+            self.loop._driver.cancel(self.rop)
+        if self.loop._debug:
+            _get_logger().debug("%r pauses reading", self.transport)
+
+    def resume_reading(self):
+        if self.closing or not self.paused:
+            return
+        self.paused = False
+        if self.pending or self.pending_eof:
+            self.loop._call_soon_c(self._deliver_pending, (), None)
+        elif not self.recv_armed:
+            self._arm()
+        if self.loop._debug:
+            _get_logger().debug("%r resumes reading", self.transport)
+
+    def _deliver_pending(self):
+        cdef bytes data
+        while self.pending and not self.paused and not self.conn_lost:
+            data = self.pending.pop(0)
+            if self.buffered:
+                self._feed_buffered(PyBytes_AS_STRING(data), len(data))
+            else:
+                try:
+                    self.data_received(data)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self.fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
+                    return
+        if self.paused or self.conn_lost or self.closing:
+            return
+        if self.pending_eof:
+            self.pending_eof = False
+            self._on_eof()
+        elif not self.recv_armed:
+            self._arm()
+
+    def is_reading(self):
+        return not self.closing and not self.paused
+
+    # ---- writing ------------------------------------------------------------
+
+    def write(self, data):
+        cdef Py_ssize_t n
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise TypeError(f'data argument must be a bytes-like object, '
+                                f'not {type(data).__name__!r}')
+            # asyncio copies mutable data at write(): the caller may reuse it.
+            data = bytes(data)
+        if self.eof:
+            raise RuntimeError('Cannot call write() after write_eof()')
+        if self.empty_waiter is not None:
+            raise RuntimeError('unable to write; sendfile is in progress')
+        n = len(data)
+        if n == 0:
+            return
+        if self.conn_lost:
+            if self.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                _get_logger().warning('socket.send() raised exception.')
+            self.conn_lost += 1
+            return
+        self.wbuf.append(data)
+        self.wsize += n
+        if self.sop is None or self.sop.state == OP_IDLE:
+            self._start_send()
+        if self.wsize > self.high_water and not self.protocol_paused:
+            self._pause_protocol()
+
+    def writelines(self, list_of_data):
+        # One gathered send for all of them (SENDMSG with an iovec each).
+        for data in list_of_data:
+            if self.conn_lost or self.eof:
+                self.write(data)
+                continue
+            if type(data) is not bytes:
+                if not isinstance(data, (bytearray, memoryview)):
+                    raise TypeError(f'data argument must be a bytes-like object, '
+                                    f'not {type(data).__name__!r}')
+                data = bytes(data)
+            if len(data):
+                self.wbuf.append(data)
+                self.wsize += len(data)
+        if self.wbuf and not self.conn_lost and (self.sop is None or self.sop.state == OP_IDLE):
+            self._start_send()
+        if self.wsize > self.high_water and not self.protocol_paused:
+            self._pause_protocol()
+
+    cdef int _start_send(self) except -1:
+        cdef StreamSendOp op = self.sop
+        cdef Py_ssize_t i, n = min(len(self.wbuf), IOV_BATCH)
+        cdef bytes chunk
+        if op is None:
+            op = self.sop = StreamSendOp.__new__(StreamSendOp)
+            op.core = self
+            op.loop = self.loop
+            op.fd = self.fd
+        op.chunks = self.wbuf[:n]
+        op.nbytes = 0
+        for i in range(n):
+            chunk = <bytes>self.wbuf[i]
+            if i == 0:
+                op.iov[0].iov_base = PyBytes_AS_STRING(chunk) + self.woff
+                op.iov[0].iov_len = len(chunk) - self.woff
+            else:
+                op.iov[i].iov_base = PyBytes_AS_STRING(chunk)
+                op.iov[i].iov_len = len(chunk)
+            op.nbytes += op.iov[i].iov_len
+        op.niov = <int>n
+        self.loop._driver.start(op)
+        return 0
+
+    cdef int on_sent(self, int res) except -1:
+        cdef Py_ssize_t left, clen
+        cdef list wbuf = self.wbuf
+        if res < 0:
+            if self.conn_lost:
+                return 0
+            if res == -errno_ECANCELED:
+                return 0
+            self.fatal_error(_os_error(-res), 'Fatal write error on socket transport')
+            return 0
+        if self.conn_lost:
+            return 0
+        left = res
+        self.wsize -= res
+        while left > 0:
+            clen = len(<bytes>wbuf[0]) - self.woff
+            if left >= clen:
+                left -= clen
+                self.woff = 0
+                del wbuf[0]
+            else:
+                self.woff += left
+                left = 0
+        if self.protocol_paused and self.wsize <= self.low_water:
+            self._resume_protocol()
+        if wbuf:
+            self._start_send()
+            return 0
+        if self.empty_waiter is not None and not self.empty_waiter.done():
+            self.empty_waiter.set_result(None)
+        if self.closing:
+            self.conn_lost += 1
+            self.loop._call_soon_c(self.call_connection_lost, (None,), None)
+        elif self.eof:
+            try:
+                self.sock.shutdown(socket_mod.SHUT_WR)
+            except OSError:
+                pass
+        return 0
+
+    cdef int _pause_protocol(self) except -1:
+        self.protocol_paused = True
+        try:
+            self.protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.loop.call_exception_handler({
+                'message': 'protocol.pause_writing() failed',
+                'exception': exc,
+                'transport': self.transport,
+                'protocol': self.protocol,
+            })
+        return 0
+
+    cdef int _resume_protocol(self) except -1:
+        self.protocol_paused = False
+        try:
+            self.protocol.resume_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.loop.call_exception_handler({
+                'message': 'protocol.resume_writing() failed',
+                'exception': exc,
+                'transport': self.transport,
+                'protocol': self.protocol,
+            })
+        return 0
+
+    def maybe_pause_protocol(self):
+        if self.wsize > self.high_water and not self.protocol_paused:
+            self._pause_protocol()
+
+    def maybe_resume_protocol(self):
+        if self.protocol_paused and self.wsize <= self.low_water:
+            self._resume_protocol()
+
+    def write_eof(self):
+        if self.closing or self.eof:
+            return
+        self.eof = True
+        if not self.wbuf:
+            self.sock.shutdown(socket_mod.SHUT_WR)
+
+    def make_empty_waiter(self):
+        if self.empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self.empty_waiter = self.loop._new_future()
+        if not self.wbuf:
+            self.empty_waiter.set_result(None)
+        return self.empty_waiter
+
+    def reset_empty_waiter(self):
+        self.empty_waiter = None
+
+    # ---- closing ------------------------------------------------------------
+
+    def close(self):
+        if self.closing:
+            return
+        self.closing = True
+        self._stop_recv()
+        if not self.wbuf:
+            self.conn_lost += 1
+            self.loop._call_soon_c(self.call_connection_lost, (None,), None)
+
+    def abort(self):
+        self.force_close(None)
+
+    cdef int _stop_recv(self) except -1:
+        if self.rop is not None and self.rop.state == OP_INFLIGHT:
+            self.loop._driver.cancel(self.rop)
+        return 0
+
+    def force_close(self, exc):
+        if self.conn_lost:
+            return
+        if self.wbuf:
+            self.wbuf = []
+            self.woff = 0
+            self.wsize = 0
+            if self.sop is not None and self.sop.state == OP_INFLIGHT:
+                self.loop._driver.cancel(self.sop)
+        if not self.closing:
+            self.closing = True
+            self._stop_recv()
+        self.conn_lost += 1
+        self.loop._call_soon_c(self.call_connection_lost, (exc,), None)
+
+    cpdef fatal_error(self, exc, message='Fatal error on transport'):
+        if isinstance(exc, OSError):
+            if self.loop._debug:
+                _get_logger().debug("%r: %s", self.transport, message, exc_info=True)
+        else:
+            self.loop.call_exception_handler({
+                'message': message,
+                'exception': exc,
+                'transport': self.transport,
+                'protocol': self.protocol,
+            })
+        self.force_close(exc)
+
+    def call_connection_lost(self, exc):
+        if self.empty_waiter is not None and not self.empty_waiter.done():
+            if exc is None:
+                self.empty_waiter.set_result(None)
+            else:
+                self.empty_waiter.set_exception(exc)
+        try:
+            self.transport._connection_lost(exc)
+        finally:
+            self.protocol = None
+            self.data_received = self.get_buffer = self.buffer_updated = None
+            self.transport = None
+            self.pending = None
+
+
+cdef object _get_logger():
+    global _logger
+    if _logger is None:
+        from asyncio.log import logger
+        _logger = logger
+    return _logger
+
+
+from asyncio.protocols import BufferedProtocol as _BufferedProtocol
+
+
+# Multishot ACCEPT for a listening socket: one SQE serves every incoming
+# connection until cancelled (or the kernel ends it, e.g. on EMFILE).
+@cython.final
+cdef class ServeAcceptOp(Op):
+    cdef object on_accept           # callable(fd) on the loop
+    cdef object on_error            # callable(exc) when the multishot ends in error
+    cdef public bint active
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        sqe.opcode = IORING_OP_ACCEPT
+        sqe.fd = self.fd
+        sqe.ioprio = IORING_ACCEPT_MULTISHOT
+        sqe.accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC
+        return 0
+
+    cdef int attempt(self) except? -1:
+        cdef int r = accept4(self.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)
+        return r if r >= 0 else -errno
+
+    cdef int poll_events(self):
+        return POLLIN
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        if res >= 0:
+            if not self.active:
+                close(res)
+            else:
+                self.on_accept(res)
+        if not (flags & IORING_CQE_F_MORE) and self.active:
+            if res >= 0 or res == -errno_EAGAIN or res == -errno_EINTR or res == -errno_ECONNABORTED:
+                self.loop._driver.start(self)
+            elif res == -errno_ECANCELED:
+                self.active = False
+            else:
+                self.active = False
+                self.on_error(_os_error(-res))
+        return 0
+
+    def stop(self):
+        self.active = False
+        if self.state == OP_INFLIGHT:
+            self.loop._driver.cancel(self)
+
+
+def _serve_accept(LoopCore loop, sock, on_accept, on_error):
+    cdef ServeAcceptOp op = ServeAcceptOp.__new__(ServeAcceptOp)
+    op.loop = loop
+    op.fd = sock.fileno()
+    op.on_accept = on_accept
+    op.on_error = on_error
+    op.active = True
+    loop._driver.start(op)
+    return op

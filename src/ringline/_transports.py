@@ -1,0 +1,165 @@
+"""Stream transports: real asyncio.Transport subclasses over the ring.
+
+The per-message work (receive completions, the send queue, flow control) is
+in the compiled StreamCore (_core/stream.pxi); this class is the public face
+asyncio code sees (isinstance checks, get_extra_info, set_protocol, repr).
+write() and writelines() are the core's own methods bound on the instance,
+so a write costs no Python frame.
+"""
+
+from __future__ import annotations
+
+import socket
+import warnings
+from asyncio import constants, futures, transports, trsock
+
+from ._core.core import StreamCore
+
+__all__ = ("SocketTransport",)
+
+
+class SocketTransport(transports.Transport):
+    """A TCP or Unix stream connection whose I/O goes through the ring."""
+
+    _start_tls_compatible = True
+    # loop.sendfile(): the loop's _sendfile_native serves this transport.
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        super().__init__(extra)
+        self._loop = loop
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        core = self._core = StreamCore()
+        core.setup(loop, self, sock, protocol)
+        self._protocol = protocol
+        self.write = core.write
+        self.writelines = core.writelines
+        self._server = server
+        if server is not None:
+            server._attach()
+        loop._transports[self._sock_fd] = self
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Nagle off: small writes go out without waiting for an ACK.
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(core.start_reading)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self) -> str:
+        info = [self.__class__.__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._core.closing:
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        if self._sock is not None:
+            info.append("read=" + ("polling" if self._core.is_reading() else "idle"))
+            info.append(f"write=<bufsize={self._core.wsize}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+
+    # ---- asyncio.BaseTransport -------------------------------------------------
+
+    def get_protocol(self):
+        return self._protocol
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+        self._core.set_protocol(protocol)
+
+    def is_closing(self) -> bool:
+        return self._core.closing
+
+    def close(self) -> None:
+        self._core.close()
+
+    # ---- reading -----------------------------------------------------------------
+
+    def is_reading(self) -> bool:
+        return self._core.is_reading()
+
+    def pause_reading(self) -> None:
+        self._core.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._core.resume_reading()
+
+    # ---- writing -------------------------------------------------------------------
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self._core.write_eof()
+
+    def abort(self) -> None:
+        self._core.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._core.wsize
+
+    def get_write_buffer_limits(self):
+        return (self._core.low_water, self._core.high_water)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._core.high_water = high
+        self._core.low_water = low
+        self._core.maybe_pause_protocol()
+        self._core.maybe_resume_protocol()
+
+    # ---- used by the loop (sendfile, start_tls) ----------------------------------
+
+    def _make_empty_waiter(self):
+        return self._core.make_empty_waiter()
+
+    def _reset_empty_waiter(self):
+        self._core.reset_empty_waiter()
+
+    @property
+    def _protocol_paused(self):
+        return self._core.protocol_paused
+
+    def _force_close(self, exc):
+        self._core.force_close(exc)
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        self._core.fatal_error(exc, message)
+
+    def _connection_lost(self, exc):
+        # Called by the core once, after close/abort/error, via call_soon.
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._sock.close()
+            self._sock = None
+            self._protocol = None
+            self._loop = None
+            server = self._server
+            if server is not None:
+                server._detach()
+                self._server = None
