@@ -13,11 +13,14 @@ verified run per size; a server that fails is reported and left out.
 Each run: --warmup seconds unmeasured, then --duration seconds measured, closed loop (one
 request in flight per connection).  Repetitions are interleaved: repetition 1 of every
 (size, conns) cell on every server, then repetition 2, ..., with the server order rotated.
-Reported per server and cell: median req/s, the ratio to uvloop with the same API (median
-of per-repetition ratios), latency, and the server's CPU time over the measured window
-(utime + stime of the server process from /proc/PID/stat) as cores used and requests per
-server-CPU-second, a throughput measure that still means something when the client, not
-the server, is the bottleneck.
+A run during which other processes used more than --max-other cores is repeated
+(--retries times at most, keeping the least disturbed).
+
+Reported per server and cell: median req/s, the ratio to uvloop with the same API
+(median of per-repetition ratios), latency, and the server's CPU time over the measured
+window (utime + stime of the server process from /proc/PID/stat) as cores used and as
+requests per server-CPU-second, a throughput measure that still means something when
+the client, not the server, is the bottleneck.
 """
 import argparse
 import json
@@ -171,9 +174,9 @@ def report(args, names, cells, runs, failed, ready):
             f"else on the machine at most {other:.2f} cores."]
     if idle > 0.05:
         out.append("**Warning: an idle server burned CPU and may have slowed the measured one.**")
-    if other > 0.2:
-        out.append("**Warning: other load on the machine during some runs; their numbers may be low "
-                   "(see the per-run log, `other`).**")
+    if other > args.max_other:
+        out.append("**Warning: other load on the machine during some kept runs; their numbers may be "
+                   "low (see the per-run log, `other`).**")
     for name, why in failed.items():
         out.append(f"- `{name}` skipped: {why}")
     return "\n".join(out)
@@ -195,6 +198,11 @@ def main():
     ap.add_argument("--loadgen", help="prebuilt loadgen binary (default: build benchmarks/.build/loadgen)")
     ap.add_argument("--no-verify", action="store_true", help="skip the byte-for-byte check before measuring")
     ap.add_argument("--verify-seconds", type=float, default=0.3)
+    ap.add_argument("--max-other", type=float, default=0.2,
+                    help="cores that anything but loadgen and the servers may use during a run before it "
+                         "counts as disturbed (default 0.2)")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="repeat a disturbed run up to this many times, keeping the least disturbed")
     ap.add_argument("--json", help="also write every run's raw result here")
     args = ap.parse_args()
 
@@ -250,11 +258,16 @@ def main():
                     if not srv.alive():
                         continue
                     others = [servers[o] for o in live if o != name and servers[o].alive()]
-                    r = run_loadgen(args, srv, others, cell[0], cell[1], args.warmup, args.duration)
+                    r, tries = _common.least_disturbed(
+                        lambda: run_loadgen(args, srv, others, cell[0], cell[1], args.warmup, args.duration),
+                        lambda r: 0.0 if r.get("errors") else r.get("other_cores", 0.0) / args.max_other,
+                        args.retries)
+                    r["retries"] = tries
                     runs.setdefault((name, cell), {})[rep] = r
                     log(f"rep {rep + 1}/{args.reps} {name:>20} {cell[0]:>7} B x{cell[1]:<4} "
                         f"{r.get('rps', 0):>10,.0f} req/s  server {r.get('server_cores', 0):.2f} "
                         f"loadgen {r.get('client_cores', 0):.2f} other {r.get('other_cores', 0):.2f} cores"
+                        + (f"  (after {tries} disturbed run(s))" if tries else "")
                         + (f"  ERRORS {r['errors']}: {r.get('detail', '')}" if r.get("errors") else ""))
     finally:
         for srv in servers.values():

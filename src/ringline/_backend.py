@@ -50,7 +50,7 @@ def io_uring_status() -> tuple[bool, str]:
 
 
 # Backends built into this version of the core.
-_IMPLEMENTED = ("io_uring",)
+_IMPLEMENTED = ("io_uring", "poll")
 
 
 def available_backends() -> tuple[str, ...]:

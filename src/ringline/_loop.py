@@ -182,7 +182,16 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
                 entry.cancel()
             else:
                 entry.stop()
+                self._flush()
         sock.close()
+
+    # sendfile: os.sendfile() on the socket, waiting for writability in the
+    # ring; transports hand their socket over while the file goes out.
+    _sendfile_native = selector_events.BaseSelectorEventLoop._sendfile_native
+    _sock_sendfile_native = unix_events._UnixSelectorEventLoop._sock_sendfile_native
+    _sock_sendfile_native_impl = unix_events._UnixSelectorEventLoop._sock_sendfile_native_impl
+    _sock_sendfile_update_filepos = unix_events._UnixSelectorEventLoop._sock_sendfile_update_filepos
+    _sock_add_cancellation_callback = unix_events._UnixSelectorEventLoop._sock_add_cancellation_callback
 
     _accept_connection2 = selector_events.BaseSelectorEventLoop._accept_connection2
     _ensure_fd_no_transport = selector_events.BaseSelectorEventLoop._ensure_fd_no_transport

@@ -18,7 +18,7 @@ from ._core.core import StreamCore
 __all__ = ("SocketTransport",)
 
 
-class SocketTransport(transports.Transport):
+class SocketTransport(transports._FlowControlMixin, transports.Transport):
     """A TCP or Unix stream connection whose I/O goes through the ring."""
 
     _start_tls_compatible = True
@@ -26,8 +26,7 @@ class SocketTransport(transports.Transport):
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        super().__init__(extra)
-        self._loop = loop
+        super().__init__(extra, loop)
         self._sock = sock
         self._sock_fd = sock.fileno()
         self._extra["socket"] = trsock.TransportSocket(sock)
@@ -140,9 +139,24 @@ class SocketTransport(transports.Transport):
     def _reset_empty_waiter(self):
         self._core.reset_empty_waiter()
 
+    # _FlowControlMixin's state lives in the core; asyncio's sendfile
+    # fallback reads _protocol_paused.
     @property
     def _protocol_paused(self):
-        return self._core.protocol_paused
+        core = self.__dict__.get("_core")
+        return core.protocol_paused if core is not None else False
+
+    @_protocol_paused.setter
+    def _protocol_paused(self, value):
+        core = self.__dict__.get("_core")
+        if core is not None:
+            core.protocol_paused = value
+
+    def _maybe_pause_protocol(self):
+        self._core.maybe_pause_protocol()
+
+    def _maybe_resume_protocol(self):
+        self._core.maybe_resume_protocol()
 
     def _force_close(self, exc):
         self._core.force_close(exc)

@@ -1,7 +1,7 @@
 # Declarations of the compiled core's classes (core.pyx and its .pxi parts).
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from cpython.buffer cimport Py_buffer
-from .uring cimport rl_ring, io_uring_sqe
+from .uring cimport rl_ring, rl_pbuf_ring, io_uring_sqe
 
 
 cdef extern from "<sys/socket.h>":
@@ -97,10 +97,48 @@ cdef class UringDriver(Driver):
     cdef uint64_t n_sqes
     cdef uint64_t n_cqes
     cdef Op wake_op
+    cdef rl_pbuf_ring pbuf
+    cdef bint has_pbuf
 
     cdef io_uring_sqe *get_sqe(self) except NULL
     cdef int reap(self) except -1
     cdef _reap_quiet(self)
+
+
+# The poll backend (driver_poll.pxi): epoll, completions emulated over
+# readiness.  _PollFd holds the ops waiting on one fd, per direction.
+cdef class _PollFd:
+    cdef int fd
+    cdef object readers
+    cdef object writers
+    cdef int rmask
+    cdef int wmask
+    cdef int armed
+    cdef bint added
+    cdef uint32_t gen
+
+
+cdef class PollDriver(Driver):
+    cdef int epfd
+    cdef dict fds
+    cdef list pending
+    cdef Op wake_op
+    cdef uint64_t n_wait
+    cdef uint64_t n_ctl
+    cdef uint64_t n_events
+    cdef uint64_t n_stale
+    cdef uint64_t n_started
+    cdef uint64_t n_immediate
+    cdef uint64_t n_completed
+    cdef uint64_t n_cancelled
+    cdef uint64_t n_eagain
+
+    cdef int _arm(self, _PollFd fs) except -1
+    cdef int _fail_fd(self, _PollFd fs, int err) except -1
+    cdef int _deliver(self, Op op, int res) except -1
+    cdef int _deliver_all(self, list batch) except -1
+    cdef int _run_queue(self, object queue, int revents, list done) except -1
+    cdef int _process(self, _PollFd fs, uint32_t revents, list done) except -1
 
 
 cdef class LoopCore:

@@ -6,10 +6,13 @@
 #   handles.pxi  Handle, TimerHandle, the timer heap
 #   ops.pxi      socket operations as driver ops, sockaddr codecs
 #   driver.pxi   the driver boundary and the io_uring driver
+#   driver_poll.pxi  the poll backend (epoll): completions over readiness
 #   loop.pxi     LoopCore: the iteration, callbacks, timers, sock_* entry points
+#   stream.pxi   stream transports' compiled half, multishot accept for servers
 
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
                              PyBUF_SIMPLE, PyBUF_WRITABLE)
@@ -17,7 +20,7 @@ from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyConte
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, uintptr_t
 from libc.string cimport memset, memcpy
 from libc.errno cimport errno
-from posix.unistd cimport close, write
+from posix.unistd cimport close, write, read
 
 from .uring cimport *
 
@@ -50,6 +53,10 @@ cdef extern from "<errno.h>":
         errno_EPERM "EPERM"
         errno_ENOMEM "ENOMEM"
         errno_ENOBUFS "ENOBUFS"
+        errno_ECONNABORTED "ECONNABORTED"
+        errno_EINPROGRESS "EINPROGRESS"
+        errno_EALREADY "EALREADY"
+        errno_EISCONN "EISCONN"
 
 cdef extern from "<poll.h>":
     enum:
@@ -103,6 +110,7 @@ cdef extern from "<sys/socket.h>":
     ssize_t recvmsg(int fd, msghdr_t *msg, int flags)
     ssize_t sendmsg(int fd, const msghdr_t *msg, int flags)
     int accept4(int fd, sockaddr *addr, socklen_t *addrlen, int flags)
+    int connect(int fd, const sockaddr *addr, socklen_t addrlen)
     enum:
         AF_INET
         AF_INET6
@@ -126,4 +134,6 @@ cdef extern from *:
 include "handles.pxi"
 include "ops.pxi"
 include "driver.pxi"
+include "driver_poll.pxi"
 include "loop.pxi"
+include "stream.pxi"

@@ -48,6 +48,23 @@ cdef class Driver:
 
 cdef int _sq_entries_default = 256
 cdef int _cq_entries_default = 4096
+# The provided-buffer ring each io_uring loop registers for stream receives.
+cdef unsigned _pbuf_entries = 256
+cdef unsigned _pbuf_size = 16384
+
+
+def set_recv_buffers(unsigned entries, unsigned size):
+    """Size of the provided-buffer ring of loops created from now on
+    (entries: a power of two <= 32768; size: bytes per buffer)."""
+    global _pbuf_entries, _pbuf_size
+    if entries == 0 or entries & (entries - 1) or entries > 32768:
+        raise ValueError(f"recv buffer ring entries must be a power of two in 1..32768, got {entries}")
+    if size == 0 or size > (1 << 30):
+        raise ValueError(f"recv buffer size must be in 1..2**30, got {size}")
+    old = (_pbuf_entries, _pbuf_size)
+    _pbuf_entries = entries
+    _pbuf_size = size
+    return old
 
 
 # Reads the loop's eventfd in the ring: a write from another thread completes
@@ -62,6 +79,13 @@ cdef class WakeOp(Op):
         sqe.addr = <uint64_t><uintptr_t>&self.value
         sqe.len = 8
         return 0
+
+    cdef int attempt(self) except? -1:
+        cdef ssize_t n = read(self.fd, &self.value, 8)
+        return <int>n if n >= 0 else -errno
+
+    cdef int poll_events(self):
+        return POLLIN
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         self.loop._wake_pending = False
@@ -92,6 +116,8 @@ cdef class UringDriver(Driver):
         self.wake_op = WakeOp.__new__(WakeOp)
         self.wake_op.loop = loop
         self.wake_op.fd = self.wake_fd
+        # Provided buffers (5.19+); without them streams use single-shot recv.
+        self.has_pbuf = rl_pbuf_ring_init(&self.ring, &self.pbuf, _pbuf_entries, _pbuf_size, 0) == 0
 
     def arm_wakeup(self):
         self.start(self.wake_op)
@@ -239,6 +265,9 @@ cdef class UringDriver(Driver):
                 self._reap_quiet()
             # Ops still in flight keep their reference: leaked, not freed.
         self.ring_open = False
+        if self.has_pbuf and not forked and self.inflight == 0:
+            rl_pbuf_ring_free(&self.ring, &self.pbuf)
+        self.has_pbuf = False
         rl_ring_exit(&self.ring)
         if self.wake_fd >= 0:
             close(self.wake_fd)
@@ -273,6 +302,7 @@ cdef class UringDriver(Driver):
             'cqes_processed': self.n_cqes,
             'inflight': self.inflight,
             'cq_overflow': self.ring.cq_koverflow[0] if self.ring_open else 0,
+            'recv_buffers': (self.pbuf.entries, self.pbuf.buf_size) if self.has_pbuf else None,
         }
 
 

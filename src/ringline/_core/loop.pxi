@@ -233,6 +233,14 @@ cdef class LoopCore:
             self._driver.shutdown(forked)
         self._stash.clear()
 
+    def _flush(self):
+        """Hand queued SQEs (e.g. cancels) to the kernel now.  Used where
+        asyncio's effect is synchronous: a listening socket closed by
+        Server.close() must refuse connections at once, which it does only
+        once the ring has dropped the accept's file reference."""
+        if self._driver is not None:
+            self._driver.flush()
+
     def _driver_stats(self):
         return self._driver.stats() if self._driver is not None else {}
 
@@ -488,6 +496,9 @@ cdef class OneShotPollOp(Op):
         sqe.poll32_events = self.events
         return 0
 
+    cdef int attempt(self) except? -1:
+        return -errno_EAGAIN    # readiness only (the poll driver knows)
+
     cdef int poll_events(self):
         return self.events
 
@@ -508,4 +519,6 @@ cdef int _fileobj_to_fd(object fileobj) except -1:
 cdef Driver _make_driver(LoopCore loop, backend):
     if backend is None or backend == 'io_uring':
         return UringDriver(loop, _sq_entries_default, _cq_entries_default)
+    if backend == 'poll':
+        return PollDriver(loop)
     raise ValueError(f"unknown ringline backend {backend!r} (expected 'io_uring' or 'poll')")

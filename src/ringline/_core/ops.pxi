@@ -327,6 +327,7 @@ cdef class AcceptOp(Op):
 cdef class ConnectOp(Op):
     cdef sockaddr_storage addr
     cdef socklen_t addrlen
+    cdef bint connecting
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
         sqe.opcode = IORING_OP_CONNECT
@@ -334,6 +335,29 @@ cdef class ConnectOp(Op):
         sqe.addr = <uint64_t><uintptr_t>&self.addr
         sqe.off = self.addrlen
         return 0
+
+    cdef int attempt(self) except? -1:
+        # Poll backend.  The first connect() starts the connection
+        # (EINPROGRESS: wait for POLLOUT); after POLLOUT, connect() is called
+        # again, as IORING_OP_CONNECT does in the kernel: it returns 0 once
+        # established, EALREADY while still in progress, or the error -- and
+        # then resets the socket to unconnected, so that a later connect()
+        # on it starts afresh (reading SO_ERROR instead would leave it
+        # "connecting" and make that retry fail with ECONNABORTED).  AF_UNIX
+        # says EAGAIN when the listener's backlog is full: tried again too.
+        cdef int err
+        if connect(self.fd, <sockaddr*>&self.addr, self.addrlen) == 0:
+            self.connecting = False
+            return 0
+        err = errno
+        if err == errno_EINPROGRESS or err == errno_EALREADY or err == errno_EINTR:
+            self.connecting = True
+            return -errno_EAGAIN
+        if err == errno_EISCONN and self.connecting:
+            self.connecting = False
+            return 0
+        self.connecting = False
+        return -err
 
     cdef int poll_events(self):
         return POLLOUT

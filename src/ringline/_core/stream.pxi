@@ -187,7 +187,12 @@ cdef class StreamCore:
         self.set_protocol(protocol)
 
     def set_protocol(self, protocol):
+        # Pause state belongs to the protocol that was told: a new protocol
+        # (start_tls, sendfile fallback) starts unpaused and is paused on its
+        # own next write if the buffer is still above the high-water mark,
+        # so it never gets a resume_writing() without a pause_writing().
         self.protocol = protocol
+        self.protocol_paused = False
         self.buffered = isinstance(protocol, _BufferedProtocol)
         if self.buffered:
             self.get_buffer = protocol.get_buffer

@@ -1,0 +1,156 @@
+"""``python -m ringline info``: what this machine gives ringline.
+
+Prints the kernel version, whether io_uring is usable here (and if not,
+why: ENOSYS, EPERM from a seccomp filter or ``kernel.io_uring_disabled``),
+the ring's setup flags and features, the opcodes the probe found, the
+backends available and the one a new loop gets.  ``--json`` prints the
+same as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+
+# Bits of io_uring_params.flags / .features (include/uapi/linux/io_uring.h).
+_SETUP_FLAGS = (
+    "IOPOLL", "SQPOLL", "SQ_AFF", "CQSIZE", "CLAMP", "ATTACH_WQ", "R_DISABLED",
+    "SUBMIT_ALL", "COOP_TASKRUN", "TASKRUN_FLAG", "SQE128", "CQE32",
+    "SINGLE_ISSUER", "DEFER_TASKRUN", "NO_MMAP", "REGISTERED_FD_ONLY",
+    "NO_SQARRAY", "HYBRID_IOPOLL",
+)
+_FEATURES = (
+    "SINGLE_MMAP", "NODROP", "SUBMIT_STABLE", "RW_CUR_POS", "CUR_PERSONALITY",
+    "FAST_POLL", "POLL_32BITS", "SQPOLL_NONFIXED", "EXT_ARG", "NATIVE_WORKERS",
+    "RSRC_TAGS", "CQE_SKIP", "LINKED_FILE", "REG_REG_RING", "RECVSEND_BUNDLE",
+    "MIN_TIMEOUT", "RW_ATTR", "NO_IOWAIT",
+)
+
+
+def _bits(value: int, names: tuple[str, ...]) -> list[str]:
+    out = [name for i, name in enumerate(names) if value & (1 << i)]
+    rest = value & ~((1 << len(names)) - 1)
+    if rest:
+        out.append(hex(rest))
+    return out
+
+
+def _sysctl(name: str) -> str | None:
+    try:
+        with open("/proc/sys/" + name.replace(".", "/")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def collect() -> dict:
+    import ringline
+    from ringline import _backend
+
+    info: dict = {
+        "ringline": ringline.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "kernel": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "io_uring_disabled": _sysctl("kernel.io_uring_disabled"),
+    }
+    usable, reason = _backend.io_uring_status()
+    info["io_uring"] = {"usable": usable}
+    if usable:
+        _, _, probe = _backend._probe()
+        ops = _backend.features()
+        info["io_uring"].update({
+            "setup_flags": _bits(probe["setup_flags"], _SETUP_FLAGS),
+            "features": _bits(probe["features"], _FEATURES),
+            "opcodes": sorted((n for n, ok in ops.items() if ok), key=list(ops).index),
+            "opcodes_missing": sorted((n for n, ok in ops.items() if not ok),
+                                      key=list(ops).index),
+        })
+    else:
+        info["io_uring"]["reason"] = reason
+    info["backends_available"] = list(ringline.available_backends())
+    info["RINGLINE_BACKEND"] = os.environ.get("RINGLINE_BACKEND") or None
+    # The default backend, without the one-line warning resolve_backend
+    # logs on fallback: the reason is printed here anyway.
+    log = logging.getLogger("ringline")
+    disabled, log.disabled = log.disabled, True
+    try:
+        chosen = _backend.resolve_backend(None)
+        loop = ringline.new_event_loop(chosen)
+        try:
+            info["backend"] = loop.backend
+        finally:
+            loop.close()
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        info["backend"] = None
+        info["backend_error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        log.disabled = disabled
+    return info
+
+
+def _print_text(info: dict) -> None:
+    w = sys.stdout.write
+    w(f"ringline {info['ringline']} (Python {info['python']})\n")
+    w(f"kernel:   {info['kernel']}\n")
+    if info["io_uring_disabled"] is not None:
+        w(f"          kernel.io_uring_disabled = {info['io_uring_disabled']}\n")
+    ur = info["io_uring"]
+    if ur["usable"]:
+        w("io_uring: usable\n")
+        w("  setup flags:\n")
+        _wrap(w, ur["setup_flags"] or ["-"])
+        w("  features:\n")
+        _wrap(w, ur["features"] or ["-"])
+        total = len(ur["opcodes"]) + len(ur["opcodes_missing"])
+        w(f"  opcodes ({len(ur['opcodes'])} of {total} known to this kernel's probe):\n")
+        _wrap(w, ur["opcodes"])
+        if ur["opcodes_missing"]:
+            w("  not supported:\n")
+            _wrap(w, ur["opcodes_missing"])
+    else:
+        w(f"io_uring: not usable: {ur['reason']}\n")
+    w(f"backends: {', '.join(info['backends_available'])}\n")
+    src = (f"RINGLINE_BACKEND={info['RINGLINE_BACKEND']}" if info["RINGLINE_BACKEND"]
+           else "default")
+    if info["backend"]:
+        w(f"backend chosen: {info['backend']} ({src})\n")
+    else:
+        w(f"backend chosen: none ({src}): {info['backend_error']}\n")
+
+
+def _wrap(w, names: list[str], width: int = 76) -> None:
+    line = "   "
+    for name in names:
+        if len(line) + 1 + len(name) > width:
+            w(line + "\n")
+            line = "   "
+        line += " " + name
+    if line.strip():
+        w(line + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ringline")
+    sub = parser.add_subparsers(dest="command")
+    p_info = sub.add_parser("info", help="kernel, io_uring support, backend chosen")
+    p_info.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    if args.command != "info":
+        parser.print_help()
+        return 2
+    info = collect()
+    if args.json:
+        json.dump(info, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print_text(info)
+    return 0 if info["backend"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
