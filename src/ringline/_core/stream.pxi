@@ -446,7 +446,7 @@ cdef class StreamCore:
             return 0
         left = res
         self.wsize -= res
-        while left > 0:
+        while left > 0 and wbuf:
             clen = len(<bytes>wbuf[0]) - self.woff
             if left >= clen:
                 left -= clen
@@ -456,9 +456,11 @@ cdef class StreamCore:
                 self.woff += left
                 left = 0
         if self.protocol_paused and self.wsize <= self.low_water:
+            # May write(), which starts the next send itself.
             self._resume_protocol()
-        if wbuf:
-            self._start_send()
+        if self.wbuf:
+            if self.sop.state == OP_IDLE and not self.conn_lost:
+                self._start_send()
             return 0
         if self.empty_waiter is not None and not self.empty_waiter.done():
             self.empty_waiter.set_result(None)
