@@ -174,8 +174,8 @@ def main():
             print(f"{first} / {other}: {_common.fmt_ratio(ratio)} requests/s, "
                   f"{_common.fmt_ratio(a / b if a and b else None)} requests per server CPU-second")
     if any((r["cores"] or 0) < 0.9 for r in res.values()):
-        print("note: a server used well under one core, so the Python clients limited it; "
-              "compare requests per server CPU-second, or use benchmarks/run_echo.py")
+        print("note: a server used well under one core, so the Python clients (or other load on "
+              "the machine) limited it; compare requests per server CPU-second, or use benchmarks/run_echo.py")
     return 0 if len(res) == len(requested) else 1
 
 
