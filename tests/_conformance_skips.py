@@ -71,9 +71,7 @@ SPECIAL_TAGS = ("private", "bug", "platform")
 #: tag: they are the baseline).  Add a tag here when its issue lands.
 ENABLED_FEATURES: FrozenSet[str] = frozenset({
     "transports", "streams", "unix",                    # issue 3
-    "tls", "sendfile",                                  # issue 5, partly: TLS is asyncio's
-                                                        # SSLProtocol over ring transports
-    # "udp", "pipes", "subprocess", "signals",          # issue 5
+    "tls", "sendfile", "udp", "pipes", "subprocess", "signals",  # issue 5
 })
 
 FEATURES_ENV = "RINGLINE_CONFORMANCE_FEATURES"

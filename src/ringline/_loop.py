@@ -10,6 +10,8 @@ so those behave exactly as asyncio's do.
 from __future__ import annotations
 
 import errno
+import selectors
+import signal
 import socket
 import sys
 import threading
@@ -17,6 +19,7 @@ import weakref
 from asyncio import (base_events, constants, coroutines, events, selector_events,
                      sslproto, trsock, unix_events)
 
+from . import _subprocess
 from ._core.core import LoopCore, _serve_accept
 from ._transports import SocketTransport
 
@@ -54,6 +57,8 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
         self._transports = weakref.WeakValueDictionary()
         # listening fd -> multishot accept op (or its retry timer)
         self._serving = {}
+        self._signal_handlers = {}
+        self._make_self_pipe()
 
     def __repr__(self) -> str:
         return (f"<{self.__class__.__name__} backend={self._backend} "
@@ -97,6 +102,13 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
         if self._debug:
             base_events.logger.debug("Close %r", self)
         self._closed = True
+        self._close_self_pipe()
+        if self._signal_handlers:
+            if not sys.is_finalizing():
+                for sig in list(self._signal_handlers):
+                    self.remove_signal_handler(sig)
+            else:
+                self._signal_handlers.clear()
         self._core_close()
         self._executor_shutdown_called = True
         executor = self._default_executor
@@ -198,6 +210,80 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
     create_unix_connection = unix_events._UnixSelectorEventLoop.create_unix_connection
     create_unix_server = unix_events._UnixSelectorEventLoop.create_unix_server
 
+    # ---- signals ---------------------------------------------------------------
+    # The C-level signal handler writes the signal number to _csock
+    # (signal.set_wakeup_fd); _ssock is polled in the ring for the loop's
+    # whole life, so a signal that arrives while the loop is not running is
+    # handled as soon as it runs.
+
+    def _make_self_pipe(self):
+        self._ssock, self._csock = socket.socketpair()
+        self._ssock.setblocking(False)
+        self._csock.setblocking(False)
+        self._internal_fds += 1
+        self._add_reader(self._ssock.fileno(), self._read_from_self)
+
+    def _close_self_pipe(self):
+        if self._ssock is None:
+            return
+        self._remove_reader(self._ssock.fileno())
+        self._ssock.close()
+        self._ssock = None
+        self._csock.close()
+        self._csock = None
+        self._internal_fds -= 1
+
+    def _add_callback(self, handle):
+        # Handles built by asyncio code (events.Handle) run through
+        # call_soon, which keeps the ready queue homogeneous.
+        if not handle._cancelled:
+            self._call_soon(handle._run, (), None)
+
+    _read_from_self = selector_events.BaseSelectorEventLoop._read_from_self
+    _process_self_data = unix_events._UnixSelectorEventLoop._process_self_data
+    add_signal_handler = unix_events._UnixSelectorEventLoop.add_signal_handler
+    remove_signal_handler = unix_events._UnixSelectorEventLoop.remove_signal_handler
+    _handle_signal = unix_events._UnixSelectorEventLoop._handle_signal
+    _check_signal = unix_events._UnixSelectorEventLoop._check_signal
+
+    # ---- pipes and datagrams ---------------------------------------------------
+    # asyncio's own pipe and datagram transports, driven by readiness polls
+    # in the ring (add_reader/add_writer are POLL_ADD ops).
+
+    _make_read_pipe_transport = unix_events._UnixSelectorEventLoop._make_read_pipe_transport
+    _make_write_pipe_transport = unix_events._UnixSelectorEventLoop._make_write_pipe_transport
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        return _DatagramTransport(self, sock, protocol, address, waiter, extra)
+
+    @property
+    def _selector(self):
+        # Read-only view for the repr() of asyncio's transports; None once
+        # closed, as asyncio's selector loop has it.
+        return None if self._closed else _SelectorView(self)
+
+    # ---- subprocesses ------------------------------------------------------------
+
+    async def _make_subprocess_transport(self, protocol, args, shell,
+                                         stdin, stdout, stderr, bufsize,
+                                         extra=None, **kwargs):
+        proc, pidfd = await _subprocess.spawn(
+            self, args, shell, stdin, stdout, stderr, bufsize, kwargs)
+        waiter = self.create_future()
+        transp = _subprocess.SubprocessTransport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+            waiter=waiter, extra=extra, _popen=proc)
+        _subprocess.watch_exit(self, transp, proc, pidfd)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp
+
     # ---- sockets -------------------------------------------------------------
 
     async def sock_accept(self, sock):
@@ -275,6 +361,31 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
                 pass
         return await base_events.BaseEventLoop.getaddrinfo(
             self, host, port, family=family, type=type, proto=proto, flags=flags)
+
+
+class _DatagramTransport(selector_events._SelectorDatagramTransport):
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        return "<{}>".format(" ".join(info))
+
+
+class _SelectorView:
+    """get_key() over the loop's readers and writers, for asyncio reprs."""
+
+    def __init__(self, loop):
+        self._loop = loop
+
+    def get_key(self, fileobj):
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        mask = self._loop._poller_events(fd)
+        if not mask:
+            raise KeyError(fileobj)
+        return selectors.SelectorKey(fileobj, fd, mask, None)
 
 
 def _is_numeric_host(host) -> bool:

@@ -207,6 +207,10 @@ cdef class PollDriver(Driver):
         cdef object queue
         if self.epfd < 0:
             raise RuntimeError("the event loop's poller is closed")
+        if op.state != OP_IDLE:
+            # One op, one operation at a time: a second start would attempt
+            # the syscall again with the same buffers and deliver twice.
+            raise RuntimeError(f"{op!r} started again while still in flight")
         events = op.poll_events()
         readiness = _is_readiness_op(op)
         fs = self.fds.get(op.fd)
@@ -378,30 +382,38 @@ cdef class PollDriver(Driver):
         cdef int mask
         cdef bint blocked = False
         cdef Py_ssize_t n = len(queue)
-        cdef list keep = None
-        while n > 0:
-            n -= 1
-            op = <Op>queue.popleft()
-            if _is_readiness_op(op):
-                mask = revents & (op.poll_events() | _EPOLL_ALWAYS)
-                if mask:
-                    done.append((op, mask))
-                    continue
-            elif not blocked:
-                while True:
-                    res = op.attempt()
-                    if res != -errno_EINTR:
-                        break
-                if res != -errno_EAGAIN:
-                    done.append((op, res))
-                    continue
-                self.n_eagain += 1
-                blocked = True
-            if keep is None:
-                keep = []
-            keep.append(op)
-        if keep is not None:
-            queue.extendleft(reversed(keep))
+        cdef list keep = []
+        op = None
+        try:
+            while n > 0:
+                n -= 1
+                op = <Op>queue.popleft()
+                if _is_readiness_op(op):
+                    mask = revents & (op.poll_events() | _EPOLL_ALWAYS)
+                    if mask:
+                        done.append((op, mask))
+                        op = None
+                        continue
+                elif not blocked:
+                    while True:
+                        res = op.attempt()
+                        if res != -errno_EINTR:
+                            break
+                    if res != -errno_EAGAIN:
+                        done.append((op, res))
+                        op = None
+                        continue
+                    self.n_eagain += 1
+                    blocked = True
+                keep.append(op)
+                op = None
+        finally:
+            # Normally `op` is None here; after an exception in attempt() it
+            # is the op that raised, which keeps its place in line.
+            if op is not None:
+                queue.appendleft(op)
+            if keep:
+                queue.extendleft(reversed(keep))
         return 0
 
     cdef int _process(self, _PollFd fs, uint32_t revents, list done) except -1:
@@ -454,25 +466,36 @@ cdef class PollDriver(Driver):
         # 3. Retry what waited on the ready fds, then complete in order.
         done = []
         touched = []
-        for i in range(n):
-            fd = <int>(events[i].data.u64 & 0xffffffff)
-            gen = <uint32_t>(events[i].data.u64 >> 32)
-            fs = self.fds.get(fd)
-            if fs is None or fs.gen != gen:
-                self.n_stale += 1
-                continue        # a registration of a file since closed
-            self._process(fs, events[i].events, done)
-            touched.append(fs)
-        if done:
-            self._deliver_all(done)
-        # 4. Re-arm what still waits (completions may have armed already).
-        for fs in touched:
-            if fs.readers or fs.writers:
-                if (fs.rmask | fs.wmask) & _EPOLL_WANTABLE & ~fs.armed:
-                    self._arm(fs)
-            else:
-                fs.rmask = 0
-                fs.wmask = 0
+        try:
+            for i in range(n):
+                fd = <int>(events[i].data.u64 & 0xffffffff)
+                gen = <uint32_t>(events[i].data.u64 >> 32)
+                fs = self.fds.get(fd)
+                if fs is None or fs.gen != gen:
+                    self.n_stale += 1
+                    continue        # a registration of a file since closed
+                touched.append(fs)
+                self._process(fs, events[i].events, done)
+        except BaseException:
+            # Results already taken from the kernel must not be lost.
+            self.pending[0:0] = done
+            done = []
+            raise
+        finally:
+            try:
+                if done:
+                    self._deliver_all(done)
+            finally:
+                # 4. Re-arm what still waits (completions may have armed
+                # already); also after an exception, or those fds would
+                # never wake again.
+                for fs in touched:
+                    if fs.readers or fs.writers:
+                        if (fs.rmask | fs.wmask) & _EPOLL_WANTABLE & ~fs.armed:
+                            self._arm(fs)
+                    else:
+                        fs.rmask = 0
+                        fs.wmask = 0
         return 0
 
     # ---- teardown ------------------------------------------------------

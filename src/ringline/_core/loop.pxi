@@ -171,7 +171,7 @@ cdef class LoopCore:
             try:
                 if self._debug:
                     while i < ntodo:
-                        handle = <Handle>todo[i]
+                        handle = <Handle?>todo[i]
                         i += 1
                         if handle._cancelled:
                             continue
@@ -188,7 +188,7 @@ cdef class LoopCore:
                             self._current_handle = None
                 else:
                     while i < ntodo:
-                        handle = <Handle>todo[i]
+                        handle = <Handle?>todo[i]
                         i += 1
                         if not handle._cancelled:
                             handle.run()
@@ -285,6 +285,15 @@ cdef class LoopCore:
 
     def _ensure_fd_no_transport(self, fd):
         pass
+
+    def _poller_events(self, int fd):
+        """selectors.EVENT_READ | EVENT_WRITE for fd's registered pollers."""
+        mask = 0
+        if fd in self._readers:
+            mask |= 1
+        if fd in self._writers:
+            mask |= 2
+        return mask
 
     cdef _add_poller(self, object fd, int events, dict table, object callback,
                      tuple args, str method):
