@@ -190,7 +190,6 @@ SKIPS: Dict[str, Dict[str, Skip]] = {
         "test_write_pty": needs("pipes"),
         "test_bidirectional_pty": needs("pipes"),
         # private internals
-        "test_timeout_rounding": private("patches loop._run_once, reads loop._clock_resolution/_selector"),
         # test_internal_fds skips itself on loops that are not BaseSelectorEventLoop.
     },
     # test.test_asyncio.test_events.SubprocessTestsMixin (14 tests): all need subprocesses.
@@ -237,16 +236,12 @@ SKIPS: Dict[str, Dict[str, Skip]] = {
         "test_sendfile_ssl_partial": needs("transports", "tls", "sendfile"),
         "test_sendfile_ssl_close_peer_after_receiving": needs("transports", "tls", "sendfile"),
         "test_sendfile_force_fallback": needs(
-            "transports", "sendfile",
-            private="patches loop._sendfile_native with BaseEventLoop._sendfile_native"),
+            "transports", "sendfile",),
         "test_sendfile_force_unsupported_native": needs(
-            "transports", "sendfile",
-            private="patches loop._sendfile_native with BaseEventLoop._sendfile_native"),
+            "transports", "sendfile",),
         "test_sendfile_fallback_close_peer_in_the_middle_of_receiving": needs(
-            "transports", "sendfile",
-            private="patches loop._sendfile_native with BaseEventLoop._sendfile_native"),
-        "test_sendfile_no_fallback_for_fallback_transport": needs(
-            "sendfile", private="mock transport with _sendfile_compatible"),
+            "transports", "sendfile",),
+        "test_sendfile_no_fallback_for_fallback_transport": needs("sendfile"),
     },
     # test.test_asyncio.test_server.BaseStartServer (1 test + 1 borrowed, see test_cpython_server.py)
     "BaseStartServer": {
@@ -299,7 +294,7 @@ SKIPS: Dict[str, Dict[str, Skip]] = {
             "test_subprocess_communicate_stdout",
             "test_terminate",
         )},
-        "test_close_kill_running": needs("subprocess", private="awaits transport._wait()"),
+        "test_close_kill_running": needs("subprocess"),
     },
     # test.test_asyncio.test_buffered_proto.BaseTestBufferedProtocol (1 test)
     "BaseTestBufferedProtocol": {

@@ -24,6 +24,9 @@ Markers: ``conformance`` (added to CPython's bound tests, tests/test_cpython_*.p
 Per-test timeout (pytest-timeout, SIGALRM method, so a hang fails one test,
 not the run): ``--timeout``/PYTEST_TIMEOUT win; else ``RINGLINE_TEST_TIMEOUT``
 (seconds) if set; else the ini ``timeout`` (pyproject.toml); else 60 s.
+Backstop: a test still running 30 s after its timeout (SIGALRM not
+processed, e.g. a loop blocked in C that retries EINTR) gets every thread's
+stack dumped and the process ends with status 86, instead of hanging.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import asyncio
 import os
 import socket
 import sys
+import threading
 
 import pytest
 
@@ -43,6 +47,8 @@ import _loops  # noqa: E402
 
 DEFAULT_TIMEOUT = 60.0
 TIMEOUT_ENV = "RINGLINE_TEST_TIMEOUT"
+WATCHDOG_GRACE = 30.0      # seconds past a test's timeout before the hard stop
+WATCHDOG_EXIT_CODE = 86
 
 try:
     import pytest_timeout  # noqa: F401
@@ -110,6 +116,58 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.timeout(timeout))
         if _loops.is_asyncio_mode() and item.get_closest_marker("ringline_only"):
             item.add_marker(pytest.mark.skip(reason="ringline-specific (RINGLINE_TEST_LOOP=asyncio)"))
+
+
+def _item_timeout(item):
+    marker = item.get_closest_marker("timeout")
+    if marker is not None:
+        value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+    else:
+        value = getattr(item.config, "_env_timeout", None)
+    try:
+        return float(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Backstop for pytest-timeout's SIGALRM method.
+
+    SIGALRM only fails a test if the main thread gets to run the Python
+    signal handler; a loop blocked in a C-level wait that retries EINTR
+    without PyErr_CheckSignals() never does, and the whole run would hang.
+    So, WATCHDOG_GRACE seconds after the test's timeout, dump every thread's
+    stack and end the process (like pytest-timeout's thread method): the run
+    fails instead of hanging; tests/count_conformance.py then resumes after
+    the hung test.
+    """
+    timeout = _item_timeout(item) if HAVE_PYTEST_TIMEOUT else None
+    timer = None
+    if timeout and timeout > 0:
+        def fire():
+            import faulthandler
+            capman = item.config.pluginmanager.getplugin("capturemanager")
+            if capman is not None:  # write to the real stderr, not pytest's capture
+                try:
+                    capman.suspend_global_capture(in_=True)
+                except Exception:  # noqa: BLE001 - best effort from a thread
+                    pass
+            sys.stderr.write(
+                f"\n+++ {item.nodeid} still running {timeout + WATCHDOG_GRACE:.0f}s after "
+                f"it started: the SIGALRM timeout was not processed (an event loop "
+                f"waiting in C without PyErr_CheckSignals()?). Stacks:\n")
+            sys.stderr.flush()
+            faulthandler.dump_traceback(all_threads=True)
+            os._exit(WATCHDOG_EXIT_CODE)
+        timer = threading.Timer(timeout + WATCHDOG_GRACE, fire)
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def pytest_generate_tests(metafunc):

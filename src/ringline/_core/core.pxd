@@ -63,6 +63,7 @@ cdef class TimerHeap:
 cdef class Op:
     cdef LoopCore loop
     cdef object fut
+    cdef object owner            # the socket object the op serves, if any
     cdef int fd
     cdef uint8_t state
     cdef bint keep_fut_callback
@@ -73,7 +74,7 @@ cdef class Op:
     cdef int complete(self, int res, uint32_t flags) except -1
     cdef int finish(self, object result) except -1
     cdef int fail(self, int err) except -1
-    cdef inline int bind(self, LoopCore loop, object fut, int fd) except -1
+    cdef inline int bind(self, LoopCore loop, object fut, int fd, object owner=*) except -1
 
 
 cdef class Driver:

@@ -29,6 +29,7 @@ import errno as errno_mod
 import os
 import socket as socket_mod
 import sys
+from weakref import ref as _weakref
 
 from asyncio import base_events, format_helpers, futures
 

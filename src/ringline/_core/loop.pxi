@@ -368,10 +368,10 @@ cdef class LoopCore:
         cdef RecvOp op
         fut = self._new_future()
         if self._stash:
-            data = _stash_take(self, fd, 'recv')
+            data = _stash_take(self, fd, sock, 'recv')
             if data is not None:
                 if len(data) > nbytes:
-                    _stash_front(self, fd, 'recv', data[nbytes:])
+                    _stash_front(self, fd, sock, 'recv', data[nbytes:])
                     data = data[:nbytes]
                 fut.set_result(data)
                 return fut
@@ -382,7 +382,7 @@ cdef class LoopCore:
             return fut
         op = RecvOp.__new__(RecvOp)
         op.alloc(nbytes)
-        op.bind(self, fut, fd)
+        op.bind(self, fut, fd, sock)
         self._driver.start(op)
         return fut
 
@@ -391,18 +391,18 @@ cdef class LoopCore:
         cdef RecvIntoOp op
         fut = self._new_future()
         if self._stash:
-            data = _stash_take(self, fd, 'recv')
+            data = _stash_take(self, fd, sock, 'recv')
             if data is not None:
                 mv = memoryview(buf).cast('B')
                 n = min(len(mv), len(data))
                 mv[:n] = data[:n]
                 if n < len(data):
-                    _stash_front(self, fd, 'recv', data[n:])
+                    _stash_front(self, fd, sock, 'recv', data[n:])
                 fut.set_result(n)
                 return fut
         op = RecvIntoOp.__new__(RecvIntoOp)
         op.set_buffer(buf, 0)
-        op.bind(self, fut, fd)
+        op.bind(self, fut, fd, sock)
         self._driver.start(op)
         return fut
 
@@ -416,7 +416,7 @@ cdef class LoopCore:
             op._release()
             fut.set_result(None)
             return fut
-        op.bind(self, fut, fd)
+        op.bind(self, fut, fd, sock)
         self._driver.start(op)
         return fut
 
@@ -425,13 +425,13 @@ cdef class LoopCore:
         cdef AcceptOp op
         fut = self._new_future()
         if self._stash:
-            item = _stash_take(self, fd, 'accept')
+            item = _stash_take(self, fd, sock, 'accept')
             if item is not None:
                 fut.set_result(item)
                 return fut
         op = AcceptOp.__new__(AcceptOp)
         op.sock = sock
-        op.bind(self, fut, fd)
+        op.bind(self, fut, fd, sock)
         self._driver.start(op)
         return fut
 
@@ -443,7 +443,7 @@ cdef class LoopCore:
         if not _encode_sockaddr(sock.family, address, &op.addr, &op.addrlen):
             return None
         fut = self._new_future()
-        op.bind(self, fut, fd)
+        op.bind(self, fut, fd, sock)
         self._driver.start(op)
         # asyncio calls connect() before sock_connect first yields, and
         # callers rely on it (a blocking accept() right after one
@@ -456,9 +456,22 @@ cdef class LoopCore:
         cdef RecvMsgOp op = RecvMsgOp.__new__(RecvMsgOp)
         if buf is None and nbytes < 0:
             raise ValueError('negative buffersize in recvfrom')
+        if self._stash:
+            item = _stash_take(self, fd, sock, 'recvmsg')
+            if item is not None:
+                fut = self._new_future()
+                data, addr = item
+                if buf is None:
+                    fut.set_result((data[:nbytes], addr))
+                else:
+                    mv = memoryview(buf).cast('B')
+                    n = min(len(mv), len(data), nbytes if nbytes > 0 else len(mv))
+                    mv[:n] = data[:n]
+                    fut.set_result((n, addr))
+                return fut
         op.setup(sock, buf, nbytes)
         fut = self._new_future()
-        op.bind(self, fut, fd)
+        op.bind(self, fut, fd, sock)
         self._driver.start(op)
         return fut
 
@@ -471,7 +484,7 @@ cdef class LoopCore:
                 return None
         op.setup(data, addrlen)
         fut = self._new_future()
-        op.bind(self, fut, fd)
+        op.bind(self, fut, fd, sock)
         self._driver.start(op)
         return fut
 
@@ -486,11 +499,11 @@ cdef class LoopCore:
         return fut
 
 
-cdef inline int _stash_front(LoopCore loop, int fd, object kind, object value) except -1:
+cdef inline int _stash_front(LoopCore loop, int fd, object owner, object kind, object value) except -1:
     q = loop._stash.get(fd)
     if q is None:
         q = loop._stash[fd] = collections.deque()
-    q.appendleft((kind, value))
+    q.appendleft((_weakref(owner), kind, value))
     return 0
 
 

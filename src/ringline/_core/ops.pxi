@@ -54,10 +54,11 @@ cdef class Op:
             fut.set_exception(_os_error(err))
         return 0
 
-    cdef inline int bind(self, LoopCore loop, object fut, int fd) except -1:
+    cdef inline int bind(self, LoopCore loop, object fut, int fd, object owner=None) except -1:
         self.loop = loop
         self.fut = fut
         self.fd = fd
+        self.owner = owner
         fut.add_done_callback(self)
         return 0
 
@@ -95,24 +96,33 @@ _errno_exc = {
 }
 
 
-cdef inline int _stash_put(LoopCore loop, int fd, object kind, object value) except -1:
+# The stash: results that completed in the kernel after their future was
+# cancelled, kept for the next operation of the same kind on the same socket
+# object.  Keyed by fd for lookup, but each entry remembers (weakly) which
+# socket it came from, so a new socket that reuses the fd number never sees
+# another connection's bytes.
+cdef inline int _stash_put(LoopCore loop, int fd, object owner, object kind, object value) except -1:
     q = loop._stash.get(fd)
     if q is None:
         q = loop._stash[fd] = collections.deque()
-    q.append((kind, value))
+    q.append((_weakref(owner) if owner is not None else None, kind, value))
     return 0
 
 
-cdef inline object _stash_take(LoopCore loop, int fd, object kind):
+cdef object _stash_take(LoopCore loop, int fd, object owner, object kind):
     q = loop._stash.get(fd)
     if q is None:
         return None
-    if q[0][0] != kind:
-        return None
-    item = q.popleft()
+    # Entries of a socket that no longer exists (or another object on this
+    # fd number) are stale: drop them.
+    while q and (q[0][0] is None or q[0][0]() is not owner):
+        q.popleft()
+    result = None
+    if q and q[0][1] == kind:
+        result = q.popleft()[2]
     if not q:
         del loop._stash[fd]
-    return item[1]
+    return result
 
 
 # recv(n) -> bytes.  The bytes object is allocated at its maximum size and
@@ -167,7 +177,7 @@ cdef class RecvOp(Op):
         if self.fut is None or self.fut.done():
             # Cancelled after the kernel already took the bytes: keep them.
             if res > 0:
-                _stash_put(self.loop, self.fd, 'recv', data)
+                _stash_put(self.loop, self.fd, self.owner, 'recv', data)
             self.fut = None
             return 0
         return self.finish(data)
@@ -214,7 +224,7 @@ cdef class RecvIntoOp(Op):
         if res > 0 and (self.fut is None or self.fut.done()):
             # Cancelled after the kernel filled the buffer: keep a copy.
             data = PyBytes_FromStringAndSize(<char*>self.view.buf, res)
-            _stash_put(self.loop, self.fd, 'recv', data)
+            _stash_put(self.loop, self.fd, self.owner, 'recv', data)
         self._release()
         return Op.complete(self, res, flags)
 
@@ -316,7 +326,7 @@ cdef class AcceptOp(Op):
         conn.setblocking(False)
         addr = _decode_sockaddr(<sockaddr*>&self.addr, self.addrlen, conn)
         if self.fut is None or self.fut.done():
-            _stash_put(self.loop, self.fd, 'accept', (conn, addr))
+            _stash_put(self.loop, self.fd, self.owner, 'accept', (conn, addr))
             self.fut = None
             return 0
         return self.finish((conn, addr))
@@ -415,6 +425,15 @@ cdef class RecvMsgOp(Op):
         return POLLIN
 
     cdef int complete(self, int res, uint32_t flags) except -1:
+        cdef object kept
+        if res >= 0 and (self.fut is None or self.fut.done()):
+            # Cancelled after the kernel took the datagram: keep it.
+            addr = _decode_sockaddr(<sockaddr*>&self.addr, self.msg.msg_namelen, self.sock)
+            if self.data is not None:
+                kept = self.data[:res]
+            else:
+                kept = PyBytes_FromStringAndSize(<char*>self.iov.iov_base, res)
+            _stash_put(self.loop, self.fd, self.owner, 'recvmsg', (kept, addr))
         if self.has_view:
             self.has_view = False
             PyBuffer_Release(&self.view)
