@@ -951,3 +951,33 @@ def test_sock_sendfile_empty_file(loop, run, tmp_path, socketpair):
     path.write_bytes(b"")
     with open(path, "rb") as f:
         assert run(loop.sock_sendfile(a, f)) == 0
+
+
+def test_recv_after_cancelled_recv_keeps_order(loop, run):
+    """A recv cancelled around the moment its bytes arrive, followed at once
+    by a new recv and more data: whatever the race's outcome, the bytes come
+    out in order and none is lost."""
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        with a, b:
+            for _ in range(20):
+                t = asyncio.ensure_future(loop.sock_recv(a, 100))
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                b.send(b"A")
+                if _ % 2:
+                    await asyncio.sleep(0.002)  # the recv may complete first
+                t.cancel()
+                t2 = asyncio.ensure_future(loop.sock_recv(a, 100))
+                b.send(b"B")
+                got = b""
+                try:
+                    got = await t
+                except asyncio.CancelledError:
+                    pass
+                while len(got) < 2:
+                    got += await (t2 if t2 is not None else loop.sock_recv(a, 100))
+                    t2 = None
+                assert got == b"AB", got
+    run(main())

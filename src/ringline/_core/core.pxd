@@ -64,6 +64,7 @@ cdef class Op:
     cdef LoopCore loop
     cdef object fut
     cdef object owner            # the socket object the op serves, if any
+    cdef Op successor            # a recv waiting for this (cancelled) recv to finish
     cdef int fd
     cdef uint8_t state
     cdef bint keep_fut_callback
@@ -159,6 +160,7 @@ cdef class LoopCore:
     cdef dict _writers
     cdef list _rearm
     cdef dict _stash
+    cdef dict _recv_cancelling
     cdef unsigned long _fork_gen
     cdef bint _wake_pending
 

@@ -146,6 +146,8 @@ cdef class UringDriver(Driver):
         cdef io_uring_sqe *sqe
         if not self.ring_open:
             raise RuntimeError("the event loop's ring is closed")
+        if op.state != OP_IDLE:
+            raise RuntimeError(f"{op!r} is already in flight")
         sqe = self.get_sqe()
         op.prep(sqe)
         sqe.user_data = <uint64_t><uintptr_t><PyObject*>op

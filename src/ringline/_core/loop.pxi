@@ -18,6 +18,7 @@ cdef class LoopCore:
         self._writers = {}
         self._rearm = []
         self._stash = {}
+        self._recv_cancelling = {}
         self._future_type = futures.Future
         self._fork_gen = _fork_generation
         self._clock_resolution = 1e-9
@@ -367,14 +368,6 @@ cdef class LoopCore:
         cdef Py_ssize_t nbytes = n
         cdef RecvOp op
         fut = self._new_future()
-        if self._stash:
-            data = _stash_take(self, fd, sock, 'recv')
-            if data is not None:
-                if len(data) > nbytes:
-                    _stash_front(self, fd, sock, 'recv', data[nbytes:])
-                    data = data[:nbytes]
-                fut.set_result(data)
-                return fut
         if nbytes < 0:
             raise ValueError('negative buffersize in recv')
         if nbytes == 0:
@@ -383,27 +376,23 @@ cdef class LoopCore:
         op = RecvOp.__new__(RecvOp)
         op.alloc(nbytes)
         op.bind(self, fut, fd, sock)
-        self._driver.start(op)
+        if self._stash or self._recv_cancelling:
+            _recv_begin(self, op)
+        else:
+            self._driver.start(op)
         return fut
 
     def _sock_recv_into(self, sock, buf):
         cdef int fd = self._sock_fd(sock)
         cdef RecvIntoOp op
         fut = self._new_future()
-        if self._stash:
-            data = _stash_take(self, fd, sock, 'recv')
-            if data is not None:
-                mv = memoryview(buf).cast('B')
-                n = min(len(mv), len(data))
-                mv[:n] = data[:n]
-                if n < len(data):
-                    _stash_front(self, fd, sock, 'recv', data[n:])
-                fut.set_result(n)
-                return fut
         op = RecvIntoOp.__new__(RecvIntoOp)
         op.set_buffer(buf, 0)
         op.bind(self, fut, fd, sock)
-        self._driver.start(op)
+        if self._stash or self._recv_cancelling:
+            _recv_begin(self, op)
+        else:
+            self._driver.start(op)
         return fut
 
     def _sock_sendall(self, sock, data):

@@ -67,6 +67,11 @@ cdef class Op:
         # completed by someone else) while we were in flight.
         if self.state == OP_INFLIGHT and self.loop._driver is not None:
             self.loop._driver.cancel(self)
+            if isinstance(self, (RecvOp, RecvIntoOp)):
+                # Until the kernel says how this recv ended, a new recv on
+                # the socket waits behind it (see _recv_begin), so bytes it
+                # may still have taken come out first.
+                self.loop._recv_cancelling[self.fd] = self
 
     def __repr__(self):
         return f'<{type(self).__name__} fd={self.fd} state={self.state}>'
@@ -169,18 +174,31 @@ cdef class RecvOp(Op):
     cdef int poll_events(self):
         return POLLIN
 
+    cdef int take_from_stash(self, object data) except -1:
+        if len(data) > self.nbytes:
+            _stash_front(self.loop, self.fd, self.owner, 'recv', data[self.nbytes:])
+            data = data[:self.nbytes]
+        if self.buf != NULL:
+            Py_XDECREF(self.buf)
+            self.buf = NULL
+        return self.finish(data)
+
     cdef int complete(self, int res, uint32_t flags) except -1:
         cdef object data
-        if res < 0:
-            return self.fail(-res)
-        data = self.take(res) if res > 0 else b''
-        if self.fut is None or self.fut.done():
-            # Cancelled after the kernel already took the bytes: keep them.
-            if res > 0:
-                _stash_put(self.loop, self.fd, self.owner, 'recv', data)
-            self.fut = None
-            return 0
-        return self.finish(data)
+        _recv_cancel_done(self)
+        try:
+            if res < 0:
+                return self.fail(-res)
+            data = self.take(res) if res > 0 else b''
+            if self.fut is None or self.fut.done():
+                # Cancelled after the kernel already took the bytes: keep them.
+                if res > 0:
+                    _stash_put(self.loop, self.fd, self.owner, 'recv', data)
+                self.fut = None
+                return 0
+            return self.finish(data)
+        finally:
+            _recv_successor(self)
 
     def __dealloc__(self):
         if self.buf != NULL:
@@ -219,14 +237,26 @@ cdef class RecvIntoOp(Op):
     cdef int poll_events(self):
         return POLLIN
 
+    cdef int take_from_stash(self, object data) except -1:
+        cdef Py_ssize_t n = min(self.view.len, len(data))
+        memcpy(self.view.buf, PyBytes_AS_STRING(data), n)
+        if n < len(data):
+            _stash_front(self.loop, self.fd, self.owner, 'recv', data[n:])
+        self._release()
+        return self.finish(n)
+
     cdef int complete(self, int res, uint32_t flags) except -1:
         cdef object data
-        if res > 0 and (self.fut is None or self.fut.done()):
-            # Cancelled after the kernel filled the buffer: keep a copy.
-            data = PyBytes_FromStringAndSize(<char*>self.view.buf, res)
-            _stash_put(self.loop, self.fd, self.owner, 'recv', data)
-        self._release()
-        return Op.complete(self, res, flags)
+        _recv_cancel_done(self)
+        try:
+            if res > 0 and (self.fut is None or self.fut.done()):
+                # Cancelled after the kernel filled the buffer: keep a copy.
+                data = PyBytes_FromStringAndSize(<char*>self.view.buf, res)
+                _stash_put(self.loop, self.fd, self.owner, 'recv', data)
+            self._release()
+            return Op.complete(self, res, flags)
+        finally:
+            _recv_successor(self)
 
     cdef _release(self):
         if self.has_view:
@@ -236,6 +266,46 @@ cdef class RecvIntoOp(Op):
     def __dealloc__(self):
         if self.has_view:
             PyBuffer_Release(&self.view)
+
+
+cdef inline void _recv_cancel_done(Op op):
+    cdef dict d = op.loop._recv_cancelling
+    if d and d.get(op.fd) is op:
+        del d[op.fd]
+
+
+cdef int _recv_successor(Op op) except -1:
+    cdef Op succ = op.successor
+    if succ is not None:
+        op.successor = None
+        _recv_begin(op.loop, succ)
+    return 0
+
+
+cdef int _recv_begin(LoopCore loop, Op op) except -1:
+    """Start a recv op: behind a recv being cancelled on the same socket,
+    from the stash if bytes are kept, else in the kernel."""
+    cdef Op old
+    cdef object data
+    if op.fut is None or op.fut.done():
+        if isinstance(op, RecvIntoOp):
+            (<RecvIntoOp>op)._release()
+        return 0
+    if loop._recv_cancelling:
+        old = loop._recv_cancelling.get(op.fd)
+        if old is not None and old.owner is op.owner and old.state != OP_IDLE:
+            while old.successor is not None:
+                old = old.successor
+            old.successor = op
+            return 0
+    if loop._stash:
+        data = _stash_take(loop, op.fd, op.owner, 'recv')
+        if data is not None:
+            if isinstance(op, RecvOp):
+                return (<RecvOp>op).take_from_stash(data)
+            return (<RecvIntoOp>op).take_from_stash(data)
+    loop._driver.start(op)
+    return 0
 
 
 # sendall(data): resubmits the remainder after a short send, so bytes go out
