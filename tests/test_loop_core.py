@@ -1260,3 +1260,22 @@ def test_fork_fresh_loop_works_in_child(loop, loop_factory):
     code = _fork_and_wait(child)
     assert code == _CHILD_OK, _CHILD_CODES.get(code, f"exit code {code}")
     assert _fresh_loop_works(loop_factory)
+
+
+def test_sigint_interrupts_an_idle_loop(loop):
+    """Ctrl-C reaches a loop blocked in its wait (EINTR runs Python's signal
+    handlers, as CPython's selectors do)."""
+    import signal
+    import threading
+    import time
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread only")
+    timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(loop.create_future())
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 5

@@ -20,6 +20,7 @@ from asyncio import (base_events, constants, coroutines, events, selector_events
                      sslproto, trsock, unix_events)
 
 from . import _subprocess
+from ._datagram import DatagramTransport
 from ._core.core import LoopCore, _serve_accept
 from ._transports import SocketTransport
 
@@ -247,14 +248,14 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
     _check_signal = unix_events._UnixSelectorEventLoop._check_signal
 
     # ---- pipes and datagrams ---------------------------------------------------
-    # asyncio's own pipe and datagram transports, driven by readiness polls
-    # in the ring (add_reader/add_writer are POLL_ADD ops).
+    # Pipes: asyncio's own pipe transports, driven by readiness polls in the
+    # ring (add_reader/add_writer are POLL_ADD ops).  Datagrams: _datagram.py.
 
     _make_read_pipe_transport = unix_events._UnixSelectorEventLoop._make_read_pipe_transport
     _make_write_pipe_transport = unix_events._UnixSelectorEventLoop._make_write_pipe_transport
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
-        return _DatagramTransport(self, sock, protocol, address, waiter, extra)
+        return DatagramTransport(self, sock, protocol, address, waiter, extra)
 
     @property
     def _selector(self):
@@ -361,17 +362,6 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
                 pass
         return await base_events.BaseEventLoop.getaddrinfo(
             self, host, port, family=family, type=type, proto=proto, flags=flags)
-
-
-class _DatagramTransport(selector_events._SelectorDatagramTransport):
-    def __repr__(self):
-        info = [self.__class__.__name__]
-        if self._sock is None:
-            info.append("closed")
-        elif self._closing:
-            info.append("closing")
-        info.append(f"fd={self._sock_fd}")
-        return "<{}>".format(" ".join(info))
 
 
 class _SelectorView:

@@ -101,6 +101,10 @@ cdef class UringDriver(Driver):
     cdef Op wake_op
     cdef rl_pbuf_ring pbuf
     cdef bint has_pbuf
+    cdef rl_pbuf_ring dpbuf       # datagram buffers, registered on first use
+    cdef int dpbuf_state          # 0 not tried, 1 registered, -1 unavailable
+
+    cdef bint dgram_ring(self) except -1
 
     cdef io_uring_sqe *get_sqe(self) except NULL
     cdef int reap(self) except -1

@@ -9,10 +9,13 @@
 #   driver_poll.pxi  the poll backend (epoll): completions over readiness
 #   loop.pxi     LoopCore: the iteration, callbacks, timers, sock_* entry points
 #   stream.pxi   stream transports' compiled half, multishot accept for servers
+#   fileops.pxi  file operations (open/read/write/statx/...) in the ring or on a pool
+#   dgram.pxi    datagram receive (multishot RECVMSG) and send in the ring
 
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
                              PyBUF_SIMPLE, PyBUF_WRITABLE)
@@ -55,6 +58,7 @@ cdef extern from "<errno.h>":
         errno_ENOMEM "ENOMEM"
         errno_ENOBUFS "ENOBUFS"
         errno_ECONNABORTED "ECONNABORTED"
+        errno_EINVAL "EINVAL"
         errno_EINPROGRESS "EINPROGRESS"
         errno_EALREADY "EALREADY"
         errno_EISCONN "EISCONN"
@@ -138,3 +142,5 @@ include "driver.pxi"
 include "driver_poll.pxi"
 include "loop.pxi"
 include "stream.pxi"
+include "fileops.pxi"
+include "dgram.pxi"

@@ -122,6 +122,15 @@ cdef class UringDriver(Driver):
     def arm_wakeup(self):
         self.start(self.wake_op)
 
+    cdef bint dgram_ring(self) except -1:
+        # The datagram buffer ring (2 MiB) exists only once an endpoint asks.
+        if self.dpbuf_state == 0:
+            if rl_pbuf_ring_init(&self.ring, &self.dpbuf, DGRAM_RING_ENTRIES, DGRAM_BUF, DGRAM_BGID) == 0:
+                self.dpbuf_state = 1
+            else:
+                self.dpbuf_state = -1
+        return self.dpbuf_state == 1
+
     cdef io_uring_sqe *get_sqe(self) except NULL:
         cdef io_uring_sqe *sqe = rl_get_sqe(&self.ring)
         cdef int ret
@@ -193,6 +202,10 @@ cdef class UringDriver(Driver):
             return 0
         if rl_cq_ready(&self.ring):
             timeout_ns = 0
+        if timeout_ns != 0:
+            # A signal that came since Python last looked would otherwise
+            # wait for the next wakeup: handle it before blocking.
+            PyErr_CheckSignals()
         with nogil:
             ret = rl_submit_and_wait(&self.ring, 1 if timeout_ns != 0 else 0, timeout_ns)
         self.n_enter += 1
@@ -200,6 +213,10 @@ cdef class UringDriver(Driver):
                 and ret != -errno_EBUSY and ret != -errno_EAGAIN:
             raise OSError(-ret, "io_uring_enter: " + os.strerror(-ret))
         self.reap()
+        if ret == -errno_EINTR:
+            # A signal interrupted the wait: run Python's handlers now (as
+            # CPython's selectors do), so Ctrl-C stops an idle loop.
+            PyErr_CheckSignals()
         if rl_cq_overflow(&self.ring):
             # CQEs the kernel kept aside (FEAT_NODROP) are flushed by enter.
             rl_submit_and_wait(&self.ring, 0, 0)
@@ -269,7 +286,10 @@ cdef class UringDriver(Driver):
         self.ring_open = False
         if self.has_pbuf and not forked and self.inflight == 0:
             rl_pbuf_ring_free(&self.ring, &self.pbuf)
+        if self.dpbuf_state == 1 and not forked and self.inflight == 0:
+            rl_pbuf_ring_free(&self.ring, &self.dpbuf)
         self.has_pbuf = False
+        self.dpbuf_state = -1
         rl_ring_exit(&self.ring)
         if self.wake_fd >= 0:
             close(self.wake_fd)

@@ -452,11 +452,16 @@ cdef class PollDriver(Driver):
             timeout_ms = 0x7fffffff
         else:
             timeout_ms = <int>((timeout_ns + 999999) // 1000000)
+        if timeout_ms != 0:
+            # Handle a signal that came since Python last looked before blocking.
+            PyErr_CheckSignals()
         with nogil:
             n = epoll_wait(self.epfd, events, _POLL_MAX_EVENTS, timeout_ms)
         self.n_wait += 1
         if n < 0:
             if errno == errno_EINTR:
+                # Run Python's signal handlers now (Ctrl-C on an idle loop).
+                PyErr_CheckSignals()
                 return 0
             err = errno
             raise OSError(err, "epoll_wait: " + os.strerror(err))

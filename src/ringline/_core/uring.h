@@ -86,6 +86,10 @@
 /* Opcode numbers are ABI: those missing from old headers are fixed values. */
 #define RL_OP_SEND_ZC 47
 #define RL_OP_WAITID 50
+#define RL_OP_FTRUNCATE 55
+#ifndef IORING_FSYNC_DATASYNC
+#define IORING_FSYNC_DATASYNC (1U << 0)
+#endif
 
 static inline int rl_setup(unsigned entries, struct io_uring_params *p)
 {

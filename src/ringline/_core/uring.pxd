@@ -13,6 +13,12 @@ cdef extern from "uring.h" nogil:
         uint64_t splice_off_in
         uint32_t len
         uint32_t rw_flags
+        uint32_t fsync_flags      # (rw_flags union members, file ops)
+        uint32_t open_flags
+        uint32_t statx_flags
+        uint32_t rename_flags
+        uint32_t unlink_flags
+        uint32_t uring_cmd_flags
         uint32_t msg_flags
         uint32_t poll32_events
         uint32_t accept_flags
@@ -110,3 +116,12 @@ cdef extern from "uring.h" nogil:
         IORING_OP_MSG_RING
         RL_OP_SEND_ZC
         RL_OP_WAITID
+        # file operations (fileops.pxi)
+        IORING_OP_OPENAT
+        IORING_OP_STATX
+        IORING_OP_RENAMEAT
+        IORING_OP_UNLINKAT
+        IORING_OP_MKDIRAT
+        IORING_OP_URING_CMD
+        IORING_FSYNC_DATASYNC
+        RL_OP_FTRUNCATE

@@ -1,0 +1,1410 @@
+# ConnCtx's compiled half: the runtime API's connection over the driver.
+#
+# ringline.ConnCtx (ringline/_conn.py) subclasses ConnCore; the per-message
+# work is here.  It talks to the driver directly, not through an asyncio
+# transport, so with_data() can hand the handler the kernel's own buffer.
+#
+# Receive.  One multishot RECV per connection over the driver's provided-
+# buffer ring (io_uring).  A completion names the buffer the kernel filled;
+# the core keeps it -- no copy -- as a KBuf in `segs` until the handler's
+# with_data(fn) runs, then fn gets a read-only memoryview exported by the
+# KBuf itself.  When fn returns, the view is released and the buffer goes
+# back to the ring (a view fn kept alive -- a slice stored somewhere, or a
+# forward_recv_buf() send in flight -- keeps the buffer out of the ring
+# until it is released: the kernel never writes a buffer someone can read).
+# Bytes fn did not consume, or all of them when it says NEED_MORE, are
+# copied into the accumulator `acc` (a bytearray) and the buffer recycled;
+# while acc holds anything, fn sees acc (with the newer buffers appended),
+# so the stream stays in order.  A connection never holds more than
+# MAX_HELD ring buffers: beyond that they are copied into acc (a slow
+# handler cannot drain the ring for everyone), and above RECV_HIGH bytes
+# buffered the recv is cancelled until the handler catches up.  ENOBUFS
+# (ring empty) ends the multishot; one single-shot recv into the
+# connection's own buffer follows (progress, never a spin), then multishot
+# again.  The poll backend recv()s into the own buffer and copies into acc.
+#
+# Send.  send_nowait() copies into the worker's send pool (fixed slots,
+# malloc'd once; exhausted pool = SendPoolExhausted, never unbounded
+# growth); send()/send_parts() queue the caller's buffer itself (held until
+# the kernel took it; large ones go out with SEND_ZC and stay alive until
+# the kernel's notification); forward_recv_buf() queues a slice of a
+# received kernel buffer (held, then recycled).  One SEND/SENDMSG (gathering
+# up to IOV_BATCH queue entries) is in flight per connection, so bytes leave
+# in order; a short send leaves the rest at the head of the queue.
+#
+# Waiting.  with_data()/send() return a small awaitable (_ConnAwait) that
+# completes without a future when it can; otherwise it yields one asyncio
+# future (the task waits on it like on any future, and cancellation is
+# asyncio's) that the completion resolves, and retries when the task
+# resumes -- fn always runs in the handler's task, never in a completion.
+
+from cpython.memoryview cimport PyMemoryView_FromObject
+
+cdef extern from "<sys/socket.h>":
+    int shutdown_c "shutdown"(int fd, int how)
+    enum:
+        SHUT_WR_C "SHUT_WR"
+
+cdef extern from "<stdlib.h>":
+    void *malloc_c "malloc"(size_t n)
+    void *realloc_c "realloc"(void *p, size_t n)
+    void free_c "free"(void *p)
+
+cdef extern from "<string.h>":
+    void *memmove(void *dst, const void *src, size_t n)
+
+cdef enum:
+    CONN_IOV_BATCH = 64
+    MAX_HELD = 16
+    WAIT = -2
+    SE_POOL = 1
+    SE_KBUF = 2
+    SE_ZC = 4
+    # Metrics slots (ringline/_metrics.py has the names, in this order).
+    M_ACCEPTED = 0
+    M_OUTBOUND = 1
+    M_CLOSED = 2
+    M_BYTES_IN = 3
+    M_BYTES_OUT = 4
+    M_SQES = 5
+    M_CQES = 6
+    M_ENTER = 7
+    M_RING_EMPTY = 8
+    M_POOL_EXHAUSTED = 9
+    M_REJECTED = 10
+    M_HANDLER_ERRORS = 11
+    M_UDP_IN = 12
+    M_UDP_OUT = 13
+    M_UDP_EXHAUSTED = 14
+    M_LOOP_ITERATIONS = 15
+    M_NSLOTS = 16
+
+NEED_MORE = -1
+METRIC_SLOTS = M_NSLOTS
+
+cdef object _empty_view = memoryview(b'')
+
+
+class SendPoolExhausted(RuntimeError):
+    """send_nowait() found no free slot in the worker's send pool."""
+
+
+def set_ring_entries(unsigned sq_entries, unsigned cq_entries):
+    """SQ and CQ sizes of io_uring loops created from now on (powers of two);
+    returns the previous pair."""
+    global _sq_entries_default, _cq_entries_default
+    if sq_entries == 0 or sq_entries & (sq_entries - 1) or sq_entries > 32768:
+        raise ValueError(f"sq_entries must be a power of two in 1..32768, got {sq_entries}")
+    if cq_entries < sq_entries or cq_entries & (cq_entries - 1) or cq_entries > 65536:
+        raise ValueError(f"cq_entries must be a power of two in sq_entries..65536, got {cq_entries}")
+    old = (_sq_entries_default, _cq_entries_default)
+    _sq_entries_default = sq_entries
+    _cq_entries_default = cq_entries
+    return old
+
+
+def recv_buffers():
+    """(entries, size) of the provided-buffer ring new loops get."""
+    return (_pbuf_entries, _pbuf_size)
+
+
+# ---- metrics ------------------------------------------------------------------
+
+@cython.final
+cdef class MetricsBlock:
+    """M_NSLOTS uint64 counters of one worker, in memory the caller provides
+    (a slice of a shared mapping, so the launcher reads every worker's) or
+    owned."""
+    cdef uint64_t *p
+    cdef Py_buffer view
+    cdef bint has_view
+    cdef uint64_t *own
+
+    def __cinit__(self, buf=None, Py_ssize_t offset=0):
+        self.own = NULL
+        if buf is None:
+            self.own = <uint64_t*>PyMem_Malloc(M_NSLOTS * sizeof(uint64_t))
+            if self.own == NULL:
+                raise MemoryError()
+            memset(self.own, 0, M_NSLOTS * sizeof(uint64_t))
+            self.p = self.own
+        else:
+            PyObject_GetBuffer(buf, &self.view, PyBUF_WRITABLE)
+            self.has_view = True
+            if offset < 0 or offset + M_NSLOTS * 8 > self.view.len or offset % 8:
+                PyBuffer_Release(&self.view)
+                self.has_view = False
+                raise ValueError("metrics block outside the buffer")
+            self.p = <uint64_t*>(<char*>self.view.buf + offset)
+
+    def __dealloc__(self):
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+        if self.own != NULL:
+            PyMem_Free(self.own)
+
+    def get(self, int i):
+        if not 0 <= i < M_NSLOTS:
+            raise IndexError(i)
+        return self.p[i]
+
+    def add(self, int i, uint64_t n=1):
+        if not 0 <= i < M_NSLOTS:
+            raise IndexError(i)
+        self.p[i] += n
+
+    def values(self):
+        return [self.p[i] for i in range(M_NSLOTS)]
+
+    def snapshot_driver(self, LoopCore loop):
+        """Copy the driver's counters (SQEs, CQEs, io_uring_enter calls; on
+        the poll backend: ops started, completed, epoll_wait calls)."""
+        cdef Driver d = loop._driver
+        if d is None:
+            return
+        if isinstance(d, UringDriver):
+            self.p[M_SQES] = (<UringDriver>d).n_sqes
+            self.p[M_CQES] = (<UringDriver>d).n_cqes
+            self.p[M_ENTER] = (<UringDriver>d).n_enter
+        elif isinstance(d, PollDriver):
+            self.p[M_SQES] = (<PollDriver>d).n_started
+            self.p[M_CQES] = (<PollDriver>d).n_completed
+            self.p[M_ENTER] = (<PollDriver>d).n_wait
+
+
+# ---- the send pool ---------------------------------------------------------------
+
+@cython.final
+cdef class SendPool:
+    """Fixed-size slots for send_nowait() copies, one pool per worker."""
+    cdef char *mem
+    cdef uint32_t *free_stack
+    cdef readonly Py_ssize_t nslots
+    cdef readonly Py_ssize_t slot_size
+    cdef readonly Py_ssize_t nfree
+    cdef MetricsBlock metrics
+
+    def __cinit__(self, Py_ssize_t nslots, Py_ssize_t slot_size, MetricsBlock metrics=None):
+        cdef Py_ssize_t i
+        if nslots <= 0 or slot_size <= 0:
+            raise ValueError("send pool needs at least one slot of at least one byte")
+        self.nslots = nslots
+        self.slot_size = slot_size
+        self.mem = NULL
+        self.free_stack = <uint32_t*>PyMem_Malloc(nslots * sizeof(uint32_t))
+        if self.free_stack == NULL:
+            raise MemoryError()
+        for i in range(nslots):
+            self.free_stack[i] = <uint32_t>(nslots - 1 - i)
+        self.nfree = nslots
+        self.metrics = metrics
+
+    def __dealloc__(self):
+        # Slots still queued belong to connections that keep the pool alive
+        # (they reference it), so this runs only when none is in use.
+        if self.mem != NULL:
+            free_c(self.mem)
+        if self.free_stack != NULL:
+            PyMem_Free(self.free_stack)
+
+    cdef inline int take(self) except -2:
+        if self.nfree == 0:
+            return -1
+        if self.mem == NULL:
+            # One allocation; pages are touched only as slots get used.
+            self.mem = <char*>malloc_c(<size_t>self.nslots * <size_t>self.slot_size)
+            if self.mem == NULL:
+                raise MemoryError()
+        self.nfree -= 1
+        return <int>self.free_stack[self.nfree]
+
+    cdef inline void give(self, int slot) noexcept:
+        self.free_stack[self.nfree] = <uint32_t>slot
+        self.nfree += 1
+
+    cdef inline char *addr(self, int slot) noexcept:
+        return self.mem + <size_t>slot * <size_t>self.slot_size
+
+    @property
+    def in_use(self):
+        return self.nslots - self.nfree
+
+
+# ---- what every connection of a worker shares ------------------------------------
+
+@cython.final
+cdef class ConnEnv:
+    cdef public SendPool pool
+    cdef public MetricsBlock metrics
+    cdef public Py_ssize_t own_size        # own recv buffer (ENOBUFS path, poll)
+    cdef public Py_ssize_t zc_threshold    # send() of this many bytes or more: SEND_ZC
+    cdef public bint zc_ok
+    cdef public Py_ssize_t recv_high       # stop receiving above this many buffered bytes
+    cdef public object send_pool_hint      # for the exhaustion message
+
+    def __init__(self, SendPool pool, MetricsBlock metrics, Py_ssize_t own_size=16384,
+                 Py_ssize_t zc_threshold=0, bint zc_ok=False, Py_ssize_t recv_high=0,
+                 send_pool_hint=None):
+        self.pool = pool
+        self.metrics = metrics
+        self.own_size = max(own_size, 4096)
+        self.zc_threshold = zc_threshold
+        self.zc_ok = zc_ok
+        self.recv_high = recv_high if recv_high > 0 else max(262144, 4 * own_size)
+        self.send_pool_hint = send_pool_hint
+
+
+# ---- a received kernel buffer --------------------------------------------------
+
+@cython.final
+@cython.freelist(64)
+cdef class KBuf:
+    """One provided buffer the kernel filled, out of the ring until every
+    holder (the connection, each exported view) let go of it."""
+    cdef UringDriver d
+    cdef char *ptr
+    cdef Py_ssize_t n
+    cdef Py_ssize_t itemsize
+    cdef int bid
+    cdef int refs
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("a received kernel buffer is read-only")
+        if self.d is None:
+            raise BufferError("this receive buffer was already given back to the kernel")
+        buffer.buf = self.ptr
+        buffer.obj = self
+        buffer.len = self.n
+        buffer.readonly = 1
+        buffer.itemsize = 1
+        buffer.format = 'B' if (flags & PyBUF_FORMAT) else NULL
+        buffer.ndim = 1
+        buffer.shape = &self.n if (flags & PyBUF_ND) else NULL
+        buffer.strides = &self.itemsize if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+        buffer.suboffsets = NULL
+        buffer.internal = NULL
+        self.refs += 1
+
+    def __releasebuffer__(self, Py_buffer *buffer):
+        self.put()
+
+    cdef inline void put(self) noexcept:
+        self.refs -= 1
+        if self.refs == 0 and self.d is not None:
+            if self.d.has_pbuf:
+                rl_pbuf_recycle(&self.d.pbuf, self.bid)
+            self.d = None
+
+    def __repr__(self):
+        return f'<KBuf bid={self.bid} len={self.n} refs={self.refs}>'
+
+
+cdef inline KBuf _kbuf_new(UringDriver d, int bid, Py_ssize_t n):
+    cdef KBuf kb = KBuf.__new__(KBuf)
+    kb.d = d
+    kb.bid = bid
+    kb.ptr = rl_pbuf_addr(&d.pbuf, bid)
+    kb.n = n
+    kb.itemsize = 1
+    kb.refs = 1
+    return kb
+
+
+# Holds a buffer export of an object send() queued, until the kernel took it.
+@cython.final
+@cython.freelist(32)
+cdef class _BufHold:
+    cdef Py_buffer view
+    cdef bint has_view
+
+    cdef int hold(self, object data) except -1:
+        PyObject_GetBuffer(data, &self.view, PyBUF_SIMPLE)
+        self.has_view = True
+        return 0
+
+    def __dealloc__(self):
+        if self.has_view:
+            self.has_view = False
+            PyBuffer_Release(&self.view)
+
+
+ctypedef struct SendEnt:
+    char *ptr
+    Py_ssize_t len
+    int slot
+    int flags
+    PyObject *hold
+
+
+# ---- ops ---------------------------------------------------------------------------
+
+@cython.final
+cdef class ConnRecvOp(Op):
+    cdef ConnCore core
+    cdef bint single            # single-shot into the own buffer
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        cdef UringDriver d = <UringDriver>self.loop._driver
+        sqe.opcode = IORING_OP_RECV
+        sqe.fd = self.fd
+        if self.single or not d.has_pbuf:
+            self.single = True
+            sqe.addr = <uint64_t><uintptr_t>self.core.own_buf()
+            sqe.len = <uint32_t>self.core.env.own_size
+        else:
+            sqe.ioprio = IORING_RECV_MULTISHOT
+            sqe.flags = IOSQE_BUFFER_SELECT
+            sqe.buf_group = d.pbuf.bgid
+        return 0
+
+    cdef int attempt(self) except? -1:
+        self.single = True
+        cdef ssize_t n = recv(self.fd, self.core.own_buf(), self.core.env.own_size, MSG_DONTWAIT)
+        return <int>n if n >= 0 else -errno
+
+    cdef int poll_events(self):
+        return POLLIN
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        cdef ConnCore core = self.core
+        cdef bint more = (flags & IORING_CQE_F_MORE) != 0
+        cdef bint single = self.single
+        cdef int bid
+        if not more:
+            self.single = False
+        if flags & IORING_CQE_F_BUFFER:
+            bid = flags >> IORING_CQE_BUFFER_SHIFT
+            if res > 0:
+                core.on_kbuf(bid, res)
+            else:
+                rl_pbuf_recycle(&(<UringDriver>self.loop._driver).pbuf, bid)
+        elif res > 0:
+            core.on_bytes(core.own_buf(), res)
+        if not more:
+            core.recv_ended(res)
+        return 0
+
+
+@cython.final
+cdef class ConnSendOp(Op):
+    cdef ConnCore core
+    cdef msghdr msg
+    cdef iovec iov[CONN_IOV_BATCH]
+    cdef int niov
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        sqe.fd = self.fd
+        if self.niov == 1:
+            sqe.opcode = IORING_OP_SEND
+            sqe.addr = <uint64_t><uintptr_t>self.iov[0].iov_base
+            sqe.len = <uint32_t>self.iov[0].iov_len
+        else:
+            memset(&self.msg, 0, sizeof(msghdr))
+            self.msg.msg_iov = &self.iov[0]
+            self.msg.msg_iovlen = self.niov
+            sqe.opcode = IORING_OP_SENDMSG
+            sqe.addr = <uint64_t><uintptr_t>&self.msg
+            sqe.len = 1
+        sqe.msg_flags = MSG_NOSIGNAL
+        return 0
+
+    cdef int attempt(self) except? -1:
+        cdef ssize_t n
+        if self.niov == 1:
+            n = send(self.fd, self.iov[0].iov_base, self.iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT)
+        else:
+            memset(&self.msg, 0, sizeof(msghdr))
+            self.msg.msg_iov = &self.iov[0]
+            self.msg.msg_iovlen = self.niov
+            n = sendmsg(self.fd, <msghdr_t*>&self.msg, MSG_NOSIGNAL | MSG_DONTWAIT)
+        return <int>n if n >= 0 else -errno
+
+    cdef int poll_events(self):
+        return POLLOUT
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        self.core.on_sent(res)
+        return 0
+
+
+# SEND_ZC: the kernel reads the caller's pages in place.  The first CQE says
+# how many bytes it took (the connection moves on); the buffer stays held by
+# this op until the notification CQE says the kernel is done with it.
+@cython.final
+cdef class ZcSendOp(Op):
+    cdef ConnCore core
+    cdef object hold
+    cdef char *ptr
+    cdef Py_ssize_t n
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        sqe.opcode = RL_OP_SEND_ZC
+        sqe.fd = self.fd
+        sqe.addr = <uint64_t><uintptr_t>self.ptr
+        sqe.len = <uint32_t>min(self.n, 0x7fffffff)
+        sqe.msg_flags = MSG_NOSIGNAL
+        return 0
+
+    cdef int attempt(self) except? -1:
+        cdef ssize_t r = send(self.fd, self.ptr, self.n, MSG_NOSIGNAL | MSG_DONTWAIT)
+        return <int>r if r >= 0 else -errno
+
+    cdef int poll_events(self):
+        return POLLOUT
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        cdef ConnCore core
+        if flags & IORING_CQE_F_NOTIF:
+            self.hold = None
+            return 0
+        if not (flags & IORING_CQE_F_MORE):
+            self.hold = None
+        core = self.core
+        self.core = None
+        if core is not None:
+            core.on_sent(res)
+        return 0
+
+
+# ---- the awaitable -------------------------------------------------------------
+
+cdef enum:
+    AW_DATA = 0
+    AW_BYTES = 1
+    AW_SEND = 2
+    AW_RAW = 3
+    AW_DRAIN = 4
+
+
+@cython.final
+@cython.freelist(32)
+cdef class _ConnAwait:
+    """What with_data()/send() return: done at the first step when it can
+    be, else it yields one asyncio future and retries when woken."""
+    cdef ConnCore conn
+    cdef object fn
+    cdef int kind
+    cdef uint64_t target
+    cdef Py_ssize_t limit
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef ConnCore c = self.conn
+        cdef Py_ssize_t r
+        cdef object fut
+        if self.kind <= AW_BYTES:
+            r = c._step(self.fn, self.kind)
+            if r != WAIT:
+                self.fn = None
+                raise StopIteration(r)
+            return c._recv_waiter()
+        if self.kind == AW_SEND:
+            if c.bytes_taken >= self.target:
+                raise StopIteration(None)
+            if c.sexc is not None:
+                raise c.sexc
+            if c.closed:
+                raise ConnectionAbortedError(errno_mod.ECONNABORTED,
+                                             'connection closed before the data was sent')
+            return c._send_waiter(self.target)
+        if self.kind == AW_DRAIN:
+            if c.qbytes <= self.limit:
+                raise StopIteration(None)
+            if c.sexc is not None:
+                raise c.sexc
+            if c.closed:
+                raise StopIteration(None)
+            return c._send_waiter(c.bytes_queued - <uint64_t>self.limit)
+        # AW_RAW: wait for any input (TLS handshake).
+        if c.raw_seen or c.eof or c.rexc is not None or c.closing:
+            c.raw_seen = False
+            raise StopIteration(None)
+        return c._recv_waiter()
+
+    def send(self, value):
+        return self.__next__()
+
+
+# ---- the connection --------------------------------------------------------------
+
+cdef class ConnCore:
+    cdef LoopCore loop
+    cdef Driver drv
+    cdef UringDriver ud
+    cdef ConnEnv env
+    cdef SendPool pool
+    cdef MetricsBlock m
+    cdef public object sock
+    cdef public int fd
+    cdef public bint is_outbound
+    cdef public object task
+    cdef ConnRecvOp rop
+    cdef ConnSendOp sop
+    cdef char *own
+    # receive
+    cdef object segs                 # deque of KBuf, after acc in stream order
+    cdef Py_ssize_t seg_bytes
+    cdef bytearray acc
+    cdef bint in_step
+    cdef public bint eof
+    cdef bint recv_paused
+    cdef bint recv_stopped
+    cdef object rexc
+    cdef object waiter
+    cdef bint raw_seen
+    # send
+    cdef SendEnt *q
+    cdef Py_ssize_t qhead
+    cdef Py_ssize_t qlen
+    cdef Py_ssize_t qcap
+    cdef public Py_ssize_t qbytes
+    cdef bint send_busy
+    cdef Py_ssize_t batch_n
+    cdef uint64_t bytes_queued
+    cdef uint64_t bytes_taken
+    cdef object send_waiters         # deque of (target, future)
+    cdef object sexc
+    cdef bint want_shut_wr
+    cdef bint shut_wr_done
+    cdef public bint closing
+    cdef public bint closed
+    cdef bint counted
+    # TLS (ringline/_tls.py drives the handshake)
+    cdef object tls_obj
+    cdef object tls_in
+    cdef object tls_out
+    cdef bint tls_ready
+
+    def __cinit__(self):
+        self.own = NULL
+        self.q = NULL
+        self.fd = -1
+        self.acc = bytearray()
+        self.segs = collections.deque()
+        self.send_waiters = collections.deque()
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.q != NULL:
+            # Normally empty by now; entries left (a connection dropped without
+            # close) give their slots back and drop their holds.
+            for i in range(self.qhead, self.qhead + self.qlen):
+                if self.q[i].slot >= 0 and self.pool is not None:
+                    self.pool.give(self.q[i].slot)
+                if self.q[i].hold != NULL:
+                    if self.q[i].flags & SE_KBUF:
+                        (<KBuf>self.q[i].hold).put()
+                    Py_XDECREF(self.q[i].hold)
+            free_c(self.q)
+            self.q = NULL
+        if self.own != NULL:
+            PyMem_Free(self.own)
+            self.own = NULL
+
+    def _setup(self, LoopCore loop, sock, ConnEnv env, bint outbound=False):
+        if self.loop is not None:
+            raise RuntimeError("connection already set up")
+        if not isinstance(loop._driver, Driver):
+            raise TypeError("a ringline event loop is needed")
+        self.loop = loop
+        self.drv = loop._driver
+        self.ud = <UringDriver>self.drv if isinstance(self.drv, UringDriver) else None
+        self.env = env
+        self.pool = env.pool
+        self.m = env.metrics
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.is_outbound = outbound
+        self.m.p[M_OUTBOUND if outbound else M_ACCEPTED] += 1
+        self.counted = True
+
+    def _start(self):
+        """Start receiving (after the TLS setup, if any)."""
+        if self.rop is None:
+            self.rop = ConnRecvOp.__new__(ConnRecvOp)
+            self.rop.core = self
+            self.rop.loop = self.loop
+            self.rop.fd = self.fd
+        self._arm()
+
+    cdef char *own_buf(self) except NULL:
+        if self.own == NULL:
+            self.own = <char*>PyMem_Malloc(self.env.own_size)
+            if self.own == NULL:
+                raise MemoryError()
+        return self.own
+
+    # ---- receive: completions -----------------------------------------------
+
+    cdef int _arm(self) except -1:
+        if self.closing or self.eof or self.rexc is not None or self.recv_paused:
+            return 0
+        if self.rop.state != OP_IDLE:
+            return 0
+        self.drv.start(self.rop)
+        return 0
+
+    cdef int on_kbuf(self, int bid, Py_ssize_t n) except -1:
+        cdef KBuf kb = _kbuf_new(self.ud, bid, n)
+        self.m.p[M_BYTES_IN] += n
+        if self.closing:
+            kb.put()
+            return 0
+        if self.tls_obj is not None:
+            try:
+                self._tls_feed(kb.ptr, n)
+            finally:
+                kb.put()
+            return 0
+        if len(self.acc) == 0 and not self.in_step and len(self.segs) >= MAX_HELD:
+            self._flatten()
+        if len(self.acc) and not self.segs and not self.in_step:
+            # Leftover bytes come first: append behind them, give the buffer back.
+            self.acc[len(self.acc):] = PyMemoryView_FromObject(kb)
+            kb.put()
+        else:
+            self.segs.append(kb)
+            self.seg_bytes += n
+        self._after_input()
+        return 0
+
+    cdef int on_bytes(self, char *ptr, Py_ssize_t n) except -1:
+        self.m.p[M_BYTES_IN] += n
+        if self.closing:
+            return 0
+        if self.tls_obj is not None:
+            return self._tls_feed(ptr, n)
+        if self.segs:
+            self._flatten()
+        self._acc_append(ptr, n)
+        self._after_input()
+        return 0
+
+    cdef inline int _acc_append(self, char *ptr, Py_ssize_t n) except -1:
+        cdef Py_ssize_t old = len(self.acc)
+        self.acc[old:] = PyBytes_FromStringAndSize(ptr, n)
+        return 0
+
+    cdef int _flatten(self) except -1:
+        # Move every held buffer into the accumulator (in order).
+        cdef KBuf kb
+        while self.segs:
+            kb = <KBuf>self.segs.popleft()
+            self.seg_bytes -= kb.n
+            self.acc[len(self.acc):] = PyMemoryView_FromObject(kb)
+            kb.put()
+        return 0
+
+    cdef int _after_input(self) except -1:
+        self.raw_seen = True
+        if len(self.acc) + self.seg_bytes >= self.env.recv_high and not self.recv_paused:
+            # The handler is behind: stop asking the kernel for more.
+            self.recv_paused = True
+            if self.rop is not None and self.rop.state == OP_INFLIGHT:
+                self.drv.cancel(self.rop)
+        self._wake()
+        return 0
+
+    cdef int recv_ended(self, int res) except -1:
+        # The recv op is over (multishot ended, or a single-shot completed).
+        if self.closing:
+            return 0
+        if res > 0 or res == -errno_ECANCELED:
+            self._arm()
+            return 0
+        if res == 0:
+            self.eof = True
+            self._wake()
+            return 0
+        if res == -errno_ENOBUFS:
+            # Ring empty: one recv into our own buffer, then multishot again.
+            self.m.p[M_RING_EMPTY] += 1
+            self.rop.single = True
+            self._arm()
+            return 0
+        self.rexc = _os_error(-res)
+        self._wake()
+        return 0
+
+    cdef inline int _wake(self) except -1:
+        cdef object w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+        return 0
+
+    cdef object _recv_waiter(self):
+        cdef object w = self.waiter
+        if w is not None and not w.done():
+            raise RuntimeError('another task is already waiting to receive on this connection')
+        w = self.loop._new_future()
+        w._asyncio_future_blocking = True
+        self.waiter = w
+        return w
+
+    # ---- receive: the handler's side ------------------------------------------
+
+    cdef Py_ssize_t _check(self, object r, Py_ssize_t n) except? -3:
+        cdef Py_ssize_t k
+        try:
+            k = r
+        except TypeError:
+            raise TypeError(f'the with_data() callback must return the number of bytes '
+                            f'it consumed or ringline.NEED_MORE, not {type(r).__name__}') from None
+        if k == -1 or (k == 0 and n > 0):
+            return -1
+        if k < 0 or k > n:
+            raise ValueError(f'the with_data() callback returned {k}: expected 0..{n} '
+                             f'bytes consumed or ringline.NEED_MORE')
+        return k
+
+    cdef Py_ssize_t _step(self, object fn, int mode) except? -3:
+        """One attempt: call fn on what is buffered.  Returns the count fn
+        consumed, 0 at EOF, or WAIT when the task has to wait for input."""
+        cdef KBuf kb
+        cdef Py_ssize_t r, n
+        cdef object mv
+        if self.loop is None:
+            raise RuntimeError('connection is not set up')
+        while True:
+            if len(self.acc) == 0 and self.segs:
+                kb = <KBuf>self.segs[0]
+                n = kb.n
+                self.in_step = True
+                try:
+                    if mode == AW_DATA:
+                        mv = PyMemoryView_FromObject(kb)
+                        try:
+                            r = self._check(fn(mv), n)
+                        finally:
+                            try:
+                                mv.release()
+                            except BufferError:
+                                pass    # fn exported it further: the buffer stays out
+                            mv = None
+                    else:
+                        r = self._check(fn(PyBytes_FromStringAndSize(kb.ptr, n)), n)
+                finally:
+                    self.in_step = False
+                if self.closing and not self.segs:
+                    return r if r >= 0 else 0
+                self.segs.popleft()
+                self.seg_bytes -= n
+                if r < 0:
+                    # NEED_MORE: keep the bytes, give the buffer back.
+                    self.acc[len(self.acc):] = PyMemoryView_FromObject(kb)
+                    kb.put()
+                    if self.segs or self.eof or self.rexc is not None:
+                        continue
+                    self._maybe_resume()
+                    return WAIT
+                if r < n:
+                    self._acc_append(kb.ptr + r, n - r)
+                kb.put()
+                self._maybe_resume()
+                return r
+            if len(self.acc):
+                if self.segs:
+                    self._flatten()
+                n = len(self.acc)
+                self.in_step = True
+                try:
+                    if mode == AW_DATA:
+                        mv = memoryview(self.acc)
+                        try:
+                            r = self._check(fn(mv), n)
+                        finally:
+                            try:
+                                mv.release()
+                            except BufferError:
+                                pass
+                            mv = None
+                    else:
+                        r = self._check(fn(bytes(self.acc)), n)
+                finally:
+                    self.in_step = False
+                if r >= 0:
+                    try:
+                        del self.acc[:r]
+                    except BufferError:
+                        # fn kept a view of the accumulator: leave it that one.
+                        self.acc = bytearray(memoryview(self.acc)[r:])
+                    self._maybe_resume()
+                    return r
+                if not (self.eof or self.closing):
+                    if self.rexc is not None:
+                        raise self.rexc
+                    self._maybe_resume()
+                    return WAIT
+                # EOF with an incomplete message left: fall through.
+            if self.eof or self.closing:
+                if mode == AW_DATA:
+                    fn(_empty_view)
+                else:
+                    fn(b'')
+                return 0
+            if self.rexc is not None:
+                raise self.rexc
+            return WAIT
+
+    cdef inline int _maybe_resume(self) except -1:
+        if self.recv_paused and len(self.acc) + self.seg_bytes < self.env.recv_high // 2:
+            self.recv_paused = False
+            if self.rop is not None:
+                self._arm()
+        return 0
+
+    def with_data(self, fn):
+        """await conn.with_data(fn): fn(view) gets a memoryview over the
+        received bytes (the kernel's buffer itself when nothing is left over
+        from before) and returns how many it consumed, or NEED_MORE; resolves
+        to that count, or 0 at EOF (fn then sees an empty view).  The view is
+        valid only while fn runs."""
+        cdef _ConnAwait aw = _ConnAwait.__new__(_ConnAwait)
+        aw.conn = self
+        aw.fn = fn
+        aw.kind = AW_DATA
+        return aw
+
+    def with_bytes(self, fn):
+        """As with_data(), but fn gets a bytes object it may keep."""
+        cdef _ConnAwait aw = _ConnAwait.__new__(_ConnAwait)
+        aw.conn = self
+        aw.fn = fn
+        aw.kind = AW_BYTES
+        return aw
+
+    def try_with_data(self, fn):
+        """with_data() without waiting: None when nothing is buffered."""
+        cdef Py_ssize_t r = self._step(fn, AW_DATA)
+        return None if r == WAIT else r
+
+    @property
+    def buffered(self):
+        """Bytes received and not yet consumed."""
+        return len(self.acc) + self.seg_bytes
+
+    # ---- send -------------------------------------------------------------------
+
+    cdef int _check_send(self) except -1:
+        if self.sexc is not None:
+            raise self.sexc
+        if self.closing:
+            raise ConnectionAbortedError(errno_mod.ECONNABORTED, 'the connection is closed')
+        if self.want_shut_wr:
+            raise RuntimeError('cannot send after shutdown_write()')
+        if self.loop is None:
+            raise RuntimeError('connection is not set up')
+        return 0
+
+    cdef SendEnt *_push(self) except NULL:
+        cdef SendEnt *e
+        cdef Py_ssize_t ncap
+        if self.qhead + self.qlen == self.qcap:
+            if self.qhead > 0 and self.qhead >= self.qcap // 2:
+                memmove(self.q, self.q + self.qhead, self.qlen * sizeof(SendEnt))
+                self.qhead = 0
+            else:
+                ncap = self.qcap * 2 if self.qcap else 16
+                e = <SendEnt*>realloc_c(self.q, ncap * sizeof(SendEnt))
+                if e == NULL:
+                    raise MemoryError()
+                self.q = e
+                self.qcap = ncap
+        e = &self.q[self.qhead + self.qlen]
+        self.qlen += 1
+        e.slot = -1
+        e.flags = 0
+        e.hold = NULL
+        return e
+
+    cdef inline void _release_ent(self, SendEnt *e) noexcept:
+        if e.slot >= 0:
+            self.pool.give(e.slot)
+            e.slot = -1
+        if e.hold != NULL:
+            if e.flags & SE_KBUF:
+                (<KBuf>e.hold).put()
+            Py_XDECREF(e.hold)
+            e.hold = NULL
+
+    cdef int _copy_in(self, char *ptr, Py_ssize_t n) except -1:
+        """Queue a copy of n bytes in pool slots (all or nothing)."""
+        cdef SendPool pool = self.pool
+        cdef SendEnt *e
+        cdef Py_ssize_t room, k, need
+        cdef int slot
+        # Fill the tail slot first when it is ours to extend (not in flight).
+        if self.qlen and (not self.send_busy or self.qlen > self.batch_n):
+            e = &self.q[self.qhead + self.qlen - 1]
+            if e.flags & SE_POOL:
+                room = pool.slot_size - ((e.ptr + e.len) - pool.addr(e.slot))
+                if room >= n:
+                    memcpy(e.ptr + e.len, ptr, n)
+                    e.len += n
+                    return 0
+        need = (n + pool.slot_size - 1) // pool.slot_size
+        if need > pool.nfree:
+            self.m.p[M_POOL_EXHAUSTED] += 1
+            raise SendPoolExhausted(
+                f'send pool exhausted: {pool.nslots - pool.nfree} of {pool.nslots} slots '
+                f'of {pool.slot_size} bytes in use, {n} bytes need {need} '
+                f'({self.env.send_pool_hint or "Config.send_pool_slots"}); '
+                f'await conn.send() waits for the kernel instead')
+        while n > 0:
+            slot = pool.take()
+            k = min(n, pool.slot_size)
+            e = self._push()
+            e.slot = slot
+            e.flags = SE_POOL
+            e.ptr = pool.addr(slot)
+            memcpy(e.ptr, ptr, k)
+            e.len = k
+            ptr += k
+            n -= k
+        return 0
+
+    cpdef send_nowait(self, data):
+        """Queue a copy of data (into the worker's send pool) and return at
+        once; SendPoolExhausted when the pool has no room."""
+        cdef Py_buffer view
+        cdef Py_ssize_t n
+        self._check_send()
+        if self.tls_obj is not None:
+            self._tls_send(data)
+            return
+        if type(data) is bytes:
+            n = len(<bytes>data)
+            if n:
+                self._copy_in(PyBytes_AS_STRING(data), n)
+        else:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            try:
+                n = view.len
+                if n:
+                    self._copy_in(<char*>view.buf, n)
+            finally:
+                PyBuffer_Release(&view)
+        if n:
+            self.bytes_queued += n
+            self.qbytes += n
+            if not self.send_busy:
+                self._start_send()
+
+    cdef int _queue_held(self, object data, bint allow_zc) except -1:
+        cdef SendEnt *e
+        cdef _BufHold h
+        cdef Py_ssize_t n
+        cdef char *ptr
+        cdef object holder
+        if type(data) is bytes:
+            n = len(<bytes>data)
+            ptr = PyBytes_AS_STRING(data)
+            holder = data
+        else:
+            h = _BufHold.__new__(_BufHold)
+            h.hold(data)
+            n = h.view.len
+            ptr = <char*>h.view.buf
+            holder = h
+        if n == 0:
+            return 0
+        e = self._push()
+        e.ptr = ptr
+        e.len = n
+        e.hold = <PyObject*>holder
+        Py_INCREF(holder)
+        if allow_zc and self.ud is not None and self.env.zc_ok and \
+                self.env.zc_threshold > 0 and n >= self.env.zc_threshold:
+            e.flags = SE_ZC
+        self.bytes_queued += n
+        self.qbytes += n
+        return 0
+
+    def send(self, data):
+        """await conn.send(data): queue data itself (no copy) and resolve
+        when the kernel has taken all of it.  Large buffers go out with
+        SEND_ZC and stay referenced until the kernel's notification."""
+        cdef _ConnAwait aw
+        self._check_send()
+        if self.tls_obj is not None:
+            self._tls_send(data)
+        else:
+            self._queue_held(data, True)
+            if not self.send_busy and self.qlen:
+                self._start_send()
+        aw = _ConnAwait.__new__(_ConnAwait)
+        aw.conn = self
+        aw.kind = AW_SEND
+        aw.target = self.bytes_queued
+        return aw
+
+    def send_parts(self, parts):
+        """await conn.send_parts([a, b, ...]): scatter-gather send of the
+        parts (no copy, one SENDMSG), resolving when the kernel took them."""
+        cdef _ConnAwait aw
+        self._check_send()
+        for part in parts:
+            if self.tls_obj is not None:
+                self._tls_send(part)
+            else:
+                self._queue_held(part, False)
+        if not self.send_busy and self.qlen:
+            self._start_send()
+        aw = _ConnAwait.__new__(_ConnAwait)
+        aw.conn = self
+        aw.kind = AW_SEND
+        aw.target = self.bytes_queued
+        return aw
+
+    def write_bytes(self, data):
+        """Queue data without the pool's limit (a private copy): the stream
+        adapter's write(); flow control is drain()'s."""
+        self._check_send()
+        if self.tls_obj is not None:
+            self._tls_send(data)
+            return
+        if type(data) is not bytes:
+            data = bytes(data)
+        self._queue_held(data, False)
+        if not self.send_busy and self.qlen:
+            self._start_send()
+
+    def drain(self, Py_ssize_t limit=0):
+        """await conn.drain(limit): until at most limit bytes are queued."""
+        cdef _ConnAwait aw = _ConnAwait.__new__(_ConnAwait)
+        aw.conn = self
+        aw.kind = AW_DRAIN
+        aw.limit = limit
+        return aw
+
+    cpdef forward_recv_buf(self, view):
+        """Send a (slice of a) view with_data() handed out, straight from the
+        kernel's receive buffer: the buffer is held until the kernel took the
+        bytes, then recycled.  Anything else is copied, as send_nowait()."""
+        cdef Py_buffer pb
+        cdef KBuf kb
+        cdef SendEnt *e
+        cdef char *ptr
+        cdef Py_ssize_t n
+        self._check_send()
+        if self.tls_obj is None and type(view) is memoryview:
+            owner = view.obj
+            if type(owner) is KBuf:
+                kb = <KBuf>owner
+                PyObject_GetBuffer(view, &pb, PyBUF_SIMPLE)
+                ptr = <char*>pb.buf
+                n = pb.len
+                PyBuffer_Release(&pb)
+                if kb.d is None or ptr < kb.ptr or ptr + n > kb.ptr + kb.n:
+                    raise ValueError('view is not inside a live receive buffer')
+                if n == 0:
+                    return
+                e = self._push()
+                e.ptr = ptr
+                e.len = n
+                e.flags = SE_KBUF
+                e.hold = <PyObject*>kb
+                Py_INCREF(kb)
+                kb.refs += 1
+                self.bytes_queued += n
+                self.qbytes += n
+                if not self.send_busy:
+                    self._start_send()
+                return
+        self.send_nowait(view)
+
+    cdef int _start_send(self) except -1:
+        cdef SendEnt *e
+        cdef ConnSendOp op
+        cdef ZcSendOp zop
+        cdef Py_ssize_t i, n
+        if self.send_busy or self.qlen == 0 or self.closed:
+            return 0
+        e = &self.q[self.qhead]
+        if e.flags & SE_ZC:
+            zop = ZcSendOp.__new__(ZcSendOp)
+            zop.core = self
+            zop.loop = self.loop
+            zop.fd = self.fd
+            zop.hold = <object>e.hold
+            zop.ptr = e.ptr
+            zop.n = e.len
+            self.batch_n = 1
+            self.send_busy = True
+            try:
+                self.drv.start(zop)
+            except BaseException:
+                self.send_busy = False
+                raise
+            return 0
+        op = self.sop
+        if op is None:
+            op = self.sop = ConnSendOp.__new__(ConnSendOp)
+            op.core = self
+            op.loop = self.loop
+            op.fd = self.fd
+        n = 0
+        for i in range(min(self.qlen, CONN_IOV_BATCH)):
+            e = &self.q[self.qhead + i]
+            if e.flags & SE_ZC:
+                break
+            op.iov[i].iov_base = e.ptr
+            op.iov[i].iov_len = e.len
+            n += 1
+        op.niov = <int>n
+        self.batch_n = n
+        self.send_busy = True
+        try:
+            self.drv.start(op)
+        except BaseException:
+            self.send_busy = False
+            raise
+        return 0
+
+    cdef int on_sent(self, int res) except -1:
+        cdef SendEnt *e
+        cdef Py_ssize_t left
+        self.send_busy = False
+        self.batch_n = 0
+        if res < 0:
+            if res != -errno_ECANCELED and self.sexc is None:
+                self.sexc = _os_error(-res)
+            if self.sexc is None:
+                self.sexc = ConnectionAbortedError(errno_mod.ECONNABORTED, 'the connection was aborted')
+            self._drop_queue()
+            self._fail_send_waiters()
+            if self.closing:
+                self._finalize()
+            return 0
+        left = res
+        self.bytes_taken += res
+        self.qbytes -= res
+        self.m.p[M_BYTES_OUT] += res
+        while left > 0 and self.qlen:
+            e = &self.q[self.qhead]
+            if left >= e.len:
+                left -= e.len
+                self._release_ent(e)
+                self.qhead += 1
+                self.qlen -= 1
+            else:
+                e.ptr += left
+                e.len -= left
+                left = 0
+        if self.qlen == 0:
+            self.qhead = 0
+        if self.send_waiters:
+            self._resolve_send_waiters()
+        if self.qlen:
+            if not self.closed:
+                self._start_send()
+            return 0
+        if self.closing:
+            self._finalize()
+        elif self.want_shut_wr and not self.shut_wr_done:
+            self._do_shut_wr()
+        return 0
+
+    cdef int _drop_queue(self) except -1:
+        cdef Py_ssize_t i
+        for i in range(self.qhead, self.qhead + self.qlen):
+            self._release_ent(&self.q[i])
+        self.qhead = 0
+        self.qlen = 0
+        self.qbytes = 0
+        return 0
+
+    cdef int _resolve_send_waiters(self) except -1:
+        cdef object fut
+        while self.send_waiters and (<tuple>self.send_waiters[0])[0] <= self.bytes_taken:
+            fut = (<tuple>self.send_waiters.popleft())[1]
+            if not fut.done():
+                fut.set_result(None)
+        return 0
+
+    cdef int _fail_send_waiters(self) except -1:
+        cdef object fut
+        while self.send_waiters:
+            fut = (<tuple>self.send_waiters.popleft())[1]
+            if not fut.done():
+                fut.set_result(None)     # the awaitable re-checks and raises
+        return 0
+
+    cdef object _send_waiter(self, uint64_t target):
+        cdef object w = self.loop._new_future()
+        w._asyncio_future_blocking = True
+        self.send_waiters.append((target, w))
+        return w
+
+    cdef int _do_shut_wr(self) except -1:
+        self.shut_wr_done = True
+        if self.tls_obj is not None:
+            return 0
+        if shutdown_c(self.fd, SHUT_WR_C) < 0:
+            pass    # ENOTCONN: the peer is gone already
+        return 0
+
+    def shutdown_write(self):
+        """Half-close: FIN after everything queued has been sent."""
+        if self.closing or self.want_shut_wr:
+            return
+        if self.tls_obj is not None:
+            self._tls_close_notify()
+        self.want_shut_wr = True
+        if self.qlen == 0 and not self.send_busy:
+            self._do_shut_wr()
+
+    # ---- closing ---------------------------------------------------------------
+
+    cdef int _stop_recv(self) except -1:
+        cdef KBuf kb
+        if self.rop is not None and self.rop.state == OP_INFLIGHT:
+            self.drv.cancel(self.rop)
+        if not self.in_step:
+            while self.segs:
+                kb = <KBuf>self.segs.popleft()
+                kb.put()
+            self.seg_bytes = 0
+        return 0
+
+    def close(self):
+        """Close after what is queued has been sent (asyncio's close())."""
+        if self.closing or self.loop is None:
+            return
+        if self.tls_obj is not None and self.sexc is None and not self.want_shut_wr:
+            self._tls_close_notify()
+        self.closing = True
+        self._stop_recv()
+        self._wake()
+        if self.sexc is not None:
+            self._drop_queue()
+        if self.qlen == 0 and not self.send_busy:
+            self._finalize()
+
+    def abort(self):
+        """Close now, discarding what is queued (asyncio's abort())."""
+        if self.closed or self.loop is None:
+            return
+        self.closing = True
+        self._stop_recv()
+        self._wake()
+        if self.sexc is None:
+            self.sexc = ConnectionAbortedError(errno_mod.ECONNABORTED, 'the connection was aborted')
+        if self.send_busy:
+            # The kernel may still read the in-flight entries: they go when
+            # the send completes (cancelled or not).
+            if self.sop is not None and self.sop.state == OP_INFLIGHT:
+                self.drv.cancel(self.sop)
+        else:
+            self._drop_queue()
+            self._finalize()
+
+    cdef int _finalize(self) except -1:
+        if self.closed:
+            return 0
+        self.closed = True
+        self.closing = True
+        self._drop_queue()
+        self._fail_send_waiters()
+        if self.counted:
+            self.counted = False
+            self.m.p[M_CLOSED] += 1
+        self._wake()
+        sock = self.sock
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        return 0
+
+    @property
+    def send_queued(self):
+        """Bytes queued and not yet taken by the kernel."""
+        return self.qbytes
+
+    # ---- TLS over the same queues (plaintext in acc, ciphertext on the wire) ---
+
+    def _tls_setup(self, sslobj, incoming, outgoing):
+        self.tls_obj = sslobj
+        self.tls_in = incoming
+        self.tls_out = outgoing
+        self.tls_ready = False
+
+    def _tls_established(self):
+        self.tls_ready = True
+        self._tls_pump()
+
+    def _tls_flush(self):
+        cdef bytes out
+        if self.tls_out is None or self.closed:
+            return
+        out = self.tls_out.read()
+        if out:
+            self._queue_held(out, False)
+            if not self.send_busy:
+                self._start_send()
+
+    def _tls_raw_wait(self):
+        cdef _ConnAwait aw = _ConnAwait.__new__(_ConnAwait)
+        aw.conn = self
+        aw.kind = AW_RAW
+        return aw
+
+    @property
+    def _tls_input_ended(self):
+        return self.eof or self.rexc is not None or self.closing
+
+    cdef int _tls_feed(self, char *ptr, Py_ssize_t n) except -1:
+        self.tls_in.write(PyBytes_FromStringAndSize(ptr, n))
+        if self.tls_ready:
+            self._tls_pump()
+        self._after_input()
+        return 0
+
+    cdef int _tls_pump(self) except -1:
+        cdef object chunk
+        while True:
+            try:
+                chunk = self.tls_obj.read(262144)
+            except _ssl.SSLWantReadError:
+                break
+            except _ssl.SSLZeroReturnError:
+                self.eof = True
+                break
+            except _ssl.SSLError as exc:
+                self.rexc = exc
+                break
+            if not chunk:
+                self.eof = True
+                break
+            self.acc[len(self.acc):] = chunk
+        # Reading may have produced output (key updates, tickets).
+        self._tls_flush()
+        return 0
+
+    cdef int _tls_send(self, object data) except -1:
+        cdef Py_ssize_t n
+        if not self.tls_ready:
+            raise RuntimeError('TLS handshake not complete')
+        n = len(memoryview(data))
+        if n:
+            self.tls_obj.write(data)
+            self._tls_flush()
+        return 0
+
+    cdef int _tls_close_notify(self) except -1:
+        try:
+            self.tls_obj.unwrap()
+        except (_ssl.SSLError, ValueError, OSError):
+            pass
+        self._tls_flush()
+        return 0
