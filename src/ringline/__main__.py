@@ -1,4 +1,6 @@
 """``python -m ringline info``: what this machine gives ringline.
+``python -m ringline echo --workers N --port P``: an echo server on the
+runtime API (``--mode with_data`` / ``forward`` / ``streams``).
 
 Prints the kernel version, whether io_uring is usable here (and if not,
 why: ENOSYS, EPERM from a seccomp filter or ``kernel.io_uring_disabled``),
@@ -134,12 +136,61 @@ def _wrap(w, names: list[str], width: int = 76) -> None:
         w(line + "\n")
 
 
+def _echo_parser(sub) -> None:
+    p = sub.add_parser("echo", help="run an echo server on the runtime API (Builder + Handler)")
+    p.add_argument("--workers", type=int, default=0, help="worker count (0 = one per CPU)")
+    p.add_argument("--port", type=int, default=7000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--mode", default="with_data", choices=("with_data", "forward", "streams"),
+                   help="with_data + send_nowait (default), forward_recv_buf, or the stream adapter")
+    p.add_argument("--backend", choices=("io_uring", "poll"), default=None)
+    p.add_argument("--worker-mode", choices=("auto", "process", "thread"), default="auto")
+    p.add_argument("--no-pin", action="store_true", help="do not pin workers to cores")
+    p.add_argument("--tls-cert", help="serve TLS with this certificate (PEM) ...")
+    p.add_argument("--tls-key", help="... and this key")
+    p.add_argument("--shutdown-timeout", type=float, default=1.0)
+
+
+def _echo_main(args) -> int:
+    import ringline
+    from ringline._echo import MODES
+
+    tls = None
+    if args.tls_cert:
+        import ssl
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    cfg = ringline.Config(workers=args.workers, backend=args.backend,
+                          worker_mode=args.worker_mode, pin_to_core=not args.no_pin,
+                          shutdown_timeout=args.shutdown_timeout, tls=tls)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        sys.stderr.write(f"python -m ringline echo: {exc}\n")
+        return 2
+    shutdown, workers = ringline.Builder(cfg).bind((args.host, args.port)).launch(MODES[args.mode])
+    addr = shutdown.address()
+    sys.stderr.write(f"ringline echo ({args.mode}) on {addr[0]}:{addr[1]}, "
+                     f"{len(workers)} worker(s), backend {cfg.backend or ringline.backend()}\n")
+    sys.stderr.flush()
+    sig = shutdown.wait_on_signal()
+    failed = [w for w in workers if w.failed]
+    for w in failed:
+        sys.stderr.write(f"{w.error}\n")
+    if sig is None and not failed:
+        return 1          # every worker ended without being asked to
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ringline")
     sub = parser.add_subparsers(dest="command")
     p_info = sub.add_parser("info", help="kernel, io_uring support, backend chosen")
     p_info.add_argument("--json", action="store_true", help="print one JSON object")
+    _echo_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "echo":
+        return _echo_main(args)
     if args.command != "info":
         parser.print_help()
         return 2

@@ -222,12 +222,15 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
         self._ssock.setblocking(False)
         self._csock.setblocking(False)
         self._internal_fds += 1
-        self._add_reader(self._ssock.fileno(), self._read_from_self)
+        self._ssock_fd = self._ssock.fileno()
+        self._add_reader(self._ssock_fd, self._read_from_self)
 
     def _close_self_pipe(self):
         if self._ssock is None:
             return
-        self._remove_reader(self._ssock.fileno())
+        # By fd number: when the GC finalizes an unclosed loop, the socket
+        # object may already be closed.
+        self._remove_reader(self._ssock_fd)
         self._ssock.close()
         self._ssock = None
         self._csock.close()

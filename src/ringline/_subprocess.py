@@ -1,30 +1,82 @@
 """Subprocesses: created off the loop thread, exit awaited in the ring.
 
-A small pool of spawner threads creates children (subprocess.Popen, which
-uses vfork/exec or posix_spawn under the hood and runs preexec_fn in the
-child), then opens a pidfd for each (pidfd_open(2), Linux 5.3+).  If
-pidfd_open fails the child is killed and reaped there and the error raised,
-so no child is ever left without a watcher.  The loop then polls the pidfd
-in the ring (POLL_ADD: a pidfd turns readable when the process exits) and
-reaps with waitpid(WNOHANG).  No child watcher, no SIGCHLD handler: loops in
-several threads can spawn at once.
+A small pool of spawner threads creates the children, so the loop thread
+never forks, execs or waits:
+
+* ``os.posix_spawnp`` (glibc: clone(CLONE_VM|CLONE_VFORK) + exec, no page
+  table copy) for everything it can express: stdin/stdout/stderr (PIPE,
+  DEVNULL, STDOUT, fds, file objects) as dup2 file actions, ``env``,
+  ``executable``, ``start_new_session`` (setsid), ``process_group``
+  (setpgroup), ``restore_signals`` (setsigdef SIGPIPE/SIGXFSZ, as Popen),
+  ``close_fds`` (close actions for the inheritable fds above 2: Python's own
+  fds are non-inheritable (PEP 446), so that list is short) and ``pipesize``;
+* ``subprocess.Popen`` (fork/exec, still on the spawner thread) for what
+  posix_spawn cannot say: ``cwd``, ``preexec_fn``, ``pass_fds``, ``user``,
+  ``group``, ``extra_groups``, ``umask``, text mode, Windows-only options.
+
+Each child then gets a pidfd (pidfd_open(2), Linux 5.3+).  If pidfd_open
+fails the child is killed and reaped there and the error raised, so no child
+is ever left without a watcher.  The result comes back to the loop through
+a concurrent future (queue + loop wakeup).  The loop polls the pidfd in the
+ring (POLL_ADD on io_uring, epoll on the poll backend: a pidfd turns readable
+when the process exits) and reaps with waitid(P_PIDFD).  No child watcher,
+no SIGCHLD handler: loops in several threads can spawn at once.
+
+Reaping is race-free: every reap goes through :meth:`Process._reap` under
+the process's lock, which records the real exit status once; the pidfd
+watcher, ``poll()`` (called by the transport's ``close()``) and ``wait()``
+all report that recorded status, whoever reaped first.  Signals go through
+the pidfd, and never to a child that has been reaped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import errno
+import fcntl
+import io
 import os
+import signal
 import subprocess
+import sys
 import threading
+import time
+import warnings
 from asyncio import base_subprocess
 
-__all__ = ("SubprocessTransport", "spawn", "watch_exit")
+from . import _spawn
+
+__all__ = ("Process", "SubprocessTransport", "spawn", "watch_exit")
 
 _POLLIN = 0x001
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 SPAWNER_THREADS = 2
+
+#: False sends every spawn through subprocess.Popen (benchmarks, debugging).
+USE_POSIX_SPAWN = hasattr(os, "posix_spawnp") and sys.platform.startswith("linux")
+
+_HAVE_PIDFD_WAIT = hasattr(os, "P_PIDFD")
+
+# Options posix_spawn expresses: name -> whether the value needs nothing
+# beyond what _posix_spawn() does.
+_SPAWN_OPTIONS = frozenset({
+    "env", "executable", "close_fds", "restore_signals", "start_new_session",
+    "process_group", "pipesize",
+})
+# Popen options that are no-ops at these values; any other value (or any
+# other option) takes the Popen path, which also validates it.
+_NEUTRAL = {
+    "cwd": (None,), "preexec_fn": (None,), "pass_fds": ((), []), "user": (None,),
+    "group": (None,), "extra_groups": (None,), "umask": (-1,), "startupinfo": (None,),
+    "creationflags": (0,), "universal_newlines": (None, False), "text": (None, False),
+    "encoding": (None,), "errors": (None,),
+}
+_RESTORE_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
+                         if hasattr(signal, name))
+_DEFAULT_SHELL = "/system/bin/sh" if hasattr(sys, "getandroidapilevel") else "/bin/sh"
 
 
 def _spawner_pool() -> concurrent.futures.ThreadPoolExecutor:
@@ -37,35 +89,450 @@ def _spawner_pool() -> concurrent.futures.ThreadPoolExecutor:
 
 
 def _after_fork_in_child() -> None:
-    # The pool's threads do not exist in a forked child.
-    global _pool
+    # The pool's threads do not exist in a forked child; neither are the
+    # parent's children ours to reap.
+    global _pool, _pool_lock, _orphans_lock
     _pool = None
+    _pool_lock = threading.Lock()
+    _orphans_lock = threading.Lock()
+    _orphans.clear()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+# ---------------------------------------------------------------------------
+# The Popen-like process object
+# ---------------------------------------------------------------------------
+
+# Processes dropped while still running (their loop closed, say): reaped
+# opportunistically on the next spawn, as subprocess._active is.
+_orphans: list = []
+_orphans_lock = threading.Lock()
 
 
-def _spawn_blocking(args, shell, stdin, stdout, stderr, bufsize, kwargs):
+def _reap_orphans() -> None:
+    if not _orphans:
+        return
+    with _orphans_lock:
+        keep = []
+        for proc in _orphans:
+            if proc._reap() is None:
+                keep.append(proc)
+            else:
+                proc._close_pidfd()
+        _orphans[:] = keep
+
+
+def _status_from_waitid(res) -> int:
+    if res.si_code == os.CLD_EXITED:
+        return res.si_status
+    return -res.si_status          # CLD_KILLED / CLD_DUMPED: the signal
+
+
+class Process:
+    """What the spawner pool hands back: a Popen-like view of one child.
+
+    ``pid``, ``args``, ``stdin``/``stdout``/``stderr`` (binary file objects
+    for the PIPE streams, opened as Popen opens them, else None),
+    ``returncode``, ``poll()``, ``wait()``, ``send_signal()``,
+    ``terminate()``, ``kill()`` -- what asyncio's subprocess transport uses
+    (it is the transport's ``get_extra_info('subprocess')``).  ``pidfd`` is
+    the child's pidfd; it stays open until the exit watcher is done with it.
+    """
+
+    def __init__(self, args, pid, pidfd, stdin=None, stdout=None, stderr=None):
+        self.args = args
+        self.pid = pid
+        self.pidfd = pidfd
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode = None
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        state = "running" if self.returncode is None else f"returncode={self.returncode}"
+        return f"<{type(self).__name__} pid={self.pid} {state}>"
+
+    # ---- reaping ---------------------------------------------------------
+
+    def _reap(self):
+        """The exit status if the child has exited (reaping it now if no
+        one has yet), else None.  Never blocks."""
+        with self._lock:
+            if self.returncode is not None:
+                return self.returncode
+            try:
+                if self.pidfd >= 0 and _HAVE_PIDFD_WAIT:
+                    res = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG)
+                else:
+                    res = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG)
+            except ChildProcessError:
+                # Reaped behind our back (os.wait() in user code): the
+                # status is lost; asyncio's child watchers report 255.
+                self.returncode = 255
+                return 255
+            if res is None:
+                return None
+            self.returncode = _status_from_waitid(res)
+            return self.returncode
+
+    def poll(self):
+        """Popen.poll(): the return code, or None while the child runs."""
+        return self._reap()
+
+    def wait(self, timeout=None):
+        """Popen.wait(): block until the child exits (this thread, not the
+        loop's); subprocess.TimeoutExpired after ``timeout`` seconds."""
+        if self.returncode is not None:
+            return self.returncode
+        if timeout is None:
+            # Wait for the exit without reaping (WNOWAIT) on a pidfd of our
+            # own, then reap through _reap() so the status is recorded once.
+            fd = -1
+            with self._lock:
+                if self.returncode is None and self.pidfd >= 0 and _HAVE_PIDFD_WAIT:
+                    fd = os.dup(self.pidfd)
+            try:
+                if fd >= 0:
+                    try:
+                        os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOWAIT)
+                    except ChildProcessError:
+                        pass
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+            delay = 0.0005
+            while (rc := self._reap()) is None:     # pidfd-less fallback
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            return rc
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while (rc := self._reap()) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.05)
+        return rc
+
+    def _close_pidfd(self):
+        with self._lock:
+            fd, self.pidfd = self.pidfd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    # ---- signals -----------------------------------------------------------
+
+    def send_signal(self, sig):
+        """Send ``sig`` through the pidfd; nothing once the child is reaped
+        (its pid may belong to another process by then)."""
+        with self._lock:
+            if self.returncode is not None:
+                return
+            try:
+                if self.pidfd >= 0:
+                    signal.pidfd_send_signal(self.pidfd, sig)
+                else:
+                    os.kill(self.pid, sig)   # unreaped: the pid is still ours
+            except ProcessLookupError:
+                pass                         # exited, not yet reaped
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def __del__(self):
+        if getattr(self, "pidfd", -1) < 0:
+            return
+        try:
+            if self.returncode is None and self._reap() is None:
+                # Still running and nobody will watch it: reap it later.
+                with _orphans_lock:
+                    _orphans.append(self)
+                return
+            self._close_pidfd()
+        except Exception:     # interpreter shutdown
+            pass
+
+
+# ---------------------------------------------------------------------------
+# Spawning (on the spawner threads)
+# ---------------------------------------------------------------------------
+
+_Popen = subprocess.Popen
+
+
+def _posix_spawnable(kwargs) -> bool:
+    if not USE_POSIX_SPAWN:
+        return False
+    if subprocess.Popen is not _Popen:
+        # subprocess.Popen is patched (a mock in a test, a wrapper): asyncio
+        # would call the patched one, so do the same.
+        return False
+    for key, value in kwargs.items():
+        if key in _SPAWN_OPTIONS:
+            continue
+        if key not in _NEUTRAL:
+            return False
+        if key == "pass_fds" and not value:
+            continue
+        if any(value is v or (type(value) is type(v) and value == v)
+               for v in _NEUTRAL[key]):
+            continue
+        return False
+    if kwargs.get("start_new_session") and kwargs.get("process_group") not in (None, -1):
+        return False     # Popen's order of setsid/setpgid; let Popen do (or refuse) it
+    return True
+
+
+def _argv(args, shell, executable):
+    """(argv list, program to exec) exactly as Popen._execute_child builds them."""
+    if isinstance(args, (str, bytes)):
+        args = [args]
+    elif isinstance(args, os.PathLike):
+        if shell:
+            raise TypeError("path-like args is not allowed when shell is true")
+        args = [args]
+    else:
+        args = list(args)
+    if shell:
+        args = [_DEFAULT_SHELL, "-c"] + args
+        if executable:
+            args[0] = executable
+    if executable is None:
+        executable = args[0]
+    return args, executable
+
+
+def _resolve(executable, env):
+    """posix_spawnp searches the parent's PATH; Popen searches the child's.
+    When they differ, search the child's here (as os._execvpe does)."""
+    exe = os.fsdecode(executable)
+    for directory in os.get_exec_path(env):
+        candidate = os.path.join(directory, exe)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), executable)
+
+
+def _inheritable_fds():
+    """The inheritable fds above 2 (close_fds=True closes them in the child)."""
+    fds = []
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return fds
+    for name in names:
+        fd = int(name)
+        if fd <= 2:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                fds.append(fd)
+        except OSError:
+            pass          # the listdir's own fd, or closed meanwhile
+    return fds
+
+
+def _child_fd(value, *, reading, stdout_fd, opened, pipes):
+    """(fd the child gets, the parent's end of a new pipe or -1) for one std
+    stream; ``reading`` is True for stdin (the child reads)."""
+    if value is None:
+        return -1, -1
+    if value == subprocess.PIPE:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        opened += (r, w)
+        pipes.append(r if reading else w)    # the end the child gets
+        return (r, w) if reading else (w, r)
+    if value == subprocess.DEVNULL:
+        fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        opened.append(fd)
+        return fd, -1
+    if stdout_fd is not None and value == subprocess.STDOUT:
+        if stdout_fd != -1:
+            return stdout_fd, -1
+        return (sys.__stdout__.fileno() if sys.__stdout__ is not None else 1), -1
+    if isinstance(value, int):
+        return value, -1
+    return value.fileno(), -1
+
+
+def _open_pipes(p2cwrite, c2pread, errread, bufsize):
+    if bufsize is None:
+        bufsize = -1
+    if bufsize == 1:
+        warnings.warn("line buffering (buffering=1) isn't supported in binary mode, "
+                      "the default buffer size will be used", RuntimeWarning)
+        bufsize = -1
+    stdin = io.open(p2cwrite, "wb", bufsize) if p2cwrite != -1 else None
+    stdout = io.open(c2pread, "rb", bufsize) if c2pread != -1 else None
+    stderr = io.open(errread, "rb", bufsize) if errread != -1 else None
+    return stdin, stdout, stderr
+
+
+def _kill_and_reap(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _posix_spawn(args, shell, stdin, stdout, stderr, bufsize, kwargs):
+    executable = kwargs.get("executable")
+    argv, executable = _argv(args, shell, executable)
+    env = kwargs.get("env")
+    search = not os.path.dirname(executable)
+    if search and env is not None and os.get_exec_path(env) != os.get_exec_path():
+        # posix_spawnp searches our PATH; Popen searches the child's.
+        executable = _resolve(executable, env)
+        search = False
+    pipesize = kwargs.get("pipesize", -1)
+    if pipesize is None:
+        pipesize = -1
+    close_fds = kwargs.get("close_fds", True)
+    pgroup = kwargs.get("process_group")
+    if pgroup is not None and pgroup < 0:
+        pgroup = None
+
+    opened = []          # fds made here; the child ends are closed after the spawn
+    try:
+        pipes = []
+        p2cread, p2cwrite = _child_fd(stdin, reading=True, stdout_fd=None,
+                                      opened=opened, pipes=pipes)
+        c2pwrite, c2pread = _child_fd(stdout, reading=False, stdout_fd=None,
+                                      opened=opened, pipes=pipes)
+        errwrite, errread = _child_fd(stderr, reading=False, stdout_fd=c2pwrite,
+                                      opened=opened, pipes=pipes)
+        if pipesize > 0:
+            for fd in pipes:
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, pipesize)
+
+        dup2s = []
+        for target, src in enumerate((p2cread, c2pwrite, errwrite)):
+            if src == -1:
+                continue
+            if src < 3 and src != target:
+                # An earlier dup2 may overwrite a low source fd: use a copy
+                # above 2 (close-on-exec, so it does not reach the child).
+                src = fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, 3)
+                opened.append(src)
+            # dup2(fd, fd) clears close-on-exec (glibc >= 2.29), as Popen's
+            # child does with set_inheritable for a stream that is its own fd.
+            dup2s.append((src, target))
+
+        if _spawn.AVAILABLE:
+            # libc's posix_spawnp, GIL released; close_fds = closefrom(3)
+            # after the dup2s, as Popen closes every fd above 2.
+            pid = _spawn.spawn(executable, argv, env, search=search, dup2s=dup2s,
+                               closefrom=3 if close_fds else -1,
+                               setsid=bool(kwargs.get("start_new_session")),
+                               pgroup=pgroup,
+                               restore_signals=kwargs.get("restore_signals", True))
+        else:
+            # os.posix_spawnp (holds the GIL while the child execs).
+            actions = [(os.POSIX_SPAWN_DUP2, src, target) for src, target in dup2s]
+            if close_fds:
+                # After the dup2s: sources above 2 are closed too.
+                actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]
+            attrs = {}
+            if actions:
+                attrs["file_actions"] = actions
+            if kwargs.get("restore_signals", True):
+                attrs["setsigdef"] = _RESTORE_SIGNALS
+            if kwargs.get("start_new_session"):
+                attrs["setsid"] = True
+            if pgroup is not None:
+                attrs["setpgroup"] = pgroup
+            spawn = os.posix_spawnp if search else os.posix_spawn
+            pid = spawn(executable, argv, os.environ if env is None else env, **attrs)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            _kill_and_reap(pid)
+            raise
+
+        parent_ends = {p2cwrite, c2pread, errread}
+        for fd in opened:
+            if fd not in parent_ends:
+                os.close(fd)
+        opened = [fd for fd in opened if fd in parent_ends]
+        try:
+            files = _open_pipes(p2cwrite, c2pread, errread, bufsize)
+        except BaseException:
+            os.close(pidfd)
+            _kill_and_reap(pid)
+            raise
+        opened = []
+        return Process(args, pid, pidfd, *files)
+    finally:
+        for fd in opened:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _popen_spawn(args, shell, stdin, stdout, stderr, bufsize, kwargs):
     proc = subprocess.Popen(args, shell=shell, stdin=stdin, stdout=stdout,
-                            stderr=stderr, universal_newlines=False,
-                            bufsize=bufsize, **kwargs)
+                            stderr=stderr, bufsize=bufsize, **kwargs)
+    # From here on the child is ours alone: Popen must not reap it (its
+    # __del__ would queue it for subprocess._cleanup(), racing our watcher).
+    proc._child_created = False
+    files = (proc.stdin, proc.stdout, proc.stderr)
     try:
         pidfd = os.pidfd_open(proc.pid)
     except OSError:
-        proc.kill()
-        proc.wait()
-        for f in (proc.stdin, proc.stdout, proc.stderr):
+        _kill_and_reap(proc.pid)
+        for f in files:
             if f is not None:
                 f.close()
         raise
-    return proc, pidfd
+    return Process(proc.args, proc.pid, pidfd, *files)
+
+
+def _spawn_blocking(args, shell, stdin, stdout, stderr, bufsize, kwargs):
+    _reap_orphans()
+    if _posix_spawnable(kwargs):
+        proc = _posix_spawn(args, shell, stdin, stdout, stderr, bufsize, kwargs)
+    else:
+        proc = _popen_spawn(args, shell, stdin, stdout, stderr, bufsize, kwargs)
+    return proc, proc.pidfd
+
+
+def _discard(cf):
+    """A spawn whose caller was cancelled: kill and reap its child."""
+    if cf.cancelled() or cf.exception() is not None:
+        return
+    proc, _ = cf.result()
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
+    proc.kill()
+    proc.wait()
+    proc._close_pidfd()
 
 
 async def spawn(loop, args, shell, stdin, stdout, stderr, bufsize, kwargs):
-    """(Popen, pidfd), created on a spawner thread."""
-    return await loop.run_in_executor(
-        _spawner_pool(), _spawn_blocking, args, shell, stdin, stdout, stderr,
-        bufsize, kwargs)
+    """(Process, pidfd), created on a spawner thread."""
+    cf = _spawner_pool().submit(_spawn_blocking, args, shell, stdin, stdout, stderr,
+                                bufsize, dict(kwargs))
+    try:
+        return await asyncio.wrap_future(cf, loop=loop)
+    except asyncio.CancelledError:
+        # The child may exist already (or soon): do not leave it behind.
+        if not cf.cancel():
+            cf.add_done_callback(
+                lambda cf: _spawner_pool().submit(_discard, cf))
+        raise
 
 
 class SubprocessTransport(base_subprocess.BaseSubprocessTransport):
@@ -77,32 +544,34 @@ class SubprocessTransport(base_subprocess.BaseSubprocessTransport):
 
 
 def watch_exit(loop, transport, proc, pidfd) -> None:
-    """Reap proc when its pidfd turns readable; tell the transport."""
+    """Reap proc when its pidfd turns readable; tell the transport (anything
+    with ``_process_exited(returncode)``) the real exit status, whoever
+    reaped the child first."""
+
+    def exited(returncode):
+        proc._close_pidfd()
+        if not loop.is_closed():
+            transport._process_exited(returncode)
 
     def on_ready(fut):
-        try:
-            if fut.cancelled():
-                return
-            try:
-                pid, status = os.waitpid(proc.pid, os.WNOHANG)
-            except ChildProcessError:
-                # Reaped by someone else (e.g. os.wait() in user code):
-                # the exit status is lost, as asyncio reports it.
-                pid, status = proc.pid, 255 << 8
-            if pid == 0:
-                # Readable but not yet waitable: poll again.
-                loop._poll_once(pidfd, _POLLIN).add_done_callback(on_ready)
-                return
-            returncode = os.waitstatus_to_exitcode(status)
-            os.close(pidfd)
-            if loop.is_closed():
-                return
-            transport._process_exited(returncode)
-        except Exception:
-            try:
-                os.close(pidfd)
-            except OSError:
-                pass
-            raise
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
+            # The poll failed (should not happen): wait on a spawner thread.
+            wf = asyncio.wrap_future(_spawner_pool().submit(proc.wait), loop=loop)
+            wf.add_done_callback(lambda f: exited(f.result()))
+            return
+        returncode = proc._reap()
+        if returncode is None:
+            # Readable but not yet waitable: poll again.
+            loop._poll_once(pidfd, _POLLIN).add_done_callback(on_ready)
+            return
+        exited(returncode)
 
+    if proc.returncode is not None:
+        loop.call_soon(exited, proc.returncode)
+        return
     loop._poll_once(pidfd, _POLLIN).add_done_callback(on_ready)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

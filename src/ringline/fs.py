@@ -432,7 +432,7 @@ class AsyncFile:
         else:
             want = BUFFER_SIZE
         while True:
-            data = await self._raw_read(want, fill=False)
+            data = await self._raw_read(want, fill=True)
             if not data:
                 break
             self._pos += len(data)
@@ -714,6 +714,8 @@ class AsyncFile:
                 s = s.replace("\n", os.linesep)
             raw = self._encoder.encode(s)
         if self._rbuf or (not self._binary and (self._cbuf or self._eof)):
+            if not self._binary and self._seekable:
+                self._pos = self.tell()     # where the reader is, not the raw offset
             self._drop_read_buffers()
         if self._align is not None:
             mv = memoryview(raw).cast("B")

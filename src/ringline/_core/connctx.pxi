@@ -39,6 +39,8 @@
 # resumes -- fn always runs in the handler's task, never in a completion.
 
 from cpython.memoryview cimport PyMemoryView_FromObject
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
+from cpython.bytearray cimport PyByteArray_Resize, PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 
 cdef extern from "<sys/socket.h>":
     int shutdown_c "shutdown"(int fd, int how)
@@ -83,6 +85,7 @@ NEED_MORE = -1
 METRIC_SLOTS = M_NSLOTS
 
 cdef object _empty_view = memoryview(b'')
+cdef char *_fmt_B = 'B'
 
 
 class SendPoolExhausted(RuntimeError):
@@ -245,8 +248,10 @@ cdef class ConnEnv:
     def __init__(self, SendPool pool, MetricsBlock metrics, Py_ssize_t own_size=16384,
                  Py_ssize_t zc_threshold=0, bint zc_ok=False, Py_ssize_t recv_high=0,
                  send_pool_hint=None):
+        if pool is None:
+            raise TypeError("ConnEnv needs a SendPool")
         self.pool = pool
-        self.metrics = metrics
+        self.metrics = metrics if metrics is not None else MetricsBlock()
         self.own_size = max(own_size, 4096)
         self.zc_threshold = zc_threshold
         self.zc_ok = zc_ok
@@ -278,10 +283,19 @@ cdef class KBuf:
         buffer.len = self.n
         buffer.readonly = 1
         buffer.itemsize = 1
-        buffer.format = 'B' if (flags & PyBUF_FORMAT) else NULL
+        if flags & PyBUF_FORMAT:
+            buffer.format = _fmt_B
+        else:
+            buffer.format = NULL
         buffer.ndim = 1
-        buffer.shape = &self.n if (flags & PyBUF_ND) else NULL
-        buffer.strides = &self.itemsize if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+        if flags & PyBUF_ND:
+            buffer.shape = &self.n
+        else:
+            buffer.shape = NULL
+        if (flags & PyBUF_STRIDES) == PyBUF_STRIDES:
+            buffer.strides = &self.itemsize
+        else:
+            buffer.strides = NULL
         buffer.suboffsets = NULL
         buffer.internal = NULL
         self.refs += 1
@@ -666,7 +680,7 @@ cdef class ConnCore:
             self._flatten()
         if len(self.acc) and not self.segs and not self.in_step:
             # Leftover bytes come first: append behind them, give the buffer back.
-            self.acc[len(self.acc):] = PyMemoryView_FromObject(kb)
+            self._acc_append(kb.ptr, n)
             kb.put()
         else:
             self.segs.append(kb)
@@ -686,9 +700,16 @@ cdef class ConnCore:
         self._after_input()
         return 0
 
-    cdef inline int _acc_append(self, char *ptr, Py_ssize_t n) except -1:
-        cdef Py_ssize_t old = len(self.acc)
-        self.acc[old:] = PyBytes_FromStringAndSize(ptr, n)
+    cdef int _acc_append(self, const char *ptr, Py_ssize_t n) except -1:
+        cdef Py_ssize_t old = PyByteArray_GET_SIZE(self.acc)
+        try:
+            PyByteArray_Resize(self.acc, old + n)
+        except BufferError:
+            # A view of the accumulator outlived its callback: it keeps the
+            # old bytearray, we go on with a copy.
+            self.acc = bytearray(self.acc)
+            PyByteArray_Resize(self.acc, old + n)
+        memcpy(PyByteArray_AS_STRING(self.acc) + old, ptr, n)
         return 0
 
     cdef int _flatten(self) except -1:
@@ -697,7 +718,7 @@ cdef class ConnCore:
         while self.segs:
             kb = <KBuf>self.segs.popleft()
             self.seg_bytes -= kb.n
-            self.acc[len(self.acc):] = PyMemoryView_FromObject(kb)
+            self._acc_append(kb.ptr, kb.n)
             kb.put()
         return 0
 
@@ -793,13 +814,15 @@ cdef class ConnCore:
                         r = self._check(fn(PyBytes_FromStringAndSize(kb.ptr, n)), n)
                 finally:
                     self.in_step = False
-                if self.closing and not self.segs:
+                if self.closing:
+                    # fn closed the connection: what is buffered goes.
+                    self._stop_recv()
                     return r if r >= 0 else 0
                 self.segs.popleft()
                 self.seg_bytes -= n
                 if r < 0:
                     # NEED_MORE: keep the bytes, give the buffer back.
-                    self.acc[len(self.acc):] = PyMemoryView_FromObject(kb)
+                    self._acc_append(kb.ptr, n)
                     kb.put()
                     if self.segs or self.eof or self.rexc is not None:
                         continue
@@ -1201,6 +1224,11 @@ cdef class ConnCore:
                 left = 0
         if self.qlen == 0:
             self.qhead = 0
+        if self.closing and self.sexc is not None:
+            # Aborted while this send was in flight: the rest goes.
+            self._drop_queue()
+            self._finalize()
+            return 0
         if self.send_waiters:
             self._resolve_send_waiters()
         if self.qlen:
@@ -1284,7 +1312,7 @@ cdef class ConnCore:
         self.closing = True
         self._stop_recv()
         self._wake()
-        if self.sexc is not None:
+        if self.sexc is not None and not self.send_busy:
             self._drop_queue()
         if self.qlen == 0 and not self.send_busy:
             self._finalize()
@@ -1386,7 +1414,7 @@ cdef class ConnCore:
             if not chunk:
                 self.eof = True
                 break
-            self.acc[len(self.acc):] = chunk
+            self._acc_append(PyBytes_AS_STRING(chunk), len(chunk))
         # Reading may have produced output (key updates, tickets).
         self._tls_flush()
         return 0

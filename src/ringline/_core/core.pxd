@@ -95,6 +95,7 @@ cdef class Driver:
 cdef class UringDriver(Driver):
     cdef rl_ring ring
     cdef bint ring_open
+    cdef set ops                  # in flight: kept alive here, visible to the GC
     cdef uint64_t n_enter
     cdef uint64_t n_sqes
     cdef uint64_t n_cqes
@@ -167,6 +168,7 @@ cdef class LoopCore:
     cdef dict _recv_cancelling
     cdef unsigned long _fork_gen
     cdef bint _wake_pending
+    cdef public object _iter_hook    # called after every iteration (runtime API)
 
     cdef inline int _check_closed_c(self) except -1
     cdef inline Handle _call_soon_c(self, object callback, tuple args, object context)

@@ -10,7 +10,9 @@
 #   loop.pxi     LoopCore: the iteration, callbacks, timers, sock_* entry points
 #   stream.pxi   stream transports' compiled half, multishot accept for servers
 #   fileops.pxi  file operations (open/read/write/statx/...) in the ring or on a pool
+#   nvme.pxi     NVMe passthrough: URING_CMD on a ring of 128-byte SQEs
 #   dgram.pxi    datagram receive (multishot RECVMSG) and send in the ring
+#   connctx.pxi  the runtime API's connection (ConnCtx): kernel buffers, send pool
 
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
@@ -143,4 +145,6 @@ include "driver_poll.pxi"
 include "loop.pxi"
 include "stream.pxi"
 include "fileops.pxi"
+include "nvme.pxi"
 include "dgram.pxi"
+include "connctx.pxi"

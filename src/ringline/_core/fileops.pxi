@@ -121,7 +121,21 @@ cdef extern from *:
 
 cdef enum:
     OP_THREAD = 3           # running on the file pool, not in a driver
-    _FILE_CHUNK = 1 << 30   # at most this much per read/write syscall or SQE
+
+# At most this much per read/write syscall or SQE (the kernel moves at most
+# 2 GiB - 4 KiB at once, and a CQE's result is an int).
+cdef Py_ssize_t _FILE_CHUNK = 1 << 30
+
+
+def _fs_set_chunk(Py_ssize_t n):
+    '''Per-op read/write size cap (tests shrink it to exercise the
+    continuation of large requests); returns the previous value.'''
+    global _FILE_CHUNK
+    if n < 1:
+        raise ValueError("chunk must be positive")
+    old = _FILE_CHUNK
+    _FILE_CHUNK = n
+    return old
 
 
 # ---- which way an op runs -------------------------------------------------
@@ -355,9 +369,10 @@ cdef class OpenOp(FileOp):
 
 # read: into the op's own bytes object (shrunk in place at the end, as
 # RecvOp does) or into the caller's buffer (exported until the final
-# completion).  `fill`: a regular file's short read means EOF or a signal,
-# so read on until the request is met or a read returns 0; a pipe or tty
-# returns what it has.
+# completion).  `fill`: a request larger than one op may move (_FILE_CHUNK)
+# goes on from where the last op stopped, as long as each op moved all it
+# was asked for: a regular file's short read means EOF.  A pipe or tty
+# returns what it has (fill off).
 @cython.final
 cdef class ReadOp(FileOp):
     cdef PyObject *own          # our bytes object (refcount 1), or NULL
@@ -368,6 +383,7 @@ cdef class ReadOp(FileOp):
     cdef Py_ssize_t done
     cdef int64_t offset         # -1: the file's own position
     cdef bint fill
+    cdef Py_ssize_t req         # what the op in flight was asked for
 
     cdef int alloc(self, Py_ssize_t n) except -1:
         data = PyBytes_FromStringAndSize(NULL, n)
@@ -387,13 +403,14 @@ cdef class ReadOp(FileOp):
         return 0
 
     cdef inline Py_ssize_t chunk(self):
-        return min(self.nbytes - self.done, <Py_ssize_t>_FILE_CHUNK)
+        return min(self.nbytes - self.done, _FILE_CHUNK)
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
+        self.req = self.chunk()
         sqe.opcode = IORING_OP_READ
         sqe.fd = self.fd
         sqe.addr = <uint64_t><uintptr_t>(self.base + self.done)
-        sqe.len = <uint32_t>self.chunk()
+        sqe.len = <uint32_t>self.req
         sqe.off = <uint64_t>(self.offset + self.done) if self.offset >= 0 else <uint64_t>(-1)
         return 0
 
@@ -402,6 +419,7 @@ cdef class ReadOp(FileOp):
         cdef size_t n = <size_t>self.chunk()
         cdef int64_t off = self.offset + self.done if self.offset >= 0 else -1
         cdef ssize_t r
+        self.req = <Py_ssize_t>n
         with nogil:
             if off >= 0:
                 r = pread(self.fd, p, n, off)
@@ -430,7 +448,8 @@ cdef class ReadOp(FileOp):
         cdef bint cancelled = self.fut is None or self.fut.done()
         if res > 0:
             self.done += res
-            if (self.fill and not cancelled and self.done < self.nbytes):
+            if (self.fill and not cancelled and self.done < self.nbytes
+                    and res == self.req):
                 _fstart(self)       # the rest, from where this one stopped
                 return 0
         elif res == -errno_EINTR and not cancelled:
@@ -472,7 +491,7 @@ cdef class WriteOp(FileOp):
         return 0
 
     cdef inline Py_ssize_t chunk(self):
-        return min(self.view.len - self.done, <Py_ssize_t>_FILE_CHUNK)
+        return min(self.view.len - self.done, _FILE_CHUNK)
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
         sqe.opcode = IORING_OP_WRITE

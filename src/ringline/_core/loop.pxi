@@ -209,6 +209,9 @@ cdef class LoopCore:
                 (<PollOp>op).queued = False
                 if (<PollOp>op).active and (<PollOp>op).state == OP_IDLE:
                     self._driver.start(<PollOp>op)
+        if self._iter_hook is not None:
+            # The runtime API's per-iteration work (metrics, on_tick).
+            self._iter_hook()
         return 0
 
     def _run_once(self):

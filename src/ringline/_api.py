@@ -1,0 +1,37 @@
+"""The runtime API's public names (re-exported by ringline/__init__.py)."""
+
+from __future__ import annotations
+
+from ._builder import Builder, ShutdownHandle, WorkerError, WorkerHandle
+from ._config import Config
+from ._conn import NEED_MORE, ConnCtx, SendPoolExhausted, connect, connect_unix
+from ._handler import Handler, HandlerProtocol, WorkerCtx
+from ._metrics import metrics, render_prometheus
+from ._runtime import PoolDisabledError, request_shutdown, resolve, spawn_blocking
+from ._streams import open_streams
+from ._udp import UdpCtx, UdpSendPoolExhausted
+
+__all__ = (
+    "Builder",
+    "Config",
+    "ConnCtx",
+    "Handler",
+    "HandlerProtocol",
+    "NEED_MORE",
+    "PoolDisabledError",
+    "SendPoolExhausted",
+    "ShutdownHandle",
+    "UdpCtx",
+    "UdpSendPoolExhausted",
+    "WorkerCtx",
+    "WorkerError",
+    "WorkerHandle",
+    "connect",
+    "connect_unix",
+    "metrics",
+    "open_streams",
+    "render_prometheus",
+    "request_shutdown",
+    "resolve",
+    "spawn_blocking",
+)

@@ -1,0 +1,165 @@
+"""ringline.Config: every setting of the runtime API, with its default.
+
+    cfg = ringline.Config(workers=2, buffer_size=8192)
+    cfg.validate()          # ValueError naming the field and the rule
+
+Builder.launch() validates the config it was given; validate() is there to
+check one early (e.g. from a command line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from dataclasses import dataclass, field
+from typing import Optional
+
+__all__ = ("Config",)
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and (n & (n - 1)) == 0
+
+
+@dataclass
+class Config:
+    """Settings of a ringline runtime (one set for every worker)."""
+
+    # ---- the ring ----------------------------------------------------------
+    #: io_uring submission queue entries (a power of two).
+    sq_entries: int = 256
+    #: completion queue entries (a power of two, at least sq_entries).
+    cq_entries: int = 4096
+    #: provided buffers in each worker's receive buffer ring (a power of two).
+    ring_size: int = 256
+    #: bytes per receive buffer (what one with_data() view holds at most).
+    buffer_size: int = 16384
+    #: "io_uring", "poll", or None: the best this kernel allows.
+    backend: Optional[str] = None
+
+    # ---- workers -----------------------------------------------------------
+    #: worker count; 0 = one per CPU this process may run on.
+    workers: int = 0
+    #: pin worker i to CPU (core_offset + i) of the allowed set.
+    pin_to_core: bool = True
+    core_offset: int = 0
+    #: "process", "thread", or "auto" (processes unless the interpreter is
+    #: free-threaded).
+    worker_mode: str = "auto"
+    #: seconds launch() waits for every worker to be ready.
+    startup_timeout: float = 10.0
+    #: seconds a graceful shutdown lets handlers finish before cancelling them.
+    shutdown_timeout: float = 5.0
+
+    # ---- connections -------------------------------------------------------
+    backlog: int = 1024
+    #: connections per worker; more are accepted and closed at once.
+    max_connections: int = 16384
+    tcp_nodelay: bool = True
+    #: send_nowait() copies into this pool: slots per worker ...
+    send_pool_slots: int = 1024
+    #: ... of this many bytes each.
+    send_slot_size: int = 16384
+    #: send() of at least this many bytes uses SEND_ZC (0 = never).
+    send_zc_threshold: int = 65536
+    #: TLS handshake bound (seconds), both directions.
+    tls_handshake_timeout: float = 10.0
+    #: server-side TLS for bind() listeners.
+    tls: Optional[ssl.SSLContext] = field(default=None, repr=False)
+    #: default client context for connect(ssl=True).
+    tls_client: Optional[ssl.SSLContext] = field(default=None, repr=False)
+
+    # ---- the loop and the pools ----------------------------------------------
+    #: on_tick() runs every loop iteration and at least this often (seconds).
+    tick_interval: float = 0.1
+    #: threads of resolve()'s pool (0 = resolve() disabled).
+    resolver_threads: int = 2
+    #: threads creating subprocesses (0 = subprocesses disabled).
+    spawner_threads: int = 2
+    #: threads of spawn_blocking()'s pool (0 = spawn_blocking() disabled).
+    blocking_threads: int = 4
+
+    # ---- UDP ---------------------------------------------------------------------
+    #: datagrams a UdpCtx keeps received and unread before dropping.
+    udp_ring_size: int = 64
+    #: largest datagram received in full (bytes).
+    udp_buffer_size: int = 65536
+    #: sends a UdpCtx may have in flight; send_to() beyond raises.
+    udp_send_slots: int = 256
+
+    def validate(self) -> "Config":
+        """Check every field; raise ValueError naming the field and the rule.
+        Returns self."""
+        def bad(name, rule):
+            value = getattr(self, name)
+            shown = "<SSLContext>" if isinstance(value, ssl.SSLContext) else repr(value)
+            raise ValueError(f"Config.{name} {rule}, got {shown}")
+
+        def integer(name, lo=None, hi=None, pow2=False, rule=None):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                bad(name, "must be an int")
+            if pow2:
+                rule = rule or f"must be a power of two in {lo}..{hi}"
+                if not _pow2(v):
+                    bad(name, rule)
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                if rule:
+                    bad(name, rule)
+                if hi is None:
+                    bad(name, f"must be at least {lo}")
+                bad(name, f"must be in {lo}..{hi}")
+
+        def number(name, lo, allow_zero=False):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+                bad(name, "must be a number of seconds")
+            if v < lo or (v == lo and not allow_zero):
+                bad(name, f"must be {'at least' if allow_zero else 'greater than'} {lo}")
+
+        integer("sq_entries", 1, 32768, pow2=True)
+        integer("cq_entries", self.sq_entries if isinstance(self.sq_entries, int) else 1,
+                65536, pow2=True,
+                rule="must be a power of two, at least sq_entries and at most 65536")
+        integer("ring_size", 1, 32768, pow2=True)
+        integer("buffer_size", 64, 1 << 20,
+                rule="must be in 64..1048576 bytes (one receive buffer)")
+        if self.backend not in (None, "io_uring", "poll"):
+            bad("backend", "must be None, 'io_uring' or 'poll'")
+        integer("workers", 0, 4096, rule="must be 0 (one per CPU) or a worker count up to 4096")
+        if not isinstance(self.pin_to_core, bool):
+            bad("pin_to_core", "must be a bool")
+        integer("core_offset", 0, rule="must be 0 or more")
+        if self.worker_mode not in ("auto", "process", "thread"):
+            bad("worker_mode", "must be 'auto', 'process' or 'thread'")
+        number("startup_timeout", 0)
+        number("shutdown_timeout", 0, allow_zero=True)
+        integer("backlog", 1, 65535)
+        integer("max_connections", 1, rule="must be at least 1 (connections per worker)")
+        if not isinstance(self.tcp_nodelay, bool):
+            bad("tcp_nodelay", "must be a bool")
+        integer("send_pool_slots", 1, rule="must be at least 1: a zero-sized send pool "
+                "could send nothing")
+        integer("send_slot_size", 64, 1 << 24, rule="must be in 64..16777216 bytes")
+        integer("send_zc_threshold", 0, rule="must be 0 (never) or a byte count")
+        number("tls_handshake_timeout", 0)
+        for name in ("tls", "tls_client"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, ssl.SSLContext):
+                bad(name, "must be an ssl.SSLContext or None")
+        if self.tls is not None and self.tls.check_hostname:
+            bad("tls", "must be a server-side context (check_hostname off)")
+        number("tick_interval", 0)
+        integer("resolver_threads", 0, 256, rule="must be in 0..256 (0 disables resolve())")
+        integer("spawner_threads", 0, 256, rule="must be in 0..256 (0 disables subprocesses)")
+        integer("blocking_threads", 0, 1024,
+                rule="must be in 0..1024 (0 disables spawn_blocking())")
+        integer("udp_ring_size", 1, 32768, pow2=True)
+        integer("udp_buffer_size", 512, 65536, rule="must be in 512..65536 bytes")
+        integer("udp_send_slots", 1, rule="must be at least 1: a zero-sized UDP send "
+                "pool could send nothing")
+        return self
+
+    def replace(self, **changes) -> "Config":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,53 @@
+"""Echo handlers for ``python -m ringline echo`` (and the benchmarks).
+
+``with_data``: each received view is copied into the send pool
+(send_nowait) -- one copy, from the kernel's buffer into a send slot.
+``forward``: each view is sent straight from the kernel's receive buffer
+(forward_recv_buf) -- no copy in user space; the buffer goes back to the
+ring when the send completes.
+"""
+
+from __future__ import annotations
+
+from ._handler import Handler
+
+
+class EchoWithData(Handler):
+    async def on_accept(self, conn):
+        send = conn.send_nowait
+
+        def echo(view):
+            send(view)
+            return len(view)
+
+        with_data = conn.with_data
+        while await with_data(echo):
+            pass
+
+
+class EchoForward(Handler):
+    async def on_accept(self, conn):
+        forward = conn.forward_recv_buf
+
+        def echo(view):
+            forward(view)
+            return len(view)
+
+        with_data = conn.with_data
+        while await with_data(echo):
+            pass
+
+
+class EchoStreams(Handler):
+    async def on_accept(self, conn):
+        reader, writer = conn.streams()
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+
+
+MODES = {
+    "with_data": EchoWithData,
+    "forward": EchoForward,
+    "streams": EchoStreams,
+}

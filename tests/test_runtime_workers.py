@@ -1,0 +1,442 @@
+"""Builder, workers, shutdown, signals, errors, metrics, UDP, pools (issue 6).
+
+Process workers (the default) and thread workers, on every backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from _runtime_helpers import client, get, launched, recv_exactly
+
+pytestmark = pytest.mark.ringline_only
+
+ringline = pytest.importorskip("ringline")
+
+
+class Echo(ringline.Handler):
+    async def on_accept(self, conn):
+        def fn(view):
+            conn.send_nowait(view)
+            return len(view)
+        while await conn.with_data(fn):
+            pass
+
+
+class WhoAmI(ringline.Handler):
+    """Replies with the worker's pid and id."""
+
+    def __init__(self, worker_id=None):
+        self.worker_id = worker_id
+
+    @classmethod
+    def create_for_worker(cls, worker_id):
+        return cls(worker_id)
+
+    async def on_accept(self, conn):
+        conn.send_nowait(b"%d %d\n" % (os.getpid(), self.worker_id))
+        await conn.with_data(lambda v: len(v))
+
+
+def _ask(addr):
+    s = client(addr)
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = s.recv(100)
+        assert chunk
+        line += chunk
+    s.close()
+    pid, wid = line.split()
+    return int(pid), int(wid)
+
+
+# ---- launching -------------------------------------------------------------------------
+
+def test_process_workers_spread_connections(backend):
+    with launched(WhoAmI, backend, workers=2, worker_mode="process") as (sh, workers):
+        assert [w.mode for w in workers] == ["process", "process"]
+        assert all(w.ready and w.pid != os.getpid() for w in workers)
+        seen = {_ask(sh.address()) for _ in range(60)}
+        pids = {p for p, _ in seen}
+        assert pids <= {w.pid for w in workers}
+        assert len(pids) == 2                  # SO_REUSEPORT spread them
+        assert sh.shutdown() is True
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert not any(w.failed for w in workers)
+
+
+def test_thread_workers_and_pinning(backend):
+    cpus = sorted(os.sched_getaffinity(0))
+    with launched(WhoAmI, backend, workers=2, worker_mode="thread",
+                  pin_to_core=True, core_offset=1) as (sh, workers):
+        assert [w.cpu for w in workers] == [cpus[1 % len(cpus)], cpus[2 % len(cpus)]]
+        assert {_ask(sh.address())[0] for _ in range(10)} == {os.getpid()}
+    # Pinning a worker thread does not pin the launcher.
+    assert sorted(os.sched_getaffinity(0)) == cpus
+
+
+def test_workers_default_to_one_per_cpu(backend):
+    with launched(Echo, backend, workers=0, worker_mode="thread") as (sh, workers):
+        assert len(workers) == len(os.sched_getaffinity(0))
+
+
+def test_client_only_on_start(backend):
+    q = queue.Queue()
+    with launched(Echo, backend, tcp=True) as (srv, _):
+        addr = srv.address()
+
+        class Client(ringline.Handler):
+            async def on_start(self):
+                conn = await ringline.connect(addr, timeout=5)
+                async with conn:
+                    await conn.send(b"from on_start")
+                    q.put(await conn.with_bytes(lambda b: (q.put(b), len(b))[1]))
+
+        sh, workers = ringline.Builder(ringline.Config(
+            backend=backend, workers=1, worker_mode="thread")).launch(Client)
+        assert get(q) == b"from on_start"
+        assert get(q) == 13
+        # A client-only worker ends when on_start does.
+        assert sh.join(10)
+        assert workers[0].exitcode == 0
+        sh.shutdown()
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_launch_failing_part_way_cleans_up(backend, mode, caplog):
+    class FailsOnOne(ringline.Handler):
+        @classmethod
+        def create_for_worker(cls, worker_id):
+            if worker_id == 1:
+                raise ValueError("no worker 1 today")
+            return cls()
+
+    b = ringline.Builder(ringline.Config(backend=backend, workers=2, worker_mode=mode,
+                                         shutdown_timeout=1, pin_to_core=False))
+    b.bind(("127.0.0.1", 0))
+    with pytest.raises(ringline.WorkerError) as ei:
+        b.launch(FailsOnOne)
+    assert "no worker 1 today" in str(ei.value)
+    assert "ValueError" in (ei.value.traceback or "")
+    # Nothing is left running: no worker thread or process.
+    time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name.startswith("ringline-worker")]
+
+
+def test_bind_failure_starts_nothing(backend):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    try:
+        b = ringline.Builder(ringline.Config(backend=backend, workers=1)).bind(s.getsockname())
+        with pytest.raises(OSError):
+            b.launch(Echo)
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_worker_that_raises_is_reported(backend, mode, caplog):
+    class Crashes(ringline.Handler):
+        async def on_start(self):
+            await asyncio.sleep(0.01)
+            raise RuntimeError("boom in on_start")
+
+    with launched(Crashes, backend, workers=1, worker_mode=mode) as (sh, workers):
+        assert workers[0].join(10)
+        w = workers[0]
+        assert w.failed and w.exitcode == 1
+        assert "boom in on_start" in str(w.error)
+        assert "RuntimeError" in w.error.traceback
+        assert sh.errors == [w.error]
+        with pytest.raises(ringline.WorkerError):
+            w.raise_for_error()
+    assert any("boom in on_start" in r.getMessage() for r in caplog.records)
+
+
+def test_worker_killed_is_reported(backend, caplog):
+    with launched(Echo, backend, workers=2, worker_mode="process") as (sh, workers):
+        os.kill(workers[0].pid, signal.SIGKILL)
+        assert workers[0].join(10)
+        assert workers[0].exitcode == -signal.SIGKILL
+        assert "killed by signal 9" in str(workers[0].error)
+        # The other worker is unaffected.
+        assert workers[1].is_alive()
+
+
+def test_handler_exception_is_logged_not_fatal(backend):
+    class Raises(ringline.Handler):
+        async def on_accept(self, conn):
+            await conn.with_data(lambda v: len(v))
+            raise KeyError("handler bug")
+
+    with launched(Raises, backend) as (sh, workers):
+        for _ in range(2):
+            s = client(sh.address())
+            s.sendall(b"x")
+            assert s.recv(10) == b""            # closed after the handler raised
+            s.close()
+        deadline = time.monotonic() + 5
+        while ringline.metrics()["total"]["handler_errors"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ringline.metrics()["total"]["handler_errors"] >= 2
+        assert workers[0].is_alive() and not workers[0].failed
+
+
+# ---- shutdown ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_shutdown_with_open_connections(backend, mode):
+    with launched(Echo, backend, workers=2, worker_mode=mode,
+                  shutdown_timeout=0.5) as (sh, workers):
+        conns = [client(sh.address()) for _ in range(6)]
+        for c in conns:
+            c.sendall(b"hi")
+            assert recv_exactly(c, 2) == b"hi"
+        t0 = time.monotonic()
+        assert sh.shutdown() is True
+        assert time.monotonic() - t0 < 5
+        assert all(w.exitcode == 0 for w in workers)
+        for c in conns:
+            c.settimeout(5)
+            try:
+                assert c.recv(10) == b""
+            except ConnectionResetError:
+                pass
+            c.close()
+        with pytest.raises(OSError):
+            client(sh.address(), timeout=1)
+
+
+def test_graceful_shutdown_lets_handlers_finish(backend):
+    q = queue.Queue()
+
+    class Slow(ringline.Handler):
+        async def on_accept(self, conn):
+            await conn.with_data(lambda v: len(v))
+            await asyncio.sleep(0.2)
+            await conn.send(b"finished")
+            q.put("done")
+
+    with launched(Slow, backend, shutdown_timeout=3) as (sh, _):
+        c = client(sh.address())
+        c.sendall(b"go")
+        time.sleep(0.05)
+        sh.shutdown()
+        assert get(q) == "done"
+        assert recv_exactly(c, 8) == b"finished"
+        c.close()
+
+
+def test_request_shutdown_stops_only_that_worker(backend):
+    class Stopper(ringline.Handler):
+        @classmethod
+        def create_for_worker(cls, worker_id):
+            h = cls()
+            h.wid = worker_id
+            return h
+
+        def on_tick(self, ctx):
+            if self.wid == 0 and not ctx.shutting_down:
+                ringline.request_shutdown()
+
+    with launched(Stopper, backend, workers=2, worker_mode="thread") as (sh, workers):
+        assert workers[0].join(10)
+        assert workers[0].exitcode == 0 and not workers[0].failed
+        time.sleep(0.1)
+        assert workers[1].is_alive()
+    with pytest.raises(RuntimeError):
+        ringline.request_shutdown()
+
+
+def test_tick_and_notify(backend):
+    q = queue.Queue()
+
+    class H(ringline.Handler):
+        def __init__(self):
+            self.ticks = 0
+
+        def on_tick(self, ctx):
+            self.ticks += 1
+
+        def on_notify(self, ctx):
+            q.put((ctx.worker_id, self.ticks))
+
+    with launched(H, backend, workers=1, tick_interval=0.01) as (sh, workers):
+        time.sleep(0.2)
+        sh.notify()
+        wid, ticks = get(q)
+        assert wid == 0 and ticks >= 5        # idle loop still ticks every tick_interval
+        workers[0].notify()
+        assert get(q)[1] >= ticks
+
+
+def test_real_sigterm_shuts_down_the_cli_server(backend):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ringline", "echo", "--workers", "2", "--port", str(port),
+         "--backend", backend, "--shutdown-timeout", "0.5"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert "ringline echo" in line, line
+        c = client(("127.0.0.1", port))
+        c.sendall(b"alive")
+        assert recv_exactly(c, 5) == b"alive"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        c.settimeout(5)
+        assert c.recv(10) == b""               # the open connection was closed
+        c.close()
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        assert out.stdout.strip() == ""         # no worker left behind
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sigterm_to_one_worker_is_a_clean_exit(backend):
+    with launched(Echo, backend, workers=2, worker_mode="process") as (sh, workers):
+        os.kill(workers[1].pid, signal.SIGTERM)
+        assert workers[1].join(10)
+        assert workers[1].exitcode == 0 and not workers[1].failed
+        assert workers[0].is_alive()
+
+
+# ---- metrics -------------------------------------------------------------------------------------
+
+def test_metrics_and_prometheus(backend):
+    with launched(Echo, backend, workers=2, worker_mode="process") as (sh, workers):
+        for _ in range(10):
+            c = client(sh.address())
+            c.sendall(b"12345")
+            assert recv_exactly(c, 5) == b"12345"
+            c.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            m = ringline.metrics()
+            if m["total"]["connections_closed"] >= 10:
+                break
+            time.sleep(0.01)
+        t = m["total"]
+        assert t["connections_accepted"] == 10 and t["connections_closed"] == 10
+        assert t["connections_active"] == 0
+        assert t["bytes_in"] == 50 and t["bytes_out"] == 50
+        assert t["sqes_submitted"] > 0 and t["cqes_processed"] > 0 and t["io_uring_enter"] > 0
+        assert len([w for w in m["workers"] if w["worker"] != "local"]) == 2
+        text = ringline.render_prometheus(m)
+        assert "# TYPE ringline_connections_accepted_total counter" in text
+        assert 'ringline_bytes_in_total{worker="0"}' in text
+        assert "ringline_connections_active" in text
+
+
+# ---- UDP --------------------------------------------------------------------------------------------
+
+def test_udp(backend):
+    q = queue.Queue()
+
+    class Udp(ringline.Handler):
+        async def on_udp_bind(self, udp):
+            q.put(udp.local_addr)
+            while True:
+                data, addr = await udp.recv_from()
+                if data == b"exhaust":
+                    try:
+                        for _ in range(100):
+                            udp.send_to(b"z", addr)
+                    except ringline.UdpSendPoolExhausted as exc:
+                        q.put(str(exc))
+                    await udp.send_ready()
+                    q.put("ready")
+                    continue
+                await udp.send_ready()
+                udp.send_to(data.upper(), addr)
+
+    with launched(Udp, backend, tcp=False, udp=True, udp_send_slots=2) as (sh, _):
+        addr = get(q)
+        assert addr == sh.address("udp")
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.settimeout(5)
+        c.sendto(b"hello", addr)
+        assert c.recvfrom(100)[0] == b"HELLO"
+        c.sendto(b"exhaust", addr)
+        assert "udp_send_slots" in get(q)
+        assert get(q) == "ready"
+        c.close()
+
+
+# ---- pools ----------------------------------------------------------------------------------------
+
+def test_spawn_blocking_and_resolve(backend):
+    q = queue.Queue()
+
+    class Pools(ringline.Handler):
+        async def on_start(self):
+            loop_thread = threading.get_ident()
+            tid = await ringline.spawn_blocking(threading.get_ident)
+            q.put(tid != loop_thread)
+            q.put(await ringline.spawn_blocking(sum, [1, 2, 3]))
+            q.put(await ringline.resolve("localhost", 80))
+
+    sh, workers = ringline.Builder(ringline.Config(backend=backend, workers=1,
+                                                   worker_mode="thread")).launch(Pools)
+    try:
+        assert get(q) is True
+        assert get(q) == 6
+        addrs = get(q)
+        assert addrs and all(isinstance(a, tuple) and a[1][1] == 80 for a in addrs)
+        assert sh.join(10) and not workers[0].failed
+    finally:
+        sh.shutdown()
+
+
+def test_disabled_pools_raise(backend):
+    q = queue.Queue()
+
+    class Pools(ringline.Handler):
+        async def on_start(self):
+            for call in (lambda: ringline.spawn_blocking(print),
+                         lambda: ringline.resolve("localhost", 80)):
+                try:
+                    call()
+                except ringline.PoolDisabledError as exc:
+                    q.put(str(exc))
+            try:
+                await ringline.connect(("localhost", 1), timeout=2)
+            except ringline.PoolDisabledError as exc:
+                q.put("connect: " + str(exc))
+
+    sh, workers = ringline.Builder(ringline.Config(
+        backend=backend, workers=1, worker_mode="thread",
+        blocking_threads=0, resolver_threads=0)).launch(Pools)
+    try:
+        assert "blocking_threads is 0" in get(q)
+        assert "resolver_threads is 0" in get(q)
+        assert "resolver_threads is 0" in get(q)
+    finally:
+        sh.shutdown()
+
+
+def test_pools_outside_workers(loop, run):
+    async def main():
+        assert await ringline.spawn_blocking(pow, 2, 10) == 1024
+        res = await ringline.resolve("127.0.0.1", 9)
+        return res
+
+    assert run(main()) == [(socket.AF_INET, ("127.0.0.1", 9))]
