@@ -681,3 +681,76 @@ def test_direct_io(run, fs, tmp_path):
             fs.open(path, "r", direct=True)
     run(main())
     assert path.read_bytes()[8192:12288] == b"\xab" * 4096
+
+
+def test_requests_larger_than_one_op(run, fs, core, tmp_path):
+    # Reads and writes bigger than one op may move (1 GiB) go on from where
+    # the last op stopped; shrink the cap to see that on small data.
+    old = core._fs_set_chunk(4096)
+    try:
+        data = os.urandom(300_001)
+        path = tmp_path / "chunks"
+
+        async def main():
+            async with fs.open(path, "wb") as f:
+                await f.write(data)
+            assert path.read_bytes() == data
+            assert await fs.read_bytes(path) == data
+            async with fs.open(path, "rb") as f:
+                assert await f.pread(100_000, 5) == data[5:100_005]
+                buf = bytearray(200_000)
+                assert await f.readinto(buf) == 200_000 and buf == data[:200_000]
+                assert await f.pread(10_000, 295_000) == data[295_000:]
+                assert await f.read() == data[200_000:]
+        run(main())
+    finally:
+        core._fs_set_chunk(old)
+
+
+def test_thread_pool_fallback_on_io_uring(backend, loop, run, fs, core, tmp_path):
+    # An opcode the kernel's ring lacks runs on the pool: force that path.
+    old = core.fs_force_threads(True)
+    try:
+        assert not core.fs_ring_opcode(loop, 22)
+        path = tmp_path / "t"
+        data = os.urandom(100_000)
+
+        async def main():
+            await fs.write_bytes(path, data)
+            assert await fs.read_bytes(path) == data
+            assert (await fs.stat(path)).st_size == len(data)
+            assert await fs.copy(path, tmp_path / "u") == len(data)
+            with pytest.raises(FileNotFoundError):
+                await fs.remove(tmp_path / "missing")
+        run(main())
+        assert (tmp_path / "u").read_bytes() == data
+    finally:
+        core.fs_force_threads(old)
+
+
+def test_cancelled_opens_leak_no_fd(run, fs, tmp_path):
+    path = tmp_path / "o"
+    path.write_bytes(b"x")
+
+    def nfds():
+        return len(os.listdir("/proc/self/fd"))
+
+    async def main():
+        before = nfds()
+        for i in range(50):
+            t = asyncio.ensure_future(fs.open(path, "rb"))
+            for _ in range(i % 4):
+                await asyncio.sleep(0)
+            t.cancel()
+            try:
+                f = await t
+            except asyncio.CancelledError:
+                pass
+            else:
+                await f.close()
+        for _ in range(100):
+            if nfds() == before:
+                break
+            await asyncio.sleep(0.01)
+        assert nfds() == before
+    run(main())

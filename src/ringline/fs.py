@@ -91,6 +91,20 @@ def _get_loop():
     return loop
 
 
+async def _open_fd(loop, path, flags, perms=0o666):
+    """openat in the ring; an fd that arrives for a cancelled caller is
+    closed, never leaked."""
+    fut = _core.fs_open(loop, path, flags, perms)
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        # The open may have completed just before the cancel reached the
+        # task (asyncio then throws CancelledError and drops the result).
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            os.close(fut.result())
+        raise
+
+
 async def _fstat(loop, fd, name=None):
     return await _core.fs_statx(loop, b"", fd, _AT_EMPTY_PATH, 0, name)
 
@@ -188,7 +202,7 @@ class _Opener:
         (path, mode, flags, readable, writable, appending, binary, direct,
          encoding, errors, newline, perms) = self._args
         loop = _get_loop()
-        fd = await _core.fs_open(loop, path, flags, perms)
+        fd = await _open_fd(loop, path, flags, perms)
         try:
             st = await _fstat(loop, fd, path)
             if _stat.S_ISDIR(st.st_mode):
@@ -884,12 +898,12 @@ async def copy(src, dst) -> int:
     the data moves file -> pipe -> file by SPLICE, in the kernel, several
     chunks in flight; elsewhere copy_file_range on the thread pool."""
     loop = _get_loop()
-    fin = await _core.fs_open(loop, src, os.O_RDONLY)
+    fin = await _open_fd(loop, src, os.O_RDONLY)
     try:
         st = await _fstat(loop, fin, src)
         if _stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(21, os.strerror(21), src)
-        fout = await _core.fs_open(loop, dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        fout = await _open_fd(loop, dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
             if _core.fs_ring_opcode(loop, _IORING_OP_SPLICE) and _stat.S_ISREG(st.st_mode):
                 return await _splice_copy(loop, fin, fout, st.st_size, src)
