@@ -11,6 +11,12 @@
         streams   asyncio.start_server; reader.read / writer.write / await writer.drain()
         buffered  loop.create_server with an asyncio.BufferedProtocol (one 64 KiB
                   buffer per connection)
+        tls       the protocol server over TLS (loop.create_server(ssl=...)); the
+                  certificate is --certfile (default: a self-signed one made with the
+                  openssl command in benchmarks/.build)
+        tls-streams  asyncio.start_server(ssl=...) with read / write / drain
+        udp       loop.create_datagram_endpoint with a DatagramProtocol that sends every
+                  datagram back to where it came from
 
 Once listening it prints "READY port=P loop=<module.Class> api=A pid=N" and serves until
 SIGTERM or SIGINT.  TCP_NODELAY is set on every accepted connection by the server itself,
@@ -18,6 +24,7 @@ so loops that do not set it are not penalised by Nagle's algorithm.
 """
 import argparse
 import asyncio
+import functools
 import os
 import signal
 import socket
@@ -118,11 +125,80 @@ async def serve_streams(loop, host, port):
     return server.sockets[0].getsockname()[1]
 
 
+# ----------------------------------------------------------------------------- TLS
+CERT_DIR = os.path.join(_common.HERE, ".build")
+CERTFILE = os.path.join(CERT_DIR, "echo-cert.pem")
+
+
+def ensure_cert(path=CERTFILE):
+    """A self-signed certificate + key (one PEM file) for localhost, made once."""
+    if os.path.exists(path):
+        return path
+    import subprocess
+    import tempfile
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
+        key, crt = os.path.join(tmp, "key.pem"), os.path.join(tmp, "crt.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650",
+                        "-subj", "/CN=localhost", "-keyout", key, "-out", crt],
+                       check=True, capture_output=True)
+        both = os.path.join(tmp, "both.pem")
+        with open(both, "wb") as out:
+            for part in (crt, key):
+                with open(part, "rb") as f:
+                    out.write(f.read())
+        os.replace(both, path)      # atomic: servers started at once all see a whole file
+    return path
+
+
+def server_ssl_context(certfile=None):
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certfile or ensure_cert())
+    return ctx
+
+
+async def serve_tls(loop, host, port, certfile=None):
+    server = await loop.create_server(Echo, host, port, backlog=4096, reuse_address=True,
+                                      ssl=server_ssl_context(certfile))
+    return server.sockets[0].getsockname()[1]
+
+
+async def serve_tls_streams(loop, host, port, certfile=None):
+    server = await asyncio.start_server(stream_echo, host, port, backlog=4096, reuse_address=True,
+                                        ssl=server_ssl_context(certfile))
+    return server.sockets[0].getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- UDP
+class DatagramEcho(asyncio.DatagramProtocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.transport.sendto(data, addr)
+
+
+async def serve_udp(loop, host, port):
+    transport, _ = await loop.create_datagram_endpoint(DatagramEcho, local_addr=(host, port))
+    sock = transport.get_extra_info("socket")
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):   # same buffers for every loop
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+        except (OSError, AttributeError):
+            pass
+    return transport.get_extra_info("sockname")[1]
+
+
 SERVE = {
     "sock": serve_sock,
     "protocol": lambda loop, host, port: serve_protocol(loop, host, port, Echo),
     "buffered": lambda loop, host, port: serve_protocol(loop, host, port, BufferedEcho),
     "streams": serve_streams,
+    "tls": serve_tls,
+    "tls-streams": serve_tls_streams,
+    "udp": serve_udp,
 }
 
 
@@ -133,13 +209,18 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="0 = any free port (printed in the READY line)")
     ap.add_argument("--no-malloc-prime", action="store_true", help="see _common.prime_malloc")
+    ap.add_argument("--certfile", help="tls APIs: PEM file with certificate and key "
+                                       "(default: a self-signed one in benchmarks/.build)")
     args = ap.parse_args()
 
     if not args.no_malloc_prime:
         _common.prime_malloc()
     loop = _common.new_loop(args.loop)
     asyncio.set_event_loop(loop)
-    port = loop.run_until_complete(SERVE[args.api](loop, args.host, args.port))
+    serve = SERVE[args.api]
+    if args.api.startswith("tls"):
+        serve = functools.partial(serve, certfile=args.certfile)
+    port = loop.run_until_complete(serve(loop, args.host, args.port))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:

@@ -1,22 +1,31 @@
 """Subprocesses: created off the loop thread, exit awaited in the ring.
 
-A small pool of spawner threads creates the children, so the loop thread
-never forks, execs or waits:
+A small pool of spawner threads (started on demand, gone when idle) creates
+the children, so the loop thread never forks, execs or waits:
 
-* ``os.posix_spawnp`` (glibc: clone(CLONE_VM|CLONE_VFORK) + exec, no page
-  table copy) for everything it can express: stdin/stdout/stderr (PIPE,
-  DEVNULL, STDOUT, fds, file objects) as dup2 file actions, ``env``,
-  ``executable``, ``start_new_session`` (setsid), ``process_group``
-  (setpgroup), ``restore_signals`` (setsigdef SIGPIPE/SIGXFSZ, as Popen),
-  ``close_fds`` (close actions for the inheritable fds above 2: Python's own
-  fds are non-inheritable (PEP 446), so that list is short) and ``pipesize``;
+* posix_spawnp (glibc: clone(CLONE_VM|CLONE_VFORK) + exec, no page table
+  copy) for everything it can express: stdin/stdout/stderr (PIPE, DEVNULL,
+  STDOUT, fds, file objects) as dup2 file actions, ``env``, ``executable``,
+  ``start_new_session`` (setsid), ``process_group`` (setpgroup),
+  ``restore_signals`` (SIGPIPE/SIGXFSZ back to SIG_DFL, as Popen does),
+  ``close_fds`` and ``pipesize``.  libc's posix_spawnp is called through
+  ctypes (_spawn.py), which releases the GIL for the call --
+  ``os.posix_spawnp`` holds it until the child has exec'd, stalling the
+  loop thread -- with close_fds as ``addclosefrom_np(3)``.  Without glibc
+  2.34+ it is ``os.posix_spawnp`` with close actions for the inheritable
+  fds above 2 (Python's own fds are non-inheritable, PEP 446).
 * ``subprocess.Popen`` (fork/exec, still on the spawner thread) for what
   posix_spawn cannot say: ``cwd``, ``preexec_fn``, ``pass_fds``, ``user``,
-  ``group``, ``extra_groups``, ``umask``, text mode, Windows-only options.
+  ``group``, ``extra_groups``, ``umask``, text mode, Windows-only options --
+  and whenever ``subprocess.Popen`` has been patched (as asyncio would call
+  the patched one).
 
 Each child then gets a pidfd (pidfd_open(2), Linux 5.3+).  If pidfd_open
 fails the child is killed and reaped there and the error raised, so no child
-is ever left without a watcher.  The result comes back to the loop through
+is ever left without a watcher -- except that a child already reaped by a
+reaper of all children (os.wait(), a waitpid(-1) child watcher) before its
+pidfd could be opened is reported with returncode 255, as asyncio's child
+watchers report a status taken behind their back.  The result comes back to the loop through
 a concurrent future (queue + loop wakeup).  The loop polls the pidfd in the
 ring (POLL_ADD on io_uring, epoll on the poll backend: a pidfd turns readable
 when the process exits) and reaps with waitid(P_PIDFD).  No child watcher,
@@ -37,6 +46,7 @@ import errno
 import fcntl
 import io
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -44,6 +54,7 @@ import threading
 import time
 import warnings
 from asyncio import base_subprocess
+from asyncio.log import logger
 
 from . import _spawn
 
@@ -51,17 +62,84 @@ __all__ = ("Process", "SubprocessTransport", "spawn", "watch_exit")
 
 _POLLIN = 0x001
 
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-SPAWNER_THREADS = 2
+# A spawner thread is mostly blocked while its child gets to exec (glibc's
+# posix_spawn is a vfork), without the GIL and without using a CPU; twice
+# the CPUs keeps the CPUs busy when many children are started at once.
+SPAWNER_THREADS = max(2, min(8, 2 * (os.cpu_count() or 1)))
+#: Seconds a spawner thread waits for work before it exits.
+SPAWNER_IDLE = 0.05
 
 #: False sends every spawn through subprocess.Popen (benchmarks, debugging).
 USE_POSIX_SPAWN = hasattr(os, "posix_spawnp") and sys.platform.startswith("linux")
 
+
+class _SpawnerPool:
+    """Threads started on demand, up to SPAWNER_THREADS (read at each
+    submit), that exit after SPAWNER_IDLE seconds without work: a program
+    that spawned once does not keep threads around (CPython's test support,
+    for one, counts them as leaked)."""
+
+    def __init__(self):
+        self._queue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self._serial = 0
+
+    def submit(self, fn, *args) -> concurrent.futures.Future:
+        fut = concurrent.futures.Future()
+        self._queue.put((fut, fn, args))
+        with self._lock:
+            if self._queue.qsize() > self._idle and self._threads < max(1, SPAWNER_THREADS):
+                self._threads += 1
+                self._serial += 1
+                threading.Thread(target=self._work, daemon=True,
+                                 name=f"ringline-spawner_{self._serial}").start()
+        return fut
+
+    def _work(self):
+        q = self._queue
+        while True:
+            with self._lock:
+                self._idle += 1
+            try:
+                item = q.get(timeout=SPAWNER_IDLE)
+            except queue.Empty:
+                with self._lock:
+                    self._idle -= 1
+                    if q.qsize():
+                        continue          # raced with a submit that counted on us
+                    self._threads -= 1
+                    return
+            with self._lock:
+                self._idle -= 1
+            fut, fn, args = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+            del fut, fn, args, item
+
+
+_pool: _SpawnerPool | None = None
+_pool_lock = threading.Lock()
+
+
+def _spawner_pool() -> _SpawnerPool:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = _SpawnerPool()
+        return _pool
+
+
 _HAVE_PIDFD_WAIT = hasattr(os, "P_PIDFD")
 
-# Options posix_spawn expresses: name -> whether the value needs nothing
-# beyond what _posix_spawn() does.
+# Options posix_spawn expresses.
 _SPAWN_OPTIONS = frozenset({
     "env", "executable", "close_fds", "restore_signals", "start_new_session",
     "process_group", "pipesize",
@@ -77,15 +155,6 @@ _NEUTRAL = {
 _RESTORE_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
                          if hasattr(signal, name))
 _DEFAULT_SHELL = "/system/bin/sh" if hasattr(sys, "getandroidapilevel") else "/bin/sh"
-
-
-def _spawner_pool() -> concurrent.futures.ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=SPAWNER_THREADS, thread_name_prefix="ringline-spawner")
-        return _pool
 
 
 def _after_fork_in_child() -> None:
@@ -372,6 +441,45 @@ def _open_pipes(p2cwrite, c2pread, errread, bufsize):
     return stdin, stdout, stderr
 
 
+def _open_pidfd(pid):
+    """A pidfd for our new child ``pid``, or -1 if it has already been
+    reaped by someone else.
+
+    Between the spawn (on a spawner thread) and pidfd_open, a reaper of
+    every child (os.wait(), waitpid(-1) -- asyncio's FastChildWatcher does
+    that on SIGCHLD) may take the child; its pid may then even name another
+    process.  So ESRCH means "exited, status lost" (never kill by pid then),
+    and the pidfd is checked to be a child of ours (waitid on a pidfd that
+    is not our child gives ECHILD).  Any other failure (EMFILE, ENOSYS):
+    the child is killed and reaped and the error raised."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return -1
+    except OSError:
+        _kill_and_reap(pid)
+        raise
+    if _HAVE_PIDFD_WAIT:
+        try:
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            os.close(pidfd)
+            return -1
+        except OSError:
+            pass              # P_PIDFD unsupported (Linux 5.3): no check
+    return pidfd
+
+
+def _new_process(args, pid, pidfd, files):
+    proc = Process(args, pid, pidfd, *files)
+    if pidfd < 0:
+        # As asyncio's child watchers report a status reaped behind their back.
+        logger.warning("child process pid %d was reaped by someone else (os.wait() or "
+                       "a waitpid(-1) child watcher); will report returncode 255", pid)
+        proc.returncode = 255
+    return proc
+
+
 def _kill_and_reap(pid):
     try:
         os.kill(pid, signal.SIGKILL)
@@ -451,11 +559,7 @@ def _posix_spawn(args, shell, stdin, stdout, stderr, bufsize, kwargs):
                 attrs["setpgroup"] = pgroup
             spawn = os.posix_spawnp if search else os.posix_spawn
             pid = spawn(executable, argv, os.environ if env is None else env, **attrs)
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:
-            _kill_and_reap(pid)
-            raise
+        pidfd = _open_pidfd(pid)
 
         parent_ends = {p2cwrite, c2pread, errread}
         for fd in opened:
@@ -465,11 +569,13 @@ def _posix_spawn(args, shell, stdin, stdout, stderr, bufsize, kwargs):
         try:
             files = _open_pipes(p2cwrite, c2pread, errread, bufsize)
         except BaseException:
-            os.close(pidfd)
-            _kill_and_reap(pid)
+            if pidfd >= 0:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+                os.close(pidfd)
             raise
         opened = []
-        return Process(args, pid, pidfd, *files)
+        return _new_process(args, pid, pidfd, files)
     finally:
         for fd in opened:
             try:
@@ -486,14 +592,13 @@ def _popen_spawn(args, shell, stdin, stdout, stderr, bufsize, kwargs):
     proc._child_created = False
     files = (proc.stdin, proc.stdout, proc.stderr)
     try:
-        pidfd = os.pidfd_open(proc.pid)
+        pidfd = _open_pidfd(proc.pid)
     except OSError:
-        _kill_and_reap(proc.pid)
         for f in files:
             if f is not None:
                 f.close()
         raise
-    return Process(proc.args, proc.pid, pidfd, *files)
+    return _new_process(proc.args, proc.pid, pidfd, files)
 
 
 def _spawn_blocking(args, shell, stdin, stdout, stderr, bufsize, kwargs):
