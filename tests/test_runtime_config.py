@@ -41,6 +41,7 @@ def test_defaults():
     ("tick_interval", "1", "number of seconds"),
     ("resolver_threads", -1, "0 disables resolve()"),
     ("blocking_threads", 5000, "0..1024"),
+    ("spawner_threads", 0, "zero-sized spawner pool"),
     ("udp_ring_size", 6, "power of two"),
     ("udp_send_slots", 0, "zero-sized UDP send pool"),
     ("worker_mode", "fibers", "'process' or 'thread'"),
@@ -60,7 +61,7 @@ def test_validate_names_field_and_rule(field, value, words):
 
 
 def test_zero_sized_pools_allowed_where_they_mean_disabled():
-    ringline.Config(resolver_threads=0, blocking_threads=0, spawner_threads=0,
+    ringline.Config(resolver_threads=0, blocking_threads=0,
                     send_zc_threshold=0, shutdown_timeout=0).validate()
 
 

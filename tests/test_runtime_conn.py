@@ -557,3 +557,38 @@ def test_stream_adapter(backend, loop, run):
             writer.close()
 
         run(main())
+
+
+def test_views_kept_past_the_callback(backend):
+    q = queue.Queue()
+
+    class Keeper(ringline.Handler):
+        async def on_accept(self, conn):
+            kept = []
+            while True:
+                def fn(view):
+                    kept.append(view)            # the view itself: released after fn
+                    kept.append(view[:3])        # a slice: keeps its buffer out of the ring
+                    conn.send_nowait(view)
+                    return len(view)
+                if not await conn.with_data(fn):
+                    break
+                whole, part = kept[-2], kept[-1]
+                try:
+                    len(whole)
+                    q.put("whole view still usable")
+                except ValueError:
+                    pass
+                q.put(bytes(part))
+                del kept[:]                      # let the slices go: buffers return
+
+    # A 4-buffer ring: if slices leaked their buffers the echo would stall.
+    with launched(Keeper, backend, ring_size=4, buffer_size=1024) as (sh, _):
+        s = client(sh.address())
+        for i in range(40):
+            msg = b"%03d" % i + b"x" * 500
+            s.sendall(msg)
+            assert recv_exactly(s, len(msg)) == msg
+            assert get(q) == msg[:3]
+        s.close()
+    assert q.empty()

@@ -330,7 +330,7 @@ def test_metrics_and_prometheus(backend):
             c.close()
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            m = ringline.metrics()
+            m = sh.metrics()                    # this launch's counters
             if m["total"]["connections_closed"] >= 10:
                 break
             time.sleep(0.01)
@@ -339,7 +339,12 @@ def test_metrics_and_prometheus(backend):
         assert t["connections_active"] == 0
         assert t["bytes_in"] == 50 and t["bytes_out"] == 50
         assert t["sqes_submitted"] > 0 and t["cqes_processed"] > 0 and t["io_uring_enter"] > 0
-        assert len([w for w in m["workers"] if w["worker"] != "local"]) == 2
+        assert [w["worker"] for w in m["workers"]] == [0, 1]
+        # ringline.metrics() aggregates every running launch (and "local"
+        # connections of this process) into the same format.
+        g = ringline.metrics()
+        assert g["total"]["connections_accepted"] >= 10
+        assert g["total"]["bytes_in"] >= 50
         text = ringline.render_prometheus(m)
         assert "# TYPE ringline_connections_accepted_total counter" in text
         assert 'ringline_bytes_in_total{worker="0"}' in text
@@ -440,3 +445,89 @@ def test_pools_outside_workers(loop, run):
         return res
 
     assert run(main()) == [(socket.AF_INET, ("127.0.0.1", 9))]
+
+
+def test_max_connections(backend):
+    q = queue.Queue()
+
+    class Hold(ringline.Handler):
+        async def on_accept(self, conn):
+            q.put("in")
+            while await conn.with_data(lambda v: len(v)):
+                pass
+
+    with launched(Hold, backend, max_connections=2) as (sh, _):
+        a, b = client(sh.address()), client(sh.address())
+        assert get(q) == get(q) == "in"
+        c = client(sh.address())
+        c.settimeout(5)
+        assert c.recv(10) == b""               # accepted and closed at once
+        assert sh.metrics()["total"]["connections_rejected"] == 1
+        for s in (a, b, c):
+            s.close()
+
+
+_EXIT_SCRIPT = r"""
+import os, sys, time, ringline
+class Echo(ringline.Handler):
+    async def on_accept(self, conn):
+        while await conn.with_data(lambda v: len(v)):
+            pass
+sh, workers = ringline.Builder(ringline.Config(workers=2, backend=sys.argv[1],
+    shutdown_timeout=0.5)).bind(("127.0.0.1", 0)).launch(Echo)
+print(" ".join(str(w.pid) for w in workers), flush=True)
+if sys.argv[2] == "drop":
+    del sh, workers
+    import gc; gc.collect()
+    print("dropped", flush=True)
+    time.sleep(3)
+# "exit": the program ends with the handle alive
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "drop"])
+def test_shutdown_when_program_exits_or_handle_dropped(backend, how):
+    proc = subprocess.Popen([sys.executable, "-c", _EXIT_SCRIPT, backend, how],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+        if how == "drop":
+            assert proc.stdout.readline().strip() == "dropped"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            alive = [p for p in pids if _alive(p)]
+            if not alive:
+                break
+            time.sleep(0.02)
+        assert not alive, f"workers {alive} outlived their ShutdownHandle"
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_launch_from_a_running_loop(backend, loop, run):
+    async def main():
+        sh, workers = ringline.Builder(ringline.Config(
+            backend=backend, workers=2, worker_mode="process", shutdown_timeout=0.5,
+            pin_to_core=False)).bind(("127.0.0.1", 0)).launch(Echo)
+        try:
+            conn = await ringline.connect(sh.address(), timeout=5)
+            async with conn:
+                await conn.send(b"from inside a loop")
+                return await conn.with_bytes(lambda b: len(b))
+        finally:
+            assert sh.shutdown()
+            assert [w.exitcode for w in workers] == [0, 0]
+
+    assert run(main(), timeout=30) == 18

@@ -149,6 +149,8 @@ def _echo_parser(sub) -> None:
     p.add_argument("--tls-cert", help="serve TLS with this certificate (PEM) ...")
     p.add_argument("--tls-key", help="... and this key")
     p.add_argument("--shutdown-timeout", type=float, default=1.0)
+    p.add_argument("--ring-size", type=int, default=None, help="receive buffers per worker")
+    p.add_argument("--buffer-size", type=int, default=None, help="bytes per receive buffer")
 
 
 def _echo_main(args) -> int:
@@ -163,6 +165,10 @@ def _echo_main(args) -> int:
     cfg = ringline.Config(workers=args.workers, backend=args.backend,
                           worker_mode=args.worker_mode, pin_to_core=not args.no_pin,
                           shutdown_timeout=args.shutdown_timeout, tls=tls)
+    if args.ring_size:
+        cfg.ring_size = args.ring_size
+    if args.buffer_size:
+        cfg.buffer_size = args.buffer_size
     try:
         cfg.validate()
     except ValueError as exc:

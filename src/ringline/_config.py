@@ -74,7 +74,7 @@ class Config:
     tick_interval: float = 0.1
     #: threads of resolve()'s pool (0 = resolve() disabled).
     resolver_threads: int = 2
-    #: threads creating subprocesses (0 = subprocesses disabled).
+    #: threads creating subprocesses (process workers; at least 1).
     spawner_threads: int = 2
     #: threads of spawn_blocking()'s pool (0 = spawn_blocking() disabled).
     blocking_threads: int = 4
@@ -151,7 +151,8 @@ class Config:
             bad("tls", "must be a server-side context (check_hostname off)")
         number("tick_interval", 0)
         integer("resolver_threads", 0, 256, rule="must be in 0..256 (0 disables resolve())")
-        integer("spawner_threads", 0, 256, rule="must be in 0..256 (0 disables subprocesses)")
+        integer("spawner_threads", 1, 256, rule="must be in 1..256: a zero-sized spawner "
+                "pool could start no subprocess")
         integer("blocking_threads", 0, 1024,
                 rule="must be in 0..1024 (0 disables spawn_blocking())")
         integer("udp_ring_size", 1, 32768, pow2=True)

@@ -275,8 +275,8 @@ class Worker:
 
         def on_accept(fd):
             if len(conn_tasks) >= max_conns or self.stopping:
-                os.close(fd)
                 metrics.add(_M_REJECTED)
+                os.close(fd)
                 return
             s = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             if nodelay:

@@ -1,4 +1,5 @@
 # ConnCtx's compiled half: the runtime API's connection over the driver.
+# (Class declarations: core.pxd.)
 #
 # ringline.ConnCtx (ringline/_conn.py) subclasses ConnCore; the per-message
 # work is here.  It talks to the driver directly, not through an asyncio
@@ -39,6 +40,7 @@
 # resumes -- fn always runs in the handler's task, never in a completion.
 
 from cpython.memoryview cimport PyMemoryView_FromObject
+from cpython.ref cimport Py_REFCNT
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 from cpython.bytearray cimport PyByteArray_Resize, PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 
@@ -56,7 +58,6 @@ cdef extern from "<string.h>":
     void *memmove(void *dst, const void *src, size_t n)
 
 cdef enum:
-    CONN_IOV_BATCH = 64
     MAX_HELD = 16
     WAIT = -2
     SE_POOL = 1
@@ -113,15 +114,10 @@ def recv_buffers():
 
 # ---- metrics ------------------------------------------------------------------
 
-@cython.final
 cdef class MetricsBlock:
     """M_NSLOTS uint64 counters of one worker, in memory the caller provides
     (a slice of a shared mapping, so the launcher reads every worker's) or
     owned."""
-    cdef uint64_t *p
-    cdef Py_buffer view
-    cdef bint has_view
-    cdef uint64_t *own
 
     def __cinit__(self, buf=None, Py_ssize_t offset=0):
         self.own = NULL
@@ -177,15 +173,8 @@ cdef class MetricsBlock:
 
 # ---- the send pool ---------------------------------------------------------------
 
-@cython.final
 cdef class SendPool:
     """Fixed-size slots for send_nowait() copies, one pool per worker."""
-    cdef char *mem
-    cdef uint32_t *free_stack
-    cdef readonly Py_ssize_t nslots
-    cdef readonly Py_ssize_t slot_size
-    cdef readonly Py_ssize_t nfree
-    cdef MetricsBlock metrics
 
     def __cinit__(self, Py_ssize_t nslots, Py_ssize_t slot_size, MetricsBlock metrics=None):
         cdef Py_ssize_t i
@@ -235,15 +224,7 @@ cdef class SendPool:
 
 # ---- what every connection of a worker shares ------------------------------------
 
-@cython.final
 cdef class ConnEnv:
-    cdef public SendPool pool
-    cdef public MetricsBlock metrics
-    cdef public Py_ssize_t own_size        # own recv buffer (ENOBUFS path, poll)
-    cdef public Py_ssize_t zc_threshold    # send() of this many bytes or more: SEND_ZC
-    cdef public bint zc_ok
-    cdef public Py_ssize_t recv_high       # stop receiving above this many buffered bytes
-    cdef public object send_pool_hint      # for the exhaustion message
 
     def __init__(self, SendPool pool, MetricsBlock metrics, Py_ssize_t own_size=16384,
                  Py_ssize_t zc_threshold=0, bint zc_ok=False, Py_ssize_t recv_high=0,
@@ -261,22 +242,15 @@ cdef class ConnEnv:
 
 # ---- a received kernel buffer --------------------------------------------------
 
-@cython.final
 @cython.freelist(64)
 cdef class KBuf:
     """One provided buffer the kernel filled, out of the ring until every
     holder (the connection, each exported view) let go of it."""
-    cdef UringDriver d
-    cdef char *ptr
-    cdef Py_ssize_t n
-    cdef Py_ssize_t itemsize
-    cdef int bid
-    cdef int refs
 
     def __getbuffer__(self, Py_buffer *buffer, int flags):
         if flags & PyBUF_WRITABLE:
             raise BufferError("a received kernel buffer is read-only")
-        if self.d is None:
+        if self.ptr == NULL:
             raise BufferError("this receive buffer was already given back to the kernel")
         buffer.buf = self.ptr
         buffer.obj = self
@@ -305,13 +279,38 @@ cdef class KBuf:
 
     cdef inline void put(self) noexcept:
         self.refs -= 1
-        if self.refs == 0 and self.d is not None:
+        if self.refs == 0:
+            if self.d is not None:
+                self.d.pbuf_out -= 1
+                if self.d.has_pbuf:
+                    rl_pbuf_recycle(&self.d.pbuf, self.bid)
+                self.d = None
+            self.ptr = NULL
+
+    def __dealloc__(self):
+        # Dropped while still counted (a connection collected without
+        # close()): no view can exist any more (each holds a reference), so
+        # the buffer goes back to the ring.
+        if self.d is not None:
+            self.d.pbuf_out -= 1
             if self.d.has_pbuf:
                 rl_pbuf_recycle(&self.d.pbuf, self.bid)
             self.d = None
 
     def __repr__(self):
         return f'<KBuf bid={self.bid} len={self.n} refs={self.refs}>'
+
+
+cdef KBuf _kbuf_of_bytes(bytes data):
+    # Input that arrived while a callback runs (a completion delivered
+    # re-entrantly) and must queue behind the buffer it is looking at.
+    cdef KBuf kb = KBuf.__new__(KBuf)
+    kb.owner = data
+    kb.ptr = PyBytes_AS_STRING(data)
+    kb.n = len(data)
+    kb.itemsize = 1
+    kb.refs = 1
+    return kb
 
 
 cdef inline KBuf _kbuf_new(UringDriver d, int bid, Py_ssize_t n):
@@ -322,15 +321,13 @@ cdef inline KBuf _kbuf_new(UringDriver d, int bid, Py_ssize_t n):
     kb.n = n
     kb.itemsize = 1
     kb.refs = 1
+    d.pbuf_out += 1
     return kb
 
 
 # Holds a buffer export of an object send() queued, until the kernel took it.
-@cython.final
 @cython.freelist(32)
 cdef class _BufHold:
-    cdef Py_buffer view
-    cdef bint has_view
 
     cdef int hold(self, object data) except -1:
         PyObject_GetBuffer(data, &self.view, PyBUF_SIMPLE)
@@ -343,20 +340,9 @@ cdef class _BufHold:
             PyBuffer_Release(&self.view)
 
 
-ctypedef struct SendEnt:
-    char *ptr
-    Py_ssize_t len
-    int slot
-    int flags
-    PyObject *hold
-
-
 # ---- ops ---------------------------------------------------------------------------
 
-@cython.final
 cdef class ConnRecvOp(Op):
-    cdef ConnCore core
-    cdef bint single            # single-shot into the own buffer
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
         cdef UringDriver d = <UringDriver>self.loop._driver
@@ -400,12 +386,7 @@ cdef class ConnRecvOp(Op):
         return 0
 
 
-@cython.final
 cdef class ConnSendOp(Op):
-    cdef ConnCore core
-    cdef msghdr msg
-    cdef iovec iov[CONN_IOV_BATCH]
-    cdef int niov
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
         sqe.fd = self.fd
@@ -445,12 +426,7 @@ cdef class ConnSendOp(Op):
 # SEND_ZC: the kernel reads the caller's pages in place.  The first CQE says
 # how many bytes it took (the connection moves on); the buffer stays held by
 # this op until the notification CQE says the kernel is done with it.
-@cython.final
 cdef class ZcSendOp(Op):
-    cdef ConnCore core
-    cdef object hold
-    cdef char *ptr
-    cdef Py_ssize_t n
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
         sqe.opcode = RL_OP_SEND_ZC
@@ -491,16 +467,52 @@ cdef enum:
     AW_DRAIN = 4
 
 
-@cython.final
+# What a handler's task waits on: an asyncio future of the loop, resolved
+# by the completion (the task then retries the step).  A custom future-like
+# object resumed straight from the completion was measured too: no gain in
+# CPU per request over asyncio's C Future, so asyncio's own is used.
+cdef inline object _new_waiter(LoopCore loop):
+    cdef object f = loop._new_future()
+    f._asyncio_future_blocking = True
+    return f
+
+
+cdef inline int _wake_waiter(object w) except -1:
+    if not w.done():
+        w.set_result(None)
+    return 0
+
+
+# am_send for _ConnAwait: `await conn.with_data(fn)` finishing without a
+# StopIteration (PyIter_Send asks am_send first; tp_iternext stays for
+# tracing and explicit iteration).
+cdef extern from *:
+    """
+    static PyObject *(*rl_aw_step)(PyObject *, int *) = NULL;
+    static PySendResult rl_aw_am_send(PyObject *self, PyObject *arg, PyObject **result) {
+        int done = 0;
+        PyObject *r = rl_aw_step(self, &done);
+        *result = r;
+        if (r == NULL)
+            return PYGEN_ERROR;
+        return done ? PYGEN_RETURN : PYGEN_NEXT;
+    }
+    static int rl_aw_install(PyObject *t, void *step) {
+        PyTypeObject *tp = (PyTypeObject *)t;
+        if (tp->tp_as_async == NULL)
+            return 0;
+        rl_aw_step = (PyObject *(*)(PyObject *, int *))step;
+        tp->tp_as_async->am_send = rl_aw_am_send;
+        return 1;
+    }
+    """
+    int rl_aw_install(object t, void *step)
+
+
 @cython.freelist(32)
 cdef class _ConnAwait:
     """What with_data()/send() return: done at the first step when it can
-    be, else it yields one asyncio future and retries when woken."""
-    cdef ConnCore conn
-    cdef object fn
-    cdef int kind
-    cdef uint64_t target
-    cdef Py_ssize_t limit
+    be, else it yields a waiter the task waits on, and retries when woken."""
 
     def __await__(self):
         return self
@@ -509,91 +521,57 @@ cdef class _ConnAwait:
         return self
 
     def __next__(self):
-        cdef ConnCore c = self.conn
-        cdef Py_ssize_t r
-        cdef object fut
-        if self.kind <= AW_BYTES:
-            r = c._step(self.fn, self.kind)
-            if r != WAIT:
-                self.fn = None
-                raise StopIteration(r)
-            return c._recv_waiter()
-        if self.kind == AW_SEND:
-            if c.bytes_taken >= self.target:
-                raise StopIteration(None)
-            if c.sexc is not None:
-                raise c.sexc
-            if c.closed:
-                raise ConnectionAbortedError(errno_mod.ECONNABORTED,
-                                             'connection closed before the data was sent')
-            return c._send_waiter(self.target)
-        if self.kind == AW_DRAIN:
-            if c.qbytes <= self.limit:
-                raise StopIteration(None)
-            if c.sexc is not None:
-                raise c.sexc
-            if c.closed:
-                raise StopIteration(None)
-            return c._send_waiter(c.bytes_queued - <uint64_t>self.limit)
-        # AW_RAW: wait for any input (TLS handshake).
-        if c.raw_seen or c.eof or c.rexc is not None or c.closing:
-            c.raw_seen = False
-            raise StopIteration(None)
-        return c._recv_waiter()
+        cdef int done = 0
+        r = _aw_step(self, &done)
+        if done:
+            raise StopIteration(r)
+        return r
 
     def send(self, value):
         return self.__next__()
 
 
+cdef object _aw_step(_ConnAwait self, int *done):
+    cdef ConnCore c = self.conn
+    cdef Py_ssize_t r
+    if self.kind <= AW_BYTES:
+        r = c._step(self.fn, self.kind)
+        if r != WAIT:
+            self.fn = None
+            done[0] = 1
+            return r
+        return c._recv_waiter()
+    if self.kind == AW_SEND:
+        if c.bytes_taken >= self.target:
+            done[0] = 1
+            return None
+        if c.sexc is not None:
+            raise c.sexc
+        if c.closed:
+            raise ConnectionAbortedError(errno_mod.ECONNABORTED,
+                                         'connection closed before the data was sent')
+        return c._send_waiter(self.target)
+    if self.kind == AW_DRAIN:
+        if c.qbytes <= self.limit or c.closed:
+            done[0] = 1
+            return None
+        if c.sexc is not None:
+            raise c.sexc
+        return c._send_waiter(c.bytes_queued - <uint64_t>self.limit)
+    # AW_RAW: wait for any input (TLS handshake).
+    if c.raw_seen or c.eof or c.rexc is not None or c.closing:
+        c.raw_seen = False
+        done[0] = 1
+        return None
+    return c._recv_waiter()
+
+
+rl_aw_install(_ConnAwait, <void*>_aw_step)
+
+
 # ---- the connection --------------------------------------------------------------
 
 cdef class ConnCore:
-    cdef LoopCore loop
-    cdef Driver drv
-    cdef UringDriver ud
-    cdef ConnEnv env
-    cdef SendPool pool
-    cdef MetricsBlock m
-    cdef public object sock
-    cdef public int fd
-    cdef public bint is_outbound
-    cdef public object task
-    cdef ConnRecvOp rop
-    cdef ConnSendOp sop
-    cdef char *own
-    # receive
-    cdef object segs                 # deque of KBuf, after acc in stream order
-    cdef Py_ssize_t seg_bytes
-    cdef bytearray acc
-    cdef bint in_step
-    cdef public bint eof
-    cdef bint recv_paused
-    cdef bint recv_stopped
-    cdef object rexc
-    cdef object waiter
-    cdef bint raw_seen
-    # send
-    cdef SendEnt *q
-    cdef Py_ssize_t qhead
-    cdef Py_ssize_t qlen
-    cdef Py_ssize_t qcap
-    cdef public Py_ssize_t qbytes
-    cdef bint send_busy
-    cdef Py_ssize_t batch_n
-    cdef uint64_t bytes_queued
-    cdef uint64_t bytes_taken
-    cdef object send_waiters         # deque of (target, future)
-    cdef object sexc
-    cdef bint want_shut_wr
-    cdef bint shut_wr_done
-    cdef public bint closing
-    cdef public bint closed
-    cdef bint counted
-    # TLS (ringline/_tls.py drives the handshake)
-    cdef object tls_obj
-    cdef object tls_in
-    cdef object tls_out
-    cdef bint tls_ready
 
     def __cinit__(self):
         self.own = NULL
@@ -689,12 +667,19 @@ cdef class ConnCore:
         return 0
 
     cdef int on_bytes(self, char *ptr, Py_ssize_t n) except -1:
+        cdef KBuf kb
         self.m.p[M_BYTES_IN] += n
         if self.closing:
             return 0
         if self.tls_obj is not None:
             return self._tls_feed(ptr, n)
         if self.segs:
+            if self.in_step:
+                kb = _kbuf_of_bytes(PyBytes_FromStringAndSize(ptr, n))
+                self.segs.append(kb)
+                self.seg_bytes += n
+                self._after_input()
+                return 0
             self._flatten()
         self._acc_append(ptr, n)
         self._after_input()
@@ -757,16 +742,14 @@ cdef class ConnCore:
         cdef object w = self.waiter
         if w is not None:
             self.waiter = None
-            if not w.done():
-                w.set_result(None)
+            _wake_waiter(w)
         return 0
 
     cdef object _recv_waiter(self):
         cdef object w = self.waiter
         if w is not None and not w.done():
             raise RuntimeError('another task is already waiting to receive on this connection')
-        w = self.loop._new_future()
-        w._asyncio_future_blocking = True
+        w = _new_waiter(self.loop)
         self.waiter = w
         return w
 
@@ -805,10 +788,14 @@ cdef class ConnCore:
                         try:
                             r = self._check(fn(mv), n)
                         finally:
-                            try:
-                                mv.release()
-                            except BufferError:
-                                pass    # fn exported it further: the buffer stays out
+                            if Py_REFCNT(mv) > 1:
+                                # fn kept the view: end it now.  (Slices or
+                                # exports it made keep the buffer out of the
+                                # ring until they go.)
+                                try:
+                                    mv.release()
+                                except BufferError:
+                                    pass
                             mv = None
                     else:
                         r = self._check(fn(PyBytes_FromStringAndSize(kb.ptr, n)), n)
@@ -1126,7 +1113,7 @@ cdef class ConnCore:
                 ptr = <char*>pb.buf
                 n = pb.len
                 PyBuffer_Release(&pb)
-                if kb.d is None or ptr < kb.ptr or ptr + n > kb.ptr + kb.n:
+                if kb.ptr == NULL or ptr < kb.ptr or ptr + n > kb.ptr + kb.n:
                     raise ValueError('view is not inside a live receive buffer')
                 if n == 0:
                     return
@@ -1251,24 +1238,18 @@ cdef class ConnCore:
         return 0
 
     cdef int _resolve_send_waiters(self) except -1:
-        cdef object fut
         while self.send_waiters and (<tuple>self.send_waiters[0])[0] <= self.bytes_taken:
-            fut = (<tuple>self.send_waiters.popleft())[1]
-            if not fut.done():
-                fut.set_result(None)
+            _wake_waiter((<tuple>self.send_waiters.popleft())[1])
         return 0
 
     cdef int _fail_send_waiters(self) except -1:
-        cdef object fut
         while self.send_waiters:
-            fut = (<tuple>self.send_waiters.popleft())[1]
-            if not fut.done():
-                fut.set_result(None)     # the awaitable re-checks and raises
+            # the awaitable re-checks and raises
+            _wake_waiter((<tuple>self.send_waiters.popleft())[1])
         return 0
 
     cdef object _send_waiter(self, uint64_t target):
-        cdef object w = self.loop._new_future()
-        w._asyncio_future_blocking = True
+        cdef object w = _new_waiter(self.loop)
         self.send_waiters.append((target, w))
         return w
 

@@ -1,6 +1,8 @@
+cimport cython
 # Declarations of the compiled core's classes (core.pyx and its .pxi parts).
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from cpython.buffer cimport Py_buffer
+from cpython.ref cimport PyObject
 from .uring cimport rl_ring, rl_pbuf_ring, io_uring_sqe
 
 
@@ -102,6 +104,7 @@ cdef class UringDriver(Driver):
     cdef Op wake_op
     cdef rl_pbuf_ring pbuf
     cdef bint has_pbuf
+    cdef Py_ssize_t pbuf_out      # provided buffers held outside the ring (connctx.pxi KBuf)
     cdef rl_pbuf_ring dpbuf       # datagram buffers, registered on first use
     cdef int dpbuf_state          # 0 not tried, 1 registered, -1 unavailable
 
@@ -181,3 +184,186 @@ cdef class LoopCore:
     cdef _add_poller(self, object fd, int events, dict table, object callback,
                      tuple args, str method)
     cdef bint _remove_poller(self, object fd, dict table) except -1
+
+
+# ---- the runtime API's connection (connctx.pxi) --------------------------------
+
+cdef enum:
+    CONN_IOV_BATCH = 64
+
+# One entry of a connection's send queue: bytes the kernel is to send from
+# ptr, owned by a send pool slot (slot >= 0) or held by `hold` (the object
+# whose buffer it is: bytes, a _BufHold export, or a KBuf).
+ctypedef struct SendEnt:
+    char *ptr
+    Py_ssize_t len
+    int slot
+    int flags
+    PyObject *hold
+
+
+@cython.final
+cdef class MetricsBlock:
+    cdef uint64_t *p
+    cdef Py_buffer view
+    cdef bint has_view
+    cdef uint64_t *own
+
+
+@cython.final
+cdef class SendPool:
+    cdef char *mem
+    cdef uint32_t *free_stack
+    cdef readonly Py_ssize_t nslots
+    cdef readonly Py_ssize_t slot_size
+    cdef readonly Py_ssize_t nfree
+    cdef MetricsBlock metrics
+
+    cdef inline int take(self) except -2
+    cdef inline void give(self, int slot) noexcept
+    cdef inline char *addr(self, int slot) noexcept
+
+
+@cython.final
+cdef class ConnEnv:
+    cdef public SendPool pool
+    cdef public MetricsBlock metrics
+    cdef public Py_ssize_t own_size        # own recv buffer (ENOBUFS path, poll)
+    cdef public Py_ssize_t zc_threshold    # send() of this many bytes or more: SEND_ZC
+    cdef public bint zc_ok
+    cdef public Py_ssize_t recv_high       # stop receiving above this many buffered bytes
+    cdef public object send_pool_hint      # for the exhaustion message
+
+
+@cython.final
+cdef class KBuf:
+    cdef UringDriver d              # None: bytes of `owner`, not a ring buffer
+    cdef object owner
+    cdef char *ptr
+    cdef Py_ssize_t n
+    cdef Py_ssize_t itemsize
+    cdef int bid
+    cdef int refs
+
+    cdef inline void put(self) noexcept
+
+
+@cython.final
+cdef class _BufHold:
+    cdef Py_buffer view
+    cdef bint has_view
+
+    cdef int hold(self, object data) except -1
+
+
+@cython.final
+cdef class ConnRecvOp(Op):
+    cdef ConnCore core
+    cdef bint single            # single-shot into the own buffer
+
+
+@cython.final
+cdef class ConnSendOp(Op):
+    cdef ConnCore core
+    cdef msghdr msg
+    cdef iovec iov[CONN_IOV_BATCH]
+    cdef int niov
+
+
+@cython.final
+cdef class ZcSendOp(Op):
+    cdef ConnCore core
+    cdef object hold
+    cdef char *ptr
+    cdef Py_ssize_t n
+
+
+@cython.final
+cdef class _ConnAwait:
+    cdef ConnCore conn
+    cdef object fn
+    cdef int kind
+    cdef uint64_t target
+    cdef Py_ssize_t limit
+
+
+cdef class ConnCore:
+    cdef LoopCore loop
+    cdef Driver drv
+    cdef UringDriver ud
+    cdef ConnEnv env
+    cdef SendPool pool
+    cdef MetricsBlock m
+    cdef public object sock
+    cdef public int fd
+    cdef public bint is_outbound
+    cdef public object task
+    cdef ConnRecvOp rop
+    cdef ConnSendOp sop
+    cdef char *own
+    # receive
+    cdef object segs                 # deque of KBuf, after acc in stream order
+    cdef Py_ssize_t seg_bytes
+    cdef bytearray acc
+    cdef bint in_step
+    cdef public bint eof
+    cdef bint recv_paused
+    cdef object rexc
+    cdef object waiter
+    cdef bint raw_seen
+    # send
+    cdef SendEnt *q
+    cdef Py_ssize_t qhead
+    cdef Py_ssize_t qlen
+    cdef Py_ssize_t qcap
+    cdef public Py_ssize_t qbytes
+    cdef bint send_busy
+    cdef Py_ssize_t batch_n
+    cdef uint64_t bytes_queued
+    cdef uint64_t bytes_taken
+    cdef object send_waiters         # deque of (target, future)
+    cdef object sexc
+    cdef bint want_shut_wr
+    cdef bint shut_wr_done
+    cdef public bint closing
+    cdef public bint closed
+    cdef bint counted
+    # TLS (ringline/_tls.py drives the handshake)
+    cdef object tls_obj
+    cdef object tls_in
+    cdef object tls_out
+    cdef bint tls_ready
+
+    cdef char *own_buf(self) except NULL
+    cdef int _arm(self) except -1
+    cdef int on_kbuf(self, int bid, Py_ssize_t n) except -1
+    cdef int on_bytes(self, char *ptr, Py_ssize_t n) except -1
+    cdef int _acc_append(self, const char *ptr, Py_ssize_t n) except -1
+    cdef int _flatten(self) except -1
+    cdef int _after_input(self) except -1
+    cdef int recv_ended(self, int res) except -1
+    cdef inline int _wake(self) except -1
+    cdef object _recv_waiter(self)
+    cdef Py_ssize_t _check(self, object r, Py_ssize_t n) except? -3
+    cdef Py_ssize_t _step(self, object fn, int mode) except? -3
+    cdef inline int _maybe_resume(self) except -1
+    cdef int _check_send(self) except -1
+    cdef SendEnt *_push(self) except NULL
+    cdef inline void _release_ent(self, SendEnt *e) noexcept
+    cdef int _copy_in(self, char *ptr, Py_ssize_t n) except -1
+    cpdef send_nowait(self, data)
+    cdef int _queue_held(self, object data, bint allow_zc) except -1
+    cpdef forward_recv_buf(self, view)
+    cdef int _start_send(self) except -1
+    cdef int on_sent(self, int res) except -1
+    cdef int _drop_queue(self) except -1
+    cdef int _resolve_send_waiters(self) except -1
+    cdef int _fail_send_waiters(self) except -1
+    cdef object _send_waiter(self, uint64_t target)
+    cdef int _do_shut_wr(self) except -1
+    cdef int _stop_recv(self) except -1
+    cdef int _finalize(self) except -1
+    cdef int _tls_feed(self, char *ptr, Py_ssize_t n) except -1
+    cdef int _tls_pump(self) except -1
+    cdef int _tls_send(self, object data) except -1
+    cdef int _tls_close_notify(self) except -1

@@ -297,7 +297,9 @@ cdef class UringDriver(Driver):
                 _leaked_ops.append(self.ops)
                 self.ops = set()
         self.ring_open = False
-        if self.has_pbuf and not forked and self.inflight == 0:
+        if self.has_pbuf and not forked and self.inflight == 0 and self.pbuf_out == 0:
+            # (pbuf_out: receive buffers ConnCtx views still expose are
+            # never unmapped under them -- leaked instead.)
             rl_pbuf_ring_free(&self.ring, &self.pbuf)
         if self.dpbuf_state == 1 and not forked and self.inflight == 0:
             rl_pbuf_ring_free(&self.ring, &self.dpbuf)

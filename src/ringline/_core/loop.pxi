@@ -50,6 +50,10 @@ cdef class LoopCore:
     def time(self):
         return rl_monotonic_ns() * 1e-9
 
+    def get_debug(self):
+        # Compiled: every asyncio Future created on this loop asks for it.
+        return self._debug
+
     cdef inline Handle _call_soon_c(self, object callback, tuple args, object context):
         cdef Handle h = Handle.__new__(Handle)
         h._init(callback, args, self, context)
