@@ -10,17 +10,21 @@ so those behave exactly as asyncio's do.
 from __future__ import annotations
 
 import errno
+import fcntl
+import io
+import os
 import selectors
 import signal
 import socket
 import sys
 import threading
 import weakref
-from asyncio import (base_events, constants, coroutines, events, selector_events,
+from asyncio import (base_events, constants, coroutines, events, exceptions, selector_events,
                      sslproto, trsock, unix_events)
 
 from . import _subprocess
 from ._datagram import DatagramTransport
+from ._core import core as _core
 from ._core.core import LoopCore, _serve_accept
 from ._transports import SocketTransport
 
@@ -198,10 +202,17 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
                 self._flush()
         sock.close()
 
-    # sendfile: os.sendfile() on the socket, waiting for writability in the
-    # ring; transports hand their socket over while the file goes out.
+    # sendfile: transports hand their socket over while the file goes out
+    # (asyncio's _sendfile_native); the socket path is below.
     _sendfile_native = selector_events.BaseSelectorEventLoop._sendfile_native
-    _sock_sendfile_native = unix_events._UnixSelectorEventLoop._sock_sendfile_native
+    _sock_sendfile_readiness = unix_events._UnixSelectorEventLoop._sock_sendfile_native
+
+    async def _sock_sendfile_native(self, sock, file, offset, count):
+        # io_uring: zero-copy in the ring, SPLICE file -> pipe -> socket.
+        # The poll backend: os.sendfile() as asyncio does it.
+        if self._backend != "io_uring":
+            return await self._sock_sendfile_readiness(sock, file, offset, count)
+        return await _sendfile_splice(self, sock, file, offset, count)
     _sock_sendfile_native_impl = unix_events._UnixSelectorEventLoop._sock_sendfile_native_impl
     _sock_sendfile_update_filepos = unix_events._UnixSelectorEventLoop._sock_sendfile_update_filepos
     _sock_add_cancellation_callback = unix_events._UnixSelectorEventLoop._sock_add_cancellation_callback
@@ -365,6 +376,58 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
                 pass
         return await base_events.BaseEventLoop.getaddrinfo(
             self, host, port, family=family, type=type, proto=proto, flags=flags)
+
+
+_SPLICE_CHUNK = 1 << 20
+
+
+async def _sendfile_splice(loop, sock, file, offset, count):
+    """loop.sock_sendfile's native path on io_uring: the file's pages go to
+    a pipe and from the pipe to the socket by SPLICE ops, never through
+    user memory.  Raises SendfileNotAvailableError (asyncio falls back to
+    reads and sends when allowed) for what splice cannot take."""
+    try:
+        fileno = file.fileno()
+    except (AttributeError, io.UnsupportedOperation) as err:
+        raise exceptions.SendfileNotAvailableError("not a regular file") from err
+    try:
+        fsize = os.fstat(fileno).st_size
+    except OSError:
+        raise exceptions.SendfileNotAvailableError("not a regular file")
+    blocksize = count if count else fsize
+    if not blocksize:
+        return 0
+    r, w = os.pipe2(os.O_CLOEXEC)
+    total = 0
+    try:
+        try:
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _SPLICE_CHUNK)
+        except OSError:
+            pass
+        while total < blocksize:
+            want = min(blocksize - total, _SPLICE_CHUNK)
+            try:
+                moved = await _core.fs_splice(loop, fileno, offset + total, w, -1, want)
+            except OSError as exc:
+                if total == 0 and exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise exceptions.SendfileNotAvailableError(
+                        f"splice() cannot read this file: {exc}") from exc
+                raise
+            if moved == 0:
+                break          # end of file
+            left = moved
+            while left:
+                # total counts what reached the socket, so file.tell() is
+                # right even when the peer goes away mid-file.
+                sent = await _core.fs_splice(loop, r, -1, sock.fileno(), -1, left)
+                left -= sent
+                total += sent
+    finally:
+        os.close(r)
+        os.close(w)
+        if total > 0:
+            file.seek(offset + total)
+    return total
 
 
 class _SelectorView:
