@@ -213,6 +213,7 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
         if self._backend != "io_uring":
             return await self._sock_sendfile_readiness(sock, file, offset, count)
         return await _sendfile_splice(self, sock, file, offset, count)
+
     _sock_sendfile_native_impl = unix_events._UnixSelectorEventLoop._sock_sendfile_native_impl
     _sock_sendfile_update_filepos = unix_events._UnixSelectorEventLoop._sock_sendfile_update_filepos
     _sock_add_cancellation_callback = unix_events._UnixSelectorEventLoop._sock_add_cancellation_callback
