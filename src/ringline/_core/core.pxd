@@ -67,6 +67,7 @@ cdef class Op:
     cdef object fut
     cdef object owner            # the socket object the op serves, if any
     cdef Op successor            # a recv waiting for this (cancelled) recv to finish
+    cdef bint wait_first         # poll backend: wait for readiness before trying (just drained)
     cdef int fd
     cdef uint8_t state
     cdef bint keep_fut_callback

@@ -221,7 +221,11 @@ cdef class PollDriver(Driver):
         op.state = OP_INFLIGHT
         self.inflight += 1
         self.n_started += 1
-        if not readiness and not queue:
+        if op.wait_first:
+            # The op's last syscall drained the fd: trying again now would
+            # only return EAGAIN.  Wait for readiness instead.
+            op.wait_first = False
+        elif not readiness and not queue:
             # Nobody ahead of us on this fd and direction: try it now.
             try:
                 while True:

@@ -69,6 +69,10 @@ cdef class StreamRecvOp(Op):
             ptr = core.own_buf()
         if not more:
             self.single = False
+        if single and 0 < res < OWN_RECV_SIZE:
+            # A short read drained the socket: the poll backend re-arms by
+            # waiting for readiness, not with a recv bound to say EAGAIN.
+            self.wait_first = True
         if res > 0:
             try:
                 core.on_data(ptr, res)
