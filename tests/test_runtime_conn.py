@@ -27,22 +27,8 @@ pytestmark = pytest.mark.ringline_only
 ringline = pytest.importorskip("ringline")
 
 
-class Echo(ringline.Handler):
-    async def on_accept(self, conn):
-        def fn(view):
-            conn.send_nowait(view)
-            return len(view)
-        while await conn.with_data(fn):
-            pass
-
-
-class EchoForward(ringline.Handler):
-    async def on_accept(self, conn):
-        def fn(view):
-            conn.forward_recv_buf(view)
-            return len(view)
-        while await conn.with_data(fn):
-            pass
+# The handlers `python -m ringline echo` ships: tested as they are.
+from ringline._echo import EchoForward, EchoWithData as Echo  # noqa: E402
 
 
 # ---- echo -------------------------------------------------------------------------

@@ -12,30 +12,25 @@ from __future__ import annotations
 from ._handler import Handler
 
 
+async def _echo(conn, send):
+    # Hand every received view to send() and consume it whole.
+    def echo(view):
+        send(view)
+        return len(view)
+
+    with_data = conn.with_data
+    while await with_data(echo):
+        pass
+
+
 class EchoWithData(Handler):
     async def on_accept(self, conn):
-        send = conn.send_nowait
-
-        def echo(view):
-            send(view)
-            return len(view)
-
-        with_data = conn.with_data
-        while await with_data(echo):
-            pass
+        await _echo(conn, conn.send_nowait)
 
 
 class EchoForward(Handler):
     async def on_accept(self, conn):
-        forward = conn.forward_recv_buf
-
-        def echo(view):
-            forward(view)
-            return len(view)
-
-        with_data = conn.with_data
-        while await with_data(echo):
-            pass
+        await _echo(conn, conn.forward_recv_buf)
 
 
 class EchoStreams(Handler):

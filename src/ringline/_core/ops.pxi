@@ -599,12 +599,10 @@ cdef class PollOp(Op):
         cdef LoopCore loop = self.loop
         if not self.active:
             return 0
-        if res < 0 and res != -errno_ECANCELED:
-            # EBADF and friends: call the callback so it can see the error,
-            # as a selector reports an fd error as readiness.
-            pass
-        elif res == -errno_ECANCELED:
+        if res == -errno_ECANCELED:
             return 0
+        # Any other error (EBADF...) is reported as readiness, as a selector
+        # does: the callback's own syscall will see it.
         if self.handle is not None and not self.handle._cancelled:
             loop._ready.append(self.handle)
         if not self.queued:
