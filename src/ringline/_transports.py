@@ -74,6 +74,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     def __del__(self, _warn=warnings.warn):
         if self._sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._core.disown()
             self._sock.close()
 
     # ---- asyncio.BaseTransport -------------------------------------------------

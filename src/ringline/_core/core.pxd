@@ -92,6 +92,8 @@ cdef class Driver:
     cdef int wait(self, int64_t timeout_ns) except -1
     cdef int flush(self) except -1
     cdef int shutdown(self, bint forked) except -1
+    cdef int own_fd(self, int fd) except -1
+    cdef int disown_fd(self, int fd) except -1
     cdef int wake(self) noexcept nogil
 
 
@@ -127,6 +129,10 @@ cdef class _PollFd:
     cdef int armed
     cdef bint added
     cdef uint32_t gen
+    cdef bint et                  # owned: one persistent EPOLLET registration
+    cdef bint rready              # et: a read may succeed (no EAGAIN since the last edge)
+    cdef bint wready
+    cdef bint rclosed             # et: EOF or an error was reported: reads never block again
 
 
 cdef class PollDriver(Driver):
@@ -149,6 +155,7 @@ cdef class PollDriver(Driver):
     cdef int _deliver(self, Op op, int res) except -1
     cdef int _deliver_all(self, list batch) except -1
     cdef int _run_queue(self, object queue, int revents, list done) except -1
+    cdef int _start_et(self, _PollFd fs, Op op, int events, bint readiness) except -1
     cdef int _process(self, _PollFd fs, uint32_t revents, list done) except -1
 
 

@@ -35,6 +35,14 @@ cdef class Driver:
     cdef int shutdown(self, bint forked) except -1:
         return 0
 
+    # A transport takes an fd for its lifetime (own_fd) and gives it back
+    # before closing it (disown_fd).  Only the poll driver cares.
+    cdef int own_fd(self, int fd) except -1:
+        return 0
+
+    cdef int disown_fd(self, int fd) except -1:
+        return 0
+
     cdef int wake(self) noexcept nogil:
         cdef uint64_t one = 1
         return <int>write(self.wake_fd, &one, 8)

@@ -51,6 +51,10 @@ cdef class StreamRecvOp(Op):
     cdef int attempt(self) except? -1:
         self.single = True
         cdef ssize_t n = recv(self.fd, self.core.own_buf(), OWN_RECV_SIZE, MSG_DONTWAIT)
+        if 0 < n < OWN_RECV_SIZE:
+            # A short read drained the socket: the poll driver waits for the
+            # next readiness edge instead of a recv bound to say EAGAIN.
+            self.wait_first = True
         return <int>n if n >= 0 else -errno
 
     cdef int poll_events(self):
@@ -69,10 +73,6 @@ cdef class StreamRecvOp(Op):
             ptr = core.own_buf()
         if not more:
             self.single = False
-        if single and 0 < res < OWN_RECV_SIZE:
-            # A short read drained the socket: the poll backend re-arms by
-            # waiting for readiness, not with a recv bound to say EAGAIN.
-            self.wait_first = True
         if res > 0:
             try:
                 core.on_data(ptr, res)
@@ -161,6 +161,7 @@ cdef class StreamCore:
     cdef public bint eof             # write_eof() asked
     cdef bint eof_received
     cdef bint recv_armed
+    cdef bint direct_send            # poll backend: write() tries send() itself
     cdef list pending                # data that arrived while paused
     cdef bint pending_eof
     cdef object empty_waiter
@@ -189,6 +190,18 @@ cdef class StreamCore:
         self.sock = sock
         self.fd = sock.fileno()
         self.set_protocol(protocol)
+        loop._driver.own_fd(self.fd)
+        # The poll backend's write fast path (uvloop's and asyncio's): with
+        # nothing queued, write() sends at once and, when the kernel takes
+        # everything, no op or completion exists at all.  On io_uring the
+        # SEND goes in the ring with the iteration's other SQEs instead.
+        self.direct_send = loop._driver.name == "poll"
+
+    def disown(self):
+        # The transport is about to close the socket.
+        if self.fd >= 0 and self.loop is not None:
+            self.loop._driver.disown_fd(self.fd)
+            self.fd = -1
 
     def set_protocol(self, protocol):
         # Pause state belongs to the protocol that was told: a new protocol
@@ -386,12 +399,35 @@ cdef class StreamCore:
                 _get_logger().warning('socket.send() raised exception.')
             self.conn_lost += 1
             return
+        if self.direct_send and not self.wbuf:
+            data = self._send_now(data)
+            if data is None:
+                return
+            n = len(data)
         self.wbuf.append(data)
         self.wsize += n
         if self.sop is None or self.sop.state == OP_IDLE:
             self._start_send()
         if self.wsize > self.high_water and not self.protocol_paused:
             self._pause_protocol()
+
+    cdef object _send_now(self, bytes data):
+        """Send what the kernel takes now; return the rest, or None when
+        nothing is left to queue (all sent, or the transport failed)."""
+        cdef Py_ssize_t n = len(data)
+        cdef ssize_t k
+        while True:
+            k = send(self.fd, PyBytes_AS_STRING(data), n, MSG_NOSIGNAL | MSG_DONTWAIT)
+            if k >= 0 or errno != errno_EINTR:
+                break
+        if k == n:
+            return None
+        if k > 0:
+            return data[k:]
+        if errno == errno_EAGAIN:
+            return data
+        self.fatal_error(_os_error(errno), 'Fatal write error on socket transport')
+        return None
 
     def writelines(self, list_of_data):
         # One gathered send for all of them (SENDMSG with an iovec each).
@@ -587,6 +623,7 @@ cdef class StreamCore:
                 self.empty_waiter.set_result(None)
             else:
                 self.empty_waiter.set_exception(exc)
+        self.disown()
         try:
             self.transport._connection_lost(exc)
         finally:

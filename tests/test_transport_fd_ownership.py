@@ -1,0 +1,196 @@
+"""A transport owns its socket's fd for its whole life.
+
+On the poll backend that fd is registered once, edge-triggered (see
+driver_poll.pxi): these tests pin down what that must not break -- an edge
+that arrives while nobody waits (paused reading), data and EOF arriving in
+one burst, the fd number reused by a new socket once the transport closed
+(or was dropped unclosed), and the promise that a steady stream costs no
+epoll_ctl per message.  They run on every backend and on stock asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import warnings
+
+import pytest
+
+
+class Collect(asyncio.Protocol):
+    def __init__(self):
+        self.data = bytearray()
+        self.eof = False
+        self.lost = None
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.data += data
+
+    def eof_received(self):
+        self.eof = True
+
+    def connection_lost(self, exc):
+        self.lost = exc if exc is not None else True
+
+
+def _pair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+async def _until(cond, timeout=5.0):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.001)
+
+
+def test_edge_while_paused_is_not_lost(loop, run):
+    a, b = _pair()
+
+    async def main():
+        tr, pr = await loop.connect_accepted_socket(Collect, a)
+        await asyncio.sleep(0.01)
+        tr.pause_reading()
+        b.send(b"x" * 100)
+        # Several iterations: the readiness arrives while nobody reads.
+        for _ in range(5):
+            await asyncio.sleep(0.005)
+        assert bytes(pr.data) == b""
+        tr.resume_reading()
+        await _until(lambda: len(pr.data) == 100)
+        b.send(b"y" * 10)           # and reading goes on after that
+        await _until(lambda: len(pr.data) == 110)
+        tr.close()
+        await _until(lambda: pr.lost)
+
+    try:
+        run(main())
+    finally:
+        b.close()
+
+
+def test_data_and_eof_in_one_burst(loop, run):
+    a, b = _pair()
+
+    async def main():
+        tr, pr = await loop.connect_accepted_socket(Collect, a)
+        b.send(b"z" * 1000)
+        b.shutdown(socket.SHUT_WR)
+        await _until(lambda: pr.eof)
+        assert bytes(pr.data) == b"z" * 1000
+        tr.close()
+        await _until(lambda: pr.lost)
+
+    try:
+        run(main())
+    finally:
+        b.close()
+
+
+def test_data_and_eof_arrive_while_paused(loop, run):
+    a, b = _pair()
+
+    async def main():
+        tr, pr = await loop.connect_accepted_socket(Collect, a)
+        await asyncio.sleep(0.01)
+        tr.pause_reading()
+        await asyncio.sleep(0.01)
+        b.send(b"q" * 10)
+        b.shutdown(socket.SHUT_WR)
+        await asyncio.sleep(0.02)
+        tr.resume_reading()
+        await _until(lambda: pr.eof)
+        assert bytes(pr.data) == b"q" * 10
+        tr.close()
+        await _until(lambda: pr.lost)
+
+    try:
+        run(main())
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("how", ["close", "drop"])
+def test_fd_number_reused_after_transport(loop, run, how):
+    a, b = _pair()
+    fd = a.fileno()
+
+    async def main():
+        tr, pr = await loop.connect_accepted_socket(Collect, a)
+        b.send(b"hello")
+        await _until(lambda: pr.data == b"hello")
+        if how == "close":
+            tr.close()
+            await _until(lambda: pr.lost)
+        else:
+            # Dropped unclosed: the transport's __del__ closes the socket.
+            tr._protocol = None
+            pr.transport = None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                del tr
+                gc.collect()
+        b.close()
+        # The kernel hands out the lowest free number: the old one.
+        c, d = _pair()
+        try:
+            if how == "close":
+                assert c.fileno() == fd or d.fileno() == fd
+            mine = c if c.fileno() == fd else d
+            other = d if mine is c else c
+            fut = asyncio.ensure_future(loop.sock_recv(mine, 10))
+            await asyncio.sleep(0.01)
+            other.send(b"again")
+            assert await asyncio.wait_for(fut, 5) == b"again"
+        finally:
+            c.close()
+            d.close()
+
+    try:
+        run(main())
+    finally:
+        b.close()
+
+
+@pytest.mark.ringline_only
+def test_poll_stream_needs_no_epoll_ctl_per_message():
+    import ringline
+    if "poll" not in ringline.available_backends():
+        pytest.skip("no poll backend")
+    loop = ringline.new_event_loop(backend="poll")
+
+    async def main():
+        async def echo(r, w):
+            while data := await r.read(100):
+                w.write(data)
+            w.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        r, w = await asyncio.open_connection(*server.sockets[0].getsockname())
+        before = loop.stats()["epoll_ctl"]
+        for _ in range(500):
+            w.write(b"m" * 64)
+            assert await r.readexactly(64) == b"m" * 64
+        used = loop.stats()["epoll_ctl"] - before
+        w.close()
+        await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return used
+
+    try:
+        used = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    # ONESHOT re-arming would cost ~1000 (one per wait on either side).
+    assert used < 20, used
