@@ -18,7 +18,8 @@ ctypes with the GIL released, on the spawner threads), ``ringline-os`` (the same
 libc lacks posix_spawn_file_actions_addclosefrom_np), ``ringline-popen`` (children
 created by ``subprocess.Popen`` on the spawner threads: the fall-back path for what
 posix_spawn cannot express), ``ringline-poll`` (the poll backend), ``rloop`` or
-``MODULE:FACTORY``.
+``MODULE:FACTORY``; ``c`` is the floor: a C program (spawnref.c, built on demand) that
+does nothing but posix_spawnp + wait, CONCURRENCY in flight (inherit stdio only).
 
 Every measurement runs in a fresh interpreter (one loop per process).  Each process first
 does a warm-up of N/10 operations.  Repetitions are interleaved (rep 1 of every loop, then
@@ -50,6 +51,19 @@ RINGLINE_VARIANTS = {
 }
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+C_REF = "c"
+
+
+def build_spawnref():
+    src = os.path.join(HERE, "spawnref.c")
+    exe = os.path.join(HERE, ".build", "spawnref")
+    if not (os.path.exists(exe) and os.path.getmtime(exe) >= os.path.getmtime(src)):
+        os.makedirs(os.path.dirname(exe), exist_ok=True)
+        subprocess.run([os.environ.get("CC", "cc"), "-O2", "-Wall", "-o", exe, src], check=True)
+    return exe
+
+
 def make_loop(name):
     if name in RINGLINE_VARIANTS:
         import ringline
@@ -64,6 +78,12 @@ def make_loop(name):
 
 
 def probe(name):
+    if name == C_REF:
+        try:
+            build_spawnref()
+        except (OSError, subprocess.CalledProcessError) as exc:
+            return f"cannot build spawnref.c ({exc})"
+        return None
     code = (f"import sys; sys.path.insert(0, {_common.HERE!r}); import spawn_bench; "
             f"spawn_bench.make_loop({name!r}).close()")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -124,7 +144,27 @@ def child(name, n, concurrency, argv, stdio):
                       "errors": errors, "class": _common.loop_class_name(loop)}))
 
 
+def run_c_ref(args, stdio):
+    if stdio != "inherit":
+        return None
+    m0 = _common.machine_busy_seconds()
+    p = subprocess.run([build_spawnref(), str(args.n), str(args.concurrency),
+                        str(max(1, args.n // 10))] + args.argv,
+                       capture_output=True, text=True, timeout=args.timeout)
+    m1 = _common.machine_busy_seconds()
+    if p.returncode != 0:
+        raise RuntimeError(f"spawnref: {_common.exit_reason(p.returncode)}: {p.stderr.strip()}")
+    r = json.loads(p.stdout)
+    # The busy time includes the warm-up: charge the window its share.
+    work = (r["cpu_per_op_us"] + r["children_cpu_per_op_us"]) * args.n / 1e6
+    total = (m1 - m0) * args.n / (args.n + max(1, args.n // 10))
+    r.update(loop=C_REF, other_cores=max(0.0, total - work) / r["elapsed"], **{"class": "C"})
+    return r
+
+
 def run_child(name, args, stdio):
+    if name == C_REF:
+        return run_c_ref(args, stdio)
     cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--n", str(args.n),
            "--concurrency", str(args.concurrency), "--stdio", stdio, "--"] + args.argv
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -138,7 +178,7 @@ def run_child(name, args, stdio):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--loops", default="ringline,ringline-popen,asyncio,uvloop")
+    ap.add_argument("--loops", default="ringline,ringline-popen,asyncio,uvloop,c")
     ap.add_argument("--n", type=int, default=2000, help="children per measurement")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
@@ -175,6 +215,8 @@ def main():
         for stdio in modes:
             k = rep % len(names)
             for name in names[k:] + names[:k]:
+                if name == C_REF and stdio != "inherit":
+                    continue
                 r, tries = _common.least_disturbed(
                     lambda: run_child(name, args, stdio),
                     lambda r: r["other_cores"] / args.max_other, args.retries)
@@ -194,7 +236,9 @@ def main():
     for stdio in modes:
         rows = []
         for name in names:
-            per = results[(stdio, name)]
+            per = results.get((stdio, name))
+            if not per:
+                continue
             rate = {rep: r["rate"] for rep, r in per.items()}
 
             def ratio(base):
