@@ -361,6 +361,8 @@ cdef class ConnRecvOp(Op):
     cdef int attempt(self) except? -1:
         self.single = True
         cdef ssize_t n = recv(self.fd, self.core.own_buf(), self.core.env.own_size, MSG_DONTWAIT)
+        if 0 < n < self.core.env.own_size:
+            self.wait_first = True      # drained: wait for the next edge
         return <int>n if n >= 0 else -errno
 
     cdef int poll_events(self):
@@ -581,8 +583,21 @@ cdef class ConnCore:
         self.segs = collections.deque()
         self.send_waiters = collections.deque()
 
+    cdef int _disown(self) except -1:
+        if self.fd >= 0 and self.drv is not None:
+            self.drv.disown_fd(self.fd)
+            self.fd = -1
+        return 0
+
     def __dealloc__(self):
         cdef Py_ssize_t i
+        if not self.closed and self.fd >= 0 and self.drv is not None:
+            # Dropped unclosed: the socket closes after us; its registration
+            # must go first (the fd number will be reused).
+            try:
+                self._disown()
+            except BaseException:
+                pass
         if self.q != NULL:
             # Normally empty by now; entries left (a connection dropped without
             # close) give their slots back and drop their holds.
@@ -612,6 +627,7 @@ cdef class ConnCore:
         self.m = env.metrics
         self.sock = sock
         self.fd = sock.fileno()
+        self.drv.own_fd(self.fd)        # poll backend: one edge-triggered registration
         self.is_outbound = outbound
         self.m.p[M_OUTBOUND if outbound else M_ACCEPTED] += 1
         self.counted = True
@@ -1329,6 +1345,7 @@ cdef class ConnCore:
         self._wake()
         sock = self.sock
         if sock is not None:
+            self._disown()
             try:
                 sock.close()
             except OSError:

@@ -371,6 +371,7 @@ cdef class ConnCore:
     cdef int _do_shut_wr(self) except -1
     cdef int _stop_recv(self) except -1
     cdef int _finalize(self) except -1
+    cdef int _disown(self) except -1
     cdef int _tls_feed(self, char *ptr, Py_ssize_t n) except -1
     cdef int _tls_pump(self) except -1
     cdef int _tls_send(self, object data) except -1
