@@ -270,3 +270,48 @@ def test_info_command():
         assert "io_uring: usable" in text and "RECV" in text  # opcodes listed
     else:
         assert "io_uring: not usable:" in text
+
+
+def test_pollers_compiled():
+    # epoll on Linux; kqueue only on macOS/BSD or a libkqueue build, where
+    # it is otherwise compiled against ENOSYS stubs (kq.h) and inert.
+    import errno
+
+    import ringline
+    from ringline import _backend
+    from ringline._core import core
+
+    pollers = core.pollers()
+    if sys.platform.startswith("linux"):
+        assert pollers[0] == "epoll"
+    assert _backend.poller() == pollers[0]
+    if "kqueue" not in pollers:
+        with pytest.raises(OSError) as exc:
+            core.KqueueDriver(None)
+        assert exc.value.errno == errno.ENOSYS
+    if "poll" in ringline.available_backends():
+        loop = ringline.new_event_loop(backend="poll")
+        try:
+            assert loop.stats()["mechanism"] == pollers[0]
+        finally:
+            loop.close()
+
+
+def test_poller_env(monkeypatch):
+    import ringline
+    from ringline._core import core
+
+    monkeypatch.setenv("RINGLINE_POLLER", "select")
+    with pytest.raises(ValueError, match="unknown RINGLINE_POLLER"):
+        ringline.new_event_loop(backend="poll")
+    for name in ("epoll", "kqueue"):
+        monkeypatch.setenv("RINGLINE_POLLER", name)
+        if name in core.pollers():
+            loop = ringline.new_event_loop(backend="poll")
+            try:
+                assert loop.stats()["mechanism"] == name
+            finally:
+                loop.close()
+        else:
+            with pytest.raises(RuntimeError, match=f"the {name} poller is not compiled"):
+                ringline.new_event_loop(backend="poll")

@@ -75,6 +75,7 @@ def collect() -> dict:
     else:
         info["io_uring"]["reason"] = reason
     info["backends_available"] = list(ringline.available_backends())
+    info["pollers"] = list(_backend._core.pollers())   # compiled for the poll backend
     info["RINGLINE_BACKEND"] = os.environ.get("RINGLINE_BACKEND") or None
     # The default backend, without the one-line warning resolve_backend
     # logs on fallback: the reason is printed here anyway.
@@ -117,6 +118,7 @@ def _print_text(info: dict) -> None:
     else:
         w(f"io_uring: not usable: {ur['reason']}\n")
     w(f"backends: {', '.join(info['backends_available'])}\n")
+    w(f"pollers:  {', '.join(info['pollers']) or '-'} (compiled for the poll backend)\n")
     src = (f"RINGLINE_BACKEND={info['RINGLINE_BACKEND']}" if info["RINGLINE_BACKEND"]
            else "default")
     if info["backend"]:

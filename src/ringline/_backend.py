@@ -52,6 +52,28 @@ def io_uring_status() -> tuple[bool, str]:
 # Backends built into this version of the core.
 _IMPLEMENTED = ("io_uring", "poll")
 
+# The poll backend's readiness mechanisms: epoll (Linux), kqueue (macOS/BSD).
+POLLERS = ("epoll", "kqueue")
+
+
+def poller() -> str:
+    """The mechanism a poll-backend loop uses here: the first one compiled
+    in (epoll on Linux), or ``RINGLINE_POLLER`` where a build has both."""
+    compiled = _core.pollers()
+    requested = os.environ.get("RINGLINE_POLLER") or None
+    if requested is None:
+        if not compiled:
+            raise RuntimeError("no poller (epoll or kqueue) is compiled into this build of ringline")
+        return compiled[0]
+    if requested not in POLLERS:
+        raise ValueError(
+            f"unknown RINGLINE_POLLER {requested!r}: expected one of {', '.join(POLLERS)}")
+    if requested not in compiled:
+        raise RuntimeError(
+            f"the {requested} poller is not compiled into this build of ringline "
+            f"(compiled: {', '.join(compiled) or 'none'})")
+    return requested
+
 
 def available_backends() -> tuple[str, ...]:
     """The backends that can run in this process."""
@@ -86,9 +108,11 @@ def resolve_backend(requested: str | None) -> str:
     if requested == "poll":
         if "poll" not in _IMPLEMENTED:
             raise RuntimeError("the poll backend is not built into this version of ringline")
+        poller()        # a bad RINGLINE_POLLER fails here, before a loop exists
         return "poll"
     if usable:
         return "io_uring"
+    poller()
     if not _warned:
         _warned = True
         logger.warning("ringline: io_uring unavailable (%s); using the poll backend", reason)

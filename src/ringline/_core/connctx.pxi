@@ -165,10 +165,10 @@ cdef class MetricsBlock:
             self.p[M_SQES] = (<UringDriver>d).n_sqes
             self.p[M_CQES] = (<UringDriver>d).n_cqes
             self.p[M_ENTER] = (<UringDriver>d).n_enter
-        elif isinstance(d, PollDriver):
-            self.p[M_SQES] = (<PollDriver>d).n_started
-            self.p[M_CQES] = (<PollDriver>d).n_completed
-            self.p[M_ENTER] = (<PollDriver>d).n_wait
+        elif isinstance(d, _ReadinessDriver):
+            self.p[M_SQES] = (<_ReadinessDriver>d).n_started
+            self.p[M_CQES] = (<_ReadinessDriver>d).n_completed
+            self.p[M_ENTER] = (<_ReadinessDriver>d).n_wait
 
 
 # ---- the send pool ---------------------------------------------------------------

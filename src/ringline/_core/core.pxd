@@ -118,8 +118,10 @@ cdef class UringDriver(Driver):
     cdef _reap_quiet(self)
 
 
-# The poll backend (driver_poll.pxi): epoll, completions emulated over
-# readiness.  _PollFd holds the ops waiting on one fd, per direction.
+# The poll backend: completions emulated over readiness.  _PollFd holds the
+# ops waiting on one fd, per direction; _ReadinessDriver (driver_readiness.pxi)
+# is the mechanism-independent driver, PollDriver (driver_poll.pxi, epoll)
+# and KqueueDriver (driver_kqueue.pxi) register, wait and decode.
 cdef class _PollFd:
     cdef int fd
     cdef object readers
@@ -127,19 +129,20 @@ cdef class _PollFd:
     cdef int rmask
     cdef int wmask
     cdef int armed
-    cdef bint added
-    cdef uint32_t gen
-    cdef bint et                  # owned: one persistent EPOLLET registration
+    cdef bint added               # epoll: in the interest list; kqueue: a one-shot knote may exist
+    cdef uint32_t gen             # epoll: tags the registration's events
+    cdef bint et                  # owned: one persistent edge-triggered registration
     cdef bint rready              # et: a read may succeed (no EAGAIN since the last edge)
     cdef bint wready
     cdef bint rclosed             # et: EOF or an error was reported: reads never block again
 
 
-cdef class PollDriver(Driver):
-    cdef int epfd
+cdef class _ReadinessDriver(Driver):
+    cdef int poller_fd            # the epoll or kqueue fd; -1 once shut down
+    cdef void *evbuf              # the wait call's event array (_POLL_MAX_EVENTS)
     cdef dict fds
     cdef list pending
-    cdef Op wake_op
+    cdef Op wake_op               # None with kqueue's EVFILT_USER wakeup
     cdef uint64_t n_wait
     cdef uint64_t n_ctl
     cdef uint64_t n_events
@@ -151,12 +154,28 @@ cdef class PollDriver(Driver):
     cdef uint64_t n_eagain
 
     cdef int _arm(self, _PollFd fs) except -1
+    cdef bint _register_owned(self, _PollFd fs) except -1
+    cdef int _unregister_owned(self, _PollFd fs) except -1
+    cdef int _poll(self, int64_t timeout_ns) except -1
+    cdef int _dispatch(self, int n, list done, list touched) except -1
+    cdef int _close_poller(self, bint forked) except -1
     cdef int _fail_fd(self, _PollFd fs, int err) except -1
     cdef int _deliver(self, Op op, int res) except -1
     cdef int _deliver_all(self, list batch) except -1
     cdef int _run_queue(self, object queue, int revents, list done) except -1
     cdef int _start_et(self, _PollFd fs, Op op, int events, bint readiness) except -1
     cdef int _process(self, _PollFd fs, uint32_t revents, list done) except -1
+    cdef dict _stats(self, str mechanism, str wait_key, str ctl_key)
+
+
+cdef class PollDriver(_ReadinessDriver):
+    pass
+
+
+cdef class KqueueDriver(_ReadinessDriver):
+    cdef bint user_wake           # EVFILT_USER wakeup (else a pipe: wake_rfd/wake_fd)
+    cdef int wake_rfd
+    cdef int fork_gen             # _fork_generation at creation: the kqueue is not inherited
 
 
 cdef class LoopCore:

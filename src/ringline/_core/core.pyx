@@ -6,7 +6,9 @@
 #   handles.pxi  Handle, TimerHandle, the timer heap
 #   ops.pxi      socket operations as driver ops, sockaddr codecs
 #   driver.pxi   the driver boundary and the io_uring driver
-#   driver_poll.pxi  the poll backend (epoll): completions over readiness
+#   driver_readiness.pxi  the poll backend: completions over readiness, shared
+#   driver_poll.pxi  its epoll driver (Linux)
+#   driver_kqueue.pxi  its kqueue driver (macOS/BSD; ENOSYS stubs elsewhere)
 #   loop.pxi     LoopCore: the iteration, callbacks, timers, sock_* entry points
 #   stream.pxi   stream transports' compiled half, multishot accept for servers
 #   fileops.pxi  file operations (open/read/write/statx/...) in the ring or on a pool
@@ -72,7 +74,7 @@ cdef extern from "<poll.h>":
         POLLERR
         POLLHUP
 
-cdef extern from "<sys/eventfd.h>":
+cdef extern from "rl_poll.h":      # <sys/eventfd.h> on Linux, ENOSYS stubs elsewhere
     int eventfd(unsigned int initval, int flags)
     enum:
         EFD_NONBLOCK
@@ -141,7 +143,9 @@ cdef extern from *:
 include "handles.pxi"
 include "ops.pxi"
 include "driver.pxi"
+include "driver_readiness.pxi"
 include "driver_poll.pxi"
+include "driver_kqueue.pxi"
 include "loop.pxi"
 include "stream.pxi"
 include "fileops.pxi"

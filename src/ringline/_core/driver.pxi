@@ -1,8 +1,9 @@
 # The driver boundary: the loop and every transport start operations (Op
 # subclasses) and get their completions; how the kernel is asked is the
 # driver's business.  UringDriver submits SQEs and reaps CQEs; the poll
-# driver (epoll) emulates completions over readiness with the same Op
-# objects (Op.attempt does the syscall, Op.poll_events says what to wait for).
+# drivers (epoll, kqueue: driver_readiness.pxi) emulate completions over
+# readiness with the same Op objects (Op.attempt does the syscall,
+# Op.poll_events says what to wait for).
 
 cdef int _fork_generation = 0
 
@@ -36,7 +37,7 @@ cdef class Driver:
         return 0
 
     # A transport takes an fd for its lifetime (own_fd) and gives it back
-    # before closing it (disown_fd).  Only the poll driver cares.
+    # before closing it (disown_fd).  Only the poll drivers care.
     cdef int own_fd(self, int fd) except -1:
         return 0
 

@@ -1,38 +1,8 @@
-# The poll backend (issue 4): completions emulated over readiness, on epoll.
-#
-# The loop and the transports speak one language: start an Op, get
-# op.complete(res, flags) later, res being the syscall's result or -errno.
-# io_uring does that natively.  Here it is emulated the way mio (and
-# ringline's Rust runtime on top of it) does:
-#
-#   start(op)   tries the syscall now (op.attempt(), non-blocking).  A result
-#               (data, an error, EOF) is queued in `pending`; -EAGAIN puts the
-#               op at the tail of its fd's FIFO for its direction (readers:
-#               recv/accept/POLLIN, writers: send/connect/POLLOUT) and makes
-#               sure epoll watches the fd for the union of what the two
-#               queues need.  If the direction's queue is not empty the op
-#               does not even try: it waits its turn, so two recvs on one
-#               socket get the bytes in the order they were started.
-#   wait(t)     first delivers `pending` (a snapshot: results that come from
-#               completions run now go to the next iteration), then calls
-#               epoll_wait -- with timeout 0 if anything was delivered or is
-#               still pending, since completions schedule callbacks the loop
-#               has not seen yet -- and, for each ready fd, retries the
-#               queued ops from the head until one says EAGAIN again.
-#               Readiness-only ops (PollOp for add_reader/add_writer,
-#               OneShotPollOp) never "attempt": they complete with the
-#               revents mask, like IORING_OP_POLL_ADD, and do not block the
-#               queue.  The retries of one fd all run before any of their
-#               completions, so a completion that starts or cancels ops on
-#               the same fd cannot reorder the queue under our feet.
-#   cancel(op)  takes a waiting op out of its queue and queues -ECANCELED.
-#               An op whose result is already pending keeps it (as a CQE
-#               that raced an ASYNC_CANCEL does): the ops know how to keep
-#               data that arrived for a cancelled future.
-#
-# Completions are never delivered from start() or cancel(), only from
-# wait(), so callers see io_uring's ordering: a result always arrives in a
-# later loop iteration, never while the caller is still inside start().
+# The poll backend's epoll driver (Linux).  The completion emulation --
+# queues, pending results, owned-fd ready bits -- is _ReadinessDriver's
+# (driver_readiness.pxi); this file registers fds with epoll, waits in
+# epoll_wait and hands the events on.  Off Linux the epoll calls are stubs
+# that fail with ENOSYS (rl_poll.h) and backend="poll" uses kqueue.
 #
 # EPOLLONESHOT, not level- or edge-triggered.  Every registration fires at
 # most once, then sits disarmed in the interest list until we EPOLL_CTL_MOD
@@ -97,20 +67,10 @@
 # its whole life and closes it itself, so it registers the fd once with
 # EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET (own_fd) and removes it before the
 # close (disown_fd) -- the two conditions ONESHOT guards against (a
-# registration nobody can remove, a reused fd number) cannot arise.  Per
-# direction the fd keeps a "maybe ready" bit, tokio's scheme: set by every
-# edge, cleared when a syscall says EAGAIN or a read comes back short (the
-# socket was drained at that instant; any byte arriving later is a new
-# edge, seen at the next epoll_wait).  An op tries its syscall when the bit
-# is set and its queue is empty, otherwise it waits for the next edge; an
-# edge that arrives while nobody waits just leaves the bit set, so it is
-# never lost.  Readiness-only waiters on an owned fd (add_writer during
-# sendfile) keep asyncio's level semantics by asking poll(2) first.
-#
-# kqueue (macOS/BSD) would slot in behind the same scheme (EV_ONESHOT,
-# EV_CLEAR); it is not written yet.
+# registration nobody can remove, a reused fd number) cannot arise.  The
+# per-direction "maybe ready" bits are driver_readiness.pxi's.
 
-cdef extern from "<sys/epoll.h>" nogil:
+cdef extern from "rl_poll.h" nogil:
     ctypedef union epoll_data_t:
         void *ptr
         int fd
@@ -123,92 +83,34 @@ cdef extern from "<sys/epoll.h>" nogil:
     int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
     int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
     enum:
+        RL_HAVE_EPOLL
         EPOLL_CLOEXEC
         EPOLL_CTL_ADD
         EPOLL_CTL_MOD
         EPOLL_CTL_DEL
         EPOLLIN
-        EPOLLPRI
         EPOLLOUT
-        EPOLLERR
-        EPOLLHUP
         EPOLLRDHUP
         EPOLLONESHOT
         EPOLLET
 
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    int poll(pollfd *fds, unsigned long nfds, int timeout)
-
-cdef extern from "<errno.h>":
-    enum:
-        errno_EEXIST "EEXIST"
-        errno_ENOENT "ENOENT"
-        errno_EBADF "EBADF"
-
-cdef enum:
-    _POLL_MAX_EVENTS = 256
-
-# The events epoll can be asked for (poll(2) and epoll share the values).
-cdef int _EPOLL_WANTABLE = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP
-cdef int _EPOLL_ALWAYS = EPOLLERR | EPOLLHUP
-
-
-cdef inline bint _is_readiness_op(Op op):
-    # Ops that only wait for readiness; they complete with revents.
-    return type(op) is PollOp or type(op) is OneShotPollOp
-
-
-cdef inline bint _goes_to_writers(int events):
-    return (events & POLLOUT) != 0 and (events & (POLLIN | EPOLLPRI)) == 0
-
-
-# The waiters on one fd.  Kept after its queues empty (the entry is small and
-# fd numbers are reused), so `added` saves an EEXIST round trip next time.
-@cython.final
-cdef class _PollFd:
-
-    def __cinit__(self, int fd):
-        self.fd = fd
-        self.readers = collections.deque()
-        self.writers = collections.deque()
-        self.rmask = 0
-        self.wmask = 0
-        self.armed = 0
-        self.added = False
-        self.gen = 0
-        self.et = False
-        self.rready = False
-        self.wready = False
-        self.rclosed = False
-
-    def __repr__(self):
-        return (f'<_PollFd fd={self.fd} readers={len(self.readers)} '
-                f'writers={len(self.writers)} armed={self.armed:#x} et={self.et}>')
-
 
 @cython.final
-cdef class PollDriver(Driver):
+cdef class PollDriver(_ReadinessDriver):
 
     def __cinit__(self, LoopCore loop):
-        self.loop = loop
-        self.name = "poll"
-        self.epfd = -1
-        self.wake_fd = -1
-        self.fds = {}
-        self.pending = []
-        self.epfd = epoll_create1(EPOLL_CLOEXEC)
-        if self.epfd < 0:
+        self.evbuf = PyMem_Malloc(_POLL_MAX_EVENTS * sizeof(epoll_event))
+        if self.evbuf == NULL:
+            raise MemoryError()
+        self.poller_fd = epoll_create1(EPOLL_CLOEXEC)
+        if self.poller_fd < 0:
             err = errno
             raise OSError(err, "epoll_create1: " + os.strerror(err))
         self.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         if self.wake_fd < 0:
             err = errno
-            close(self.epfd)
-            self.epfd = -1
+            close(self.poller_fd)
+            self.poller_fd = -1
             raise OSError(err, "eventfd: " + os.strerror(err))
         self.wake_op = WakeOp.__new__(WakeOp)
         self.wake_op.loop = loop
@@ -216,213 +118,14 @@ cdef class PollDriver(Driver):
 
     def __dealloc__(self):
         # A loop dropped without close(): do not leak the descriptors.
-        if self.epfd >= 0:
-            close(self.epfd)
-            self.epfd = -1
+        if self.poller_fd >= 0:
+            close(self.poller_fd)
+            self.poller_fd = -1
         if self.wake_fd >= 0:
             close(self.wake_fd)
             self.wake_fd = -1
-
-    def arm_wakeup(self):
-        self.start(self.wake_op)
-
-    # ---- submission ----------------------------------------------------
-
-    cdef int start(self, Op op) except -1:
-        cdef int events
-        cdef int res
-        cdef bint readiness
-        cdef _PollFd fs
-        cdef object queue
-        if self.epfd < 0:
-            raise RuntimeError("the event loop's poller is closed")
-        if op.state != OP_IDLE:
-            # One op, one operation at a time: a second start would attempt
-            # the syscall again with the same buffers and deliver twice.
-            raise RuntimeError(f"{op!r} started again while still in flight")
-        events = op.poll_events()
-        readiness = _is_readiness_op(op)
-        fs = self.fds.get(op.fd)
-        if fs is not None:
-            if fs.et:
-                return self._start_et(fs, op, events, readiness)
-            queue = fs.writers if _goes_to_writers(events) else fs.readers
-        else:
-            queue = None
-        op.state = OP_INFLIGHT
-        self.inflight += 1
-        self.n_started += 1
-        if op.wait_first:
-            # The op's last syscall drained the fd: trying again now would
-            # only return EAGAIN.  Wait for readiness instead.
-            op.wait_first = False
-        elif not readiness and not queue:
-            # Nobody ahead of us on this fd and direction: try it now.
-            try:
-                while True:
-                    res = op.attempt()
-                    if res != -errno_EINTR:
-                        break
-            except BaseException:
-                op.state = OP_IDLE
-                self.inflight -= 1
-                raise
-            if res != -errno_EAGAIN:
-                self.n_immediate += 1
-                self.pending.append((op, res))
-                return 0
-            self.n_eagain += 1
-        if (events & _EPOLL_WANTABLE) == 0:
-            op.state = OP_IDLE
-            self.inflight -= 1
-            raise RuntimeError(f"{op!r} would block but names no poll events to wait for")
-        if fs is None:
-            fs = _PollFd.__new__(_PollFd, op.fd)
-            self.fds[op.fd] = fs
-        if _goes_to_writers(events):
-            fs.writers.append(op)
-            fs.wmask |= events
-        else:
-            fs.readers.append(op)
-            fs.rmask |= events
-        if (events & _EPOLL_WANTABLE) & ~fs.armed:
-            self._arm(fs)
-        return 0
-
-    cdef int _start_et(self, _PollFd fs, Op op, int events, bint readiness) except -1:
-        cdef int res
-        cdef pollfd pfd
-        cdef bint writer = _goes_to_writers(events)
-        cdef object queue = fs.writers if writer else fs.readers
-        op.state = OP_INFLIGHT
-        self.inflight += 1
-        self.n_started += 1
-        op.wait_first = False
-        if readiness:
-            # Level semantics for add_reader/add_writer: ask the file.
-            pfd.fd = fs.fd
-            pfd.events = <short>(events & _EPOLL_WANTABLE)
-            pfd.revents = 0
-            if poll(&pfd, 1, 0) > 0 and pfd.revents:
-                self.n_immediate += 1
-                self.pending.append((op, pfd.revents & (events | _EPOLL_ALWAYS)))
-                return 0
-        elif not queue and (fs.wready if writer else fs.rready):
-            try:
-                while True:
-                    res = op.attempt()
-                    if res != -errno_EINTR:
-                        break
-            except BaseException:
-                op.state = OP_IDLE
-                self.inflight -= 1
-                raise
-            if res != -errno_EAGAIN:
-                if op.wait_first:
-                    # A short read drained the socket -- unless EOF or an
-                    # error was reported, which the next read still returns
-                    # and which brings no new edge (tokio keeps the closed
-                    # bits for the same reason).
-                    if not fs.rclosed:
-                        fs.rready = False
-                    op.wait_first = False
-                self.n_immediate += 1
-                self.pending.append((op, res))
-                return 0
-            self.n_eagain += 1
-            if writer:
-                fs.wready = False
-            else:
-                fs.rready = False
-        if writer:
-            fs.writers.append(op)
-        else:
-            fs.readers.append(op)
-        return 0
-
-    cdef int own_fd(self, int fd) except -1:
-        """A transport's socket: one persistent edge-triggered registration."""
-        cdef epoll_event ev
-        cdef int ret
-        cdef _PollFd fs
-        if self.epfd < 0:
-            return 0
-        fs = self.fds.get(fd)
-        if fs is None:
-            fs = _PollFd.__new__(_PollFd, fd)
-            self.fds[fd] = fs
-        elif fs.readers or fs.writers:
-            return 0        # ops already wait in ONESHOT mode: leave it so
-        memset(&ev, 0, sizeof(ev))
-        ev.events = <uint32_t>(EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
-        fs.gen += 1
-        ev.data.u64 = (<uint64_t>fs.gen << 32) | <uint32_t>fd
-        ret = epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev)
-        self.n_ctl += 1
-        if ret < 0 and errno == errno_EEXIST:
-            ret = epoll_ctl(self.epfd, EPOLL_CTL_MOD, fd, &ev)
-            self.n_ctl += 1
-        if ret < 0:
-            # Not pollable (or closed): stay in ONESHOT mode, whose error
-            # paths report it to the ops.
-            fs.added = False
-            fs.armed = 0
-            return 0
-        fs.added = True
-        fs.armed = 0
-        fs.et = True
-        fs.rready = True    # unknown: the first op tries its syscall
-        fs.wready = True
-        fs.rclosed = False
-        return 0
-
-    cdef int disown_fd(self, int fd) except -1:
-        """The owner is about to close fd: remove the registration first."""
-        cdef epoll_event ev
-        cdef _PollFd fs
-        if self.epfd < 0:
-            return 0
-        fs = self.fds.get(fd)
-        if fs is None or not fs.et:
-            return 0
-        fs.et = False
-        fs.armed = 0
-        fs.rmask = 0
-        fs.wmask = 0
-        memset(&ev, 0, sizeof(ev))
-        if fs.added:
-            epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev)
-            self.n_ctl += 1
-            fs.added = False
-        if fs.readers or fs.writers:
-            # Waiters left behind (their owner closes without cancelling):
-            # back to ONESHOT so they still get their readiness.
-            self._arm(fs)
-        return 0
-
-    cdef int cancel(self, Op op) except -1:
-        cdef _PollFd fs
-        if op.state != OP_INFLIGHT or self.epfd < 0:
-            return 0
-        fs = self.fds.get(op.fd)
-        if fs is None:
-            return 0        # its result is already pending: it keeps it
-        if op in fs.readers:
-            fs.readers.remove(op)
-        elif op in fs.writers:
-            fs.writers.remove(op)
-        else:
-            return 0        # idem
-        op.state = OP_CANCELLING
-        self.n_cancelled += 1
-        self.pending.append((op, -errno_ECANCELED))
-        if not fs.readers and not fs.writers and not fs.et:
-            # The kernel may still be armed for it (it will fire once, for
-            # nothing) or may have dropped the fd (closed): trust neither.
-            fs.armed = 0
-            fs.rmask = 0
-            fs.wmask = 0
-        return 0
+        PyMem_Free(self.evbuf)
+        self.evbuf = NULL
 
     # ---- epoll registration --------------------------------------------
 
@@ -441,7 +144,7 @@ cdef class PollDriver(Driver):
             wmask |= op.poll_events()
         fs.rmask = rmask
         fs.wmask = wmask
-        want = (rmask | wmask) & _EPOLL_WANTABLE
+        want = (rmask | wmask) & _RD_WANTABLE
         if want == 0:
             return 0
         memset(&ev, 0, sizeof(ev))
@@ -449,7 +152,7 @@ cdef class PollDriver(Driver):
         ret = -1
         if fs.added:
             ev.data.u64 = (<uint64_t>fs.gen << 32) | <uint32_t>fs.fd
-            ret = epoll_ctl(self.epfd, EPOLL_CTL_MOD, fs.fd, &ev)
+            ret = epoll_ctl(self.poller_fd, EPOLL_CTL_MOD, fs.fd, &ev)
             self.n_ctl += 1
             if ret < 0 and errno == errno_ENOENT:
                 # The file we registered was closed; the number is reused.
@@ -457,11 +160,11 @@ cdef class PollDriver(Driver):
         if not fs.added:
             fs.gen += 1
             ev.data.u64 = (<uint64_t>fs.gen << 32) | <uint32_t>fs.fd
-            ret = epoll_ctl(self.epfd, EPOLL_CTL_ADD, fs.fd, &ev)
+            ret = epoll_ctl(self.poller_fd, EPOLL_CTL_ADD, fs.fd, &ev)
             self.n_ctl += 1
             if ret < 0 and errno == errno_EEXIST:
                 # Registered behind our bookkeeping's back: update it.
-                ret = epoll_ctl(self.epfd, EPOLL_CTL_MOD, fs.fd, &ev)
+                ret = epoll_ctl(self.poller_fd, EPOLL_CTL_MOD, fs.fd, &ev)
                 self.n_ctl += 1
             if ret == 0:
                 fs.added = True
@@ -473,144 +176,35 @@ cdef class PollDriver(Driver):
         self._fail_fd(fs, err)
         return 0
 
-    cdef int _fail_fd(self, _PollFd fs, int err) except -1:
-        """epoll refused the fd: settle every waiter on it (via pending)."""
-        cdef Op op
-        cdef list waiters = list(fs.readers) + list(fs.writers)
-        fs.readers.clear()
-        fs.writers.clear()
-        fs.rmask = 0
-        fs.wmask = 0
-        for op in waiters:
-            if err == errno_EPERM and _is_readiness_op(op):
-                # A regular file or directory: always ready (poll(2)).
-                self.pending.append((op, op.poll_events() & (POLLIN | POLLOUT)))
-            else:
-                self.pending.append((op, -err))
+    cdef bint _register_owned(self, _PollFd fs) except -1:
+        cdef epoll_event ev
+        cdef int ret
+        memset(&ev, 0, sizeof(ev))
+        ev.events = <uint32_t>(EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+        fs.gen += 1
+        ev.data.u64 = (<uint64_t>fs.gen << 32) | <uint32_t>fs.fd
+        ret = epoll_ctl(self.poller_fd, EPOLL_CTL_ADD, fs.fd, &ev)
+        self.n_ctl += 1
+        if ret < 0 and errno == errno_EEXIST:
+            ret = epoll_ctl(self.poller_fd, EPOLL_CTL_MOD, fs.fd, &ev)
+            self.n_ctl += 1
+        fs.added = ret == 0
+        return ret == 0
+
+    cdef int _unregister_owned(self, _PollFd fs) except -1:
+        cdef epoll_event ev
+        memset(&ev, 0, sizeof(ev))
+        if fs.added:
+            epoll_ctl(self.poller_fd, EPOLL_CTL_DEL, fs.fd, &ev)
+            self.n_ctl += 1
+            fs.added = False
         return 0
 
-    # ---- waiting and delivering ----------------------------------------
+    # ---- waiting -------------------------------------------------------
 
-    cdef int _deliver(self, Op op, int res) except -1:
-        op.state = OP_IDLE
-        self.inflight -= 1
-        self.n_completed += 1
-        try:
-            op.complete(res, 0)
-        except BaseException as exc:
-            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-                raise
-            self.loop.call_exception_handler({
-                'message': f'Exception in completion of {op!r}',
-                'exception': exc,
-            })
-        return 0
-
-    cdef int _deliver_all(self, list batch) except -1:
-        cdef Py_ssize_t i = 0
-        cdef Py_ssize_t n = len(batch)
-        try:
-            while i < n:
-                op, res = batch[i]
-                i += 1
-                self._deliver(<Op>op, <int>res)
-        finally:
-            if i < n:
-                # Interrupted (KeyboardInterrupt): the rest comes first next time.
-                self.pending[0:0] = batch[i:]
-        return 0
-
-    cdef int _run_queue(self, object queue, int revents, list done) except -1:
-        """Retry the ops waiting in one direction after readiness.  Results
-        go to `done`; the ops that still wait stay in order in `queue`.
-        Returns 2 when a syscall said EAGAIN, 1 when a read came back
-        short (it drained the socket), else 0."""
-        cdef Op op
-        cdef int res
-        cdef int mask
-        cdef bint blocked = False
-        cdef bint drained = False
-        cdef Py_ssize_t n = len(queue)
-        cdef list keep = []
-        op = None
-        try:
-            while n > 0:
-                n -= 1
-                op = <Op>queue.popleft()
-                if _is_readiness_op(op):
-                    mask = revents & (op.poll_events() | _EPOLL_ALWAYS)
-                    if mask:
-                        done.append((op, mask))
-                        op = None
-                        continue
-                elif not blocked:
-                    while True:
-                        res = op.attempt()
-                        if res != -errno_EINTR:
-                            break
-                    if res != -errno_EAGAIN:
-                        if op.wait_first:
-                            drained = True
-                        done.append((op, res))
-                        op = None
-                        continue
-                    self.n_eagain += 1
-                    blocked = True
-                keep.append(op)
-                op = None
-        finally:
-            # Normally `op` is None here; after an exception in attempt() it
-            # is the op that raised, which keeps its place in line.
-            if op is not None:
-                queue.appendleft(op)
-            if keep:
-                queue.extendleft(reversed(keep))
-        return 2 if blocked else (1 if drained else 0)
-
-    cdef int _process(self, _PollFd fs, uint32_t revents, list done) except -1:
-        cdef int k
-        if fs.et:
-            # An edge: note it, then let whoever waits try.
-            if revents & (EPOLLRDHUP | _EPOLL_ALWAYS):
-                fs.rclosed = True
-            if revents & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | _EPOLL_ALWAYS):
-                fs.rready = True
-                if fs.readers:
-                    k = self._run_queue(fs.readers, revents, done)
-                    if k == 2 or (k == 1 and not fs.rclosed):
-                        fs.rready = False
-            if revents & (EPOLLOUT | _EPOLL_ALWAYS):
-                fs.wready = True
-                if fs.writers and self._run_queue(fs.writers, revents, done) == 2:
-                    fs.wready = False
-            return 0
-        fs.armed = 0        # ONESHOT: the registration is disarmed now
-        if fs.readers and revents & (fs.rmask | _EPOLL_ALWAYS):
-            self._run_queue(fs.readers, revents, done)
-        if fs.writers and revents & (fs.wmask | _EPOLL_ALWAYS):
-            self._run_queue(fs.writers, revents, done)
-        return 0
-
-    cdef int wait(self, int64_t timeout_ns) except -1:
-        cdef epoll_event events[_POLL_MAX_EVENTS]
+    cdef int _poll(self, int64_t timeout_ns) except -1:
         cdef int timeout_ms
-        cdef int n, i, fd
-        cdef uint32_t gen
-        cdef list batch
-        cdef list done
-        cdef list touched
-        cdef _PollFd fs
-        if self.epfd < 0:
-            raise RuntimeError("the event loop's poller is closed")
-        # 1. Results from earlier start()/cancel() calls.
-        if self.pending:
-            batch = self.pending
-            self.pending = []
-            self._deliver_all(batch)
-            timeout_ns = 0      # their callbacks are in the ready queue now
-        if self.pending:
-            timeout_ns = 0
-        # 2. Readiness.
+        cdef int n
         if timeout_ns < 0:
             timeout_ms = -1
         elif timeout_ns == 0:
@@ -619,11 +213,8 @@ cdef class PollDriver(Driver):
             timeout_ms = 0x7fffffff
         else:
             timeout_ms = <int>((timeout_ns + 999999) // 1000000)
-        if timeout_ms != 0:
-            # Handle a signal that came since Python last looked before blocking.
-            PyErr_CheckSignals()
         with nogil:
-            n = epoll_wait(self.epfd, events, _POLL_MAX_EVENTS, timeout_ms)
+            n = epoll_wait(self.poller_fd, <epoll_event*>self.evbuf, _POLL_MAX_EVENTS, timeout_ms)
         self.n_wait += 1
         if n < 0:
             if errno == errno_EINTR:
@@ -632,92 +223,37 @@ cdef class PollDriver(Driver):
                 return 0
             err = errno
             raise OSError(err, "epoll_wait: " + os.strerror(err))
-        if n == 0:
-            return 0
-        self.n_events += n
-        # 3. Retry what waited on the ready fds, then complete in order.
-        done = []
-        touched = []
-        try:
-            for i in range(n):
-                fd = <int>(events[i].data.u64 & 0xffffffff)
-                gen = <uint32_t>(events[i].data.u64 >> 32)
-                fs = self.fds.get(fd)
-                if fs is None or fs.gen != gen:
-                    self.n_stale += 1
-                    continue        # a registration of a file since closed
-                touched.append(fs)
-                self._process(fs, events[i].events, done)
-        except BaseException:
-            # Results already taken from the kernel must not be lost.
-            self.pending[0:0] = done
-            done = []
-            raise
-        finally:
-            try:
-                if done:
-                    self._deliver_all(done)
-            finally:
-                # 4. Re-arm what still waits (completions may have armed
-                # already); also after an exception, or those fds would
-                # never wake again.
-                for fs in touched:
-                    if fs.et:
-                        continue        # registered for good
-                    if fs.readers or fs.writers:
-                        if (fs.rmask | fs.wmask) & _EPOLL_WANTABLE & ~fs.armed:
-                            self._arm(fs)
-                    else:
-                        fs.rmask = 0
-                        fs.wmask = 0
+        return n
+
+    cdef int _dispatch(self, int n, list done, list touched) except -1:
+        cdef epoll_event *events = <epoll_event*>self.evbuf
+        cdef int i, fd
+        cdef uint32_t gen
+        cdef _PollFd fs
+        for i in range(n):
+            fd = <int>(events[i].data.u64 & 0xffffffff)
+            gen = <uint32_t>(events[i].data.u64 >> 32)
+            fs = self.fds.get(fd)
+            if fs is None or fs.gen != gen:
+                self.n_stale += 1
+                continue        # a registration of a file since closed
+            touched.append(fs)
+            if not fs.et:
+                fs.armed = 0    # ONESHOT: the registration is disarmed now
+            self._process(fs, events[i].events, done)
         return 0
 
     # ---- teardown ------------------------------------------------------
 
-    cdef int shutdown(self, bint forked) except -1:
-        cdef Op op
-        cdef _PollFd fs
-        if self.epfd < 0:
-            return 0
-        # Nothing is in the kernel's hands: waiting ops are simply dropped
-        # (their completions do not run, as with the ring's shutdown), and
-        # the references the queues held go with them.  In a forked child
-        # the epoll instance is the parent's: close our descriptor, nothing
-        # else (no epoll_ctl).
-        for item in self.pending:
-            op = <Op>item[0]
-            op.state = OP_IDLE
-        self.pending = []
-        for fs in self.fds.values():
-            for op in fs.readers:
-                op.state = OP_IDLE
-            for op in fs.writers:
-                op.state = OP_IDLE
-            fs.readers.clear()
-            fs.writers.clear()
-        self.fds.clear()
-        self.inflight = 0
-        close(self.epfd)
-        self.epfd = -1
+    cdef int _close_poller(self, bint forked) except -1:
+        # A forked child shares the parent's epoll instance: it closes its
+        # descriptors and makes no epoll_ctl (none is made here anyway).
+        close(self.poller_fd)
+        self.poller_fd = -1
         if self.wake_fd >= 0:
             close(self.wake_fd)
             self.wake_fd = -1
         return 0
 
     def stats(self):
-        return {
-            'backend': 'poll',
-            'mechanism': 'epoll',
-            'epoll_wait': self.n_wait,
-            'epoll_ctl': self.n_ctl,
-            'events': self.n_events,
-            'stale_events': self.n_stale,
-            'ops_started': self.n_started,
-            'ops_immediate': self.n_immediate,
-            'ops_completed': self.n_completed,
-            'ops_cancelled': self.n_cancelled,
-            'attempts_eagain': self.n_eagain,
-            'inflight': self.inflight,
-            'pending': len(self.pending),
-            'fds': len(self.fds),
-        }
+        return self._stats('epoll', 'epoll_wait', 'epoll_ctl')

@@ -534,9 +534,25 @@ cdef int _fileobj_to_fd(object fileobj) except -1:
     return fd
 
 
+def pollers():
+    """The readiness mechanisms compiled into this build for the poll
+    backend: epoll on Linux, kqueue on macOS/BSD (or a libkqueue build)."""
+    return tuple(name for name, ok in (('epoll', RL_HAVE_EPOLL), ('kqueue', RL_HAVE_KQUEUE)) if ok)
+
+
 cdef Driver _make_driver(LoopCore loop, backend):
     if backend is None or backend == 'io_uring':
         return UringDriver(loop, _sq_entries_default, _cq_entries_default)
     if backend == 'poll':
-        return PollDriver(loop)
+        # RINGLINE_POLLER picks the mechanism where a build has both.
+        poller = os.environ.get('RINGLINE_POLLER') or ('epoll' if RL_HAVE_EPOLL else 'kqueue')
+        if poller == 'epoll' and RL_HAVE_EPOLL:
+            return PollDriver(loop)
+        if poller == 'kqueue' and RL_HAVE_KQUEUE:
+            return KqueueDriver(loop)
+        if poller in ('epoll', 'kqueue'):
+            raise RuntimeError(
+                f"the {poller} poller is not compiled into this build of ringline "
+                f"(compiled: {', '.join(pollers()) or 'none'})")
+        raise ValueError(f"unknown RINGLINE_POLLER {poller!r} (expected 'epoll' or 'kqueue')")
     raise ValueError(f"unknown ringline backend {backend!r} (expected 'io_uring' or 'poll')")
