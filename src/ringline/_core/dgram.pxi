@@ -19,7 +19,7 @@
 # up to POLL_RECV_BATCH datagrams per readiness, then waits for the next.
 #
 # Peer addresses: a datagram's sockaddr is turned into the address tuple
-# once per peer; a small table indexed by port keeps (sockaddr, tuple), so a
+# once per peer; a small 2-way table indexed by port keeps (sockaddr, tuple), so a
 # peer that sends again gets the same tuple object, and sendto() back to
 # that tuple finds its sockaddr by identity without parsing it.  Tuples of
 # str and int are immutable, so sharing them is safe.
@@ -65,7 +65,7 @@ from cpython.exc cimport PyErr_Occurred, PyErr_Clear
 cdef enum:
     DGRAM_MAX = 65536
     DGRAM_BUF = 65536 + 16 + 128    # payload + recvmsg_out + sockaddr_storage
-    DGRAM_RING_ENTRIES = 32
+    DGRAM_RING_ENTRIES = 128
     DGRAM_BGID = 1
     ADDR_SLOTS = 256                # peers remembered per endpoint (power of two)
     POLL_RECV_BATCH = 32            # poll backend: datagrams read per readiness
@@ -306,6 +306,7 @@ cdef class DgramCore:
     cdef object _peer(self, sockaddr *sa, socklen_t salen):
         """The address tuple of sa, the same object for a peer seen before."""
         cdef rl_addr_ent *e
+        cdef rl_addr_ent *alt
         cdef object addr
         if not ((sa.sa_family == AF_INET and salen == sizeof(sockaddr_in)) or
                 (sa.sa_family == AF_INET6 and salen == sizeof(sockaddr_in6))):
@@ -315,12 +316,21 @@ cdef class DgramCore:
             if self.peers == NULL:
                 raise MemoryError()
             memset(self.peers, 0, ADDR_SLOTS * sizeof(rl_addr_ent))
+        # Two places per port (2-way), so two peers whose ports collide
+        # do not evict each other on every datagram.
         e = &self.peers[ntohs((<sockaddr_in*>sa).sin_port) & (ADDR_SLOTS - 1)]
+        alt = &self.peers[(ntohs((<sockaddr_in*>sa).sin_port) + ADDR_SLOTS // 2) & (ADDR_SLOTS - 1)]
         if e.obj != NULL and e.len == salen and memcmp(&e.u, sa, salen) == 0:
             return <object>e.obj
+        if alt.obj != NULL and alt.len == salen and memcmp(&alt.u, sa, salen) == 0:
+            return <object>alt.obj
         addr = _decode_sockaddr(sa, salen, self.sock)
+        if e.obj != NULL:
+            # The newest peer takes the first place, the previous one the
+            # second; whoever held that is forgotten.
+            Py_XDECREF(alt.obj)
+            alt[0] = e[0]
         Py_INCREF(addr)
-        Py_XDECREF(e.obj)
         e.obj = <PyObject*>addr
         e.len = salen
         memcpy(&e.u, sa, salen)
@@ -342,7 +352,9 @@ cdef class DgramCore:
             return NULL
         e = &self.peers[port & (ADDR_SLOTS - 1)]
         if e.obj != <PyObject*>addr:
-            return NULL
+            e = &self.peers[(port + ADDR_SLOTS // 2) & (ADDR_SLOTS - 1)]
+            if e.obj != <PyObject*>addr:
+                return NULL
         salen[0] = e.len
         return &e.u.sa
 
