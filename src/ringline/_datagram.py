@@ -1,140 +1,161 @@
 """Datagram transports (UDP, Unix datagram) over the ring.
 
-asyncio's own datagram transport class supplies the semantics (address
-checks, close/abort, flow control, error_received); reading and sending are
-replaced by ring operations (_core/dgram.pxi): a multishot RECVMSG over a
-provided-buffer ring, and one SENDMSG at a time from an ordered queue.
+The per-datagram work (receive completions, peer addresses, sendto, the send
+queue, flow control) is in the compiled DgramCore (_core/dgram.pxi); this
+class is the public face asyncio code sees.  sendto() is the core's own
+method bound on the instance, so sending a datagram costs no Python frame.
 """
 
 from __future__ import annotations
 
-import errno
-import os
-from asyncio import constants, selector_events
-from asyncio.log import logger
+import warnings
+from asyncio import futures, transports, trsock
 
-from ._core.core import _dgram_receiver, _dgram_sender
+from ._core.core import DgramCore
 
 __all__ = ("DatagramTransport",)
 
 
-class DatagramTransport(selector_events._SelectorDatagramTransport):
+class DatagramTransport(transports._FlowControlMixin, transports.DatagramTransport):
+
+    max_size = 256 * 1024       # asyncio's selector transport has it; unused here
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
-        self._recv = _dgram_receiver(loop, self, sock)
-        self._send = _dgram_sender(loop, self, sock)
-        self._family = sock.family
-        super().__init__(loop, sock, protocol, address, waiter, extra)
+        super().__init__(extra, loop)
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._address = address
+        self._protocol = protocol
+        self._protocol_connected = True
+        self._server = None
+        core = self._core = DgramCore()
+        core.setup(loop, self, sock, protocol, address, bool(self._extra["peername"]))
+        self.sendto = core.sendto
+        loop._transports[self._sock_fd] = self
+        loop.call_soon(protocol.connection_made, self)
+        # Reading starts once connection_made() has run, as in asyncio.
+        loop.call_soon(core.start_reading)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
     def __repr__(self):
         info = [self.__class__.__name__]
         if self._sock is None:
             info.append("closed")
-        elif self._closing:
+        elif self._core.closing:
             info.append("closing")
         info.append(f"fd={self._sock_fd}")
+        if self._sock is not None:
+            info.append("read=" + ("polling" if self._core.is_reading() else "idle"))
+            info.append(f"write=<bufsize={self._core.wsize}>")
         return "<{}>".format(" ".join(info))
 
-    # ---- reading: the ring receiver instead of a readiness callback --------
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
 
-    def _add_reader(self, fd, callback, *args):
-        if self.is_reading():
-            self._recv.start()
+    # ---- asyncio.BaseTransport ---------------------------------------------------
 
-    def pause_reading(self):
-        if not self.is_reading():
-            return
-        self._paused = True
-        self._recv.stop()
+    def get_protocol(self):
+        return self._protocol
 
-    def resume_reading(self):
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        self._recv.start()
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+        self._core.set_protocol(protocol)
+
+    def is_closing(self):
+        return self._core.closing
 
     def close(self):
-        self._recv.stop()
-        if self._closing:
-            return
-        self._closing = True
-        if not self._buffer and not self._send.busy:
-            self._conn_lost += 1
-            self._loop.call_soon(self._call_connection_lost, None)
+        self._core.close()
+
+    def abort(self):
+        self._core.force_close(None)
+
+    # ---- reading -------------------------------------------------------------------
+
+    def is_reading(self):
+        return self._core.is_reading()
+
+    def pause_reading(self):
+        self._core.pause_reading()
+
+    def resume_reading(self):
+        self._core.resume_reading()
+
+    # ---- writing -------------------------------------------------------------------
+
+    def get_write_buffer_size(self):
+        return self._core.wsize
+
+    def get_write_buffer_limits(self):
+        return (self._core.low_water, self._core.high_water)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._core.high_water = high
+        self._core.low_water = low
+        self._core.maybe_pause_protocol()
+        self._core.maybe_resume_protocol()
+
+    # _FlowControlMixin's state lives in the core.
+    @property
+    def _protocol_paused(self):
+        core = self.__dict__.get("_core")
+        return core.protocol_paused if core is not None else False
+
+    @_protocol_paused.setter
+    def _protocol_paused(self, value):
+        core = self.__dict__.get("_core")
+        if core is not None:
+            core.protocol_paused = value
+
+    @property
+    def _conn_lost(self):
+        core = self.__dict__.get("_core")
+        return core.conn_lost if core is not None else 0
+
+    @property
+    def _closing(self):
+        core = self.__dict__.get("_core")
+        return core.closing if core is not None else False
+
+    def _maybe_pause_protocol(self):
+        self._core.maybe_pause_protocol()
+
+    def _maybe_resume_protocol(self):
+        self._core.maybe_resume_protocol()
 
     def _force_close(self, exc):
-        self._recv.stop()
-        if self._conn_lost:
-            return
-        self._buffer.clear()
-        self._buffer_size = 0
-        self._closing = True
-        self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
+        self._core.force_close(exc)
 
-    # ---- sending ---------------------------------------------------------------
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        self._core.fatal_error(exc, message)
 
-    def sendto(self, data, addr=None):
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data argument must be a bytes-like object, "
-                            f"not {type(data).__name__!r}")
-        if not data:
-            return
-        if self._address:
-            if addr not in (None, self._address):
-                raise ValueError(f"Invalid address: must be None or {self._address}")
-            addr = None       # connected: send() semantics
-        if self._conn_lost and self._address:
-            if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-                logger.warning("socket.send() raised exception.")
-            self._conn_lost += 1
-            return
-        if self._sock is None:
-            return
-        self._buffer.append((bytes(data), addr))
-        self._buffer_size += len(data)
-        if not self._send.busy:
-            self._send_next()
-        self._maybe_pause_protocol()
+    def _connection_lost(self, exc):
+        # Called by the core once, after close/abort/error, via call_soon.
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._sock.close()
+            self._sock = None
+            self._protocol = None
+            self._loop = None
 
-    def _send_next(self):
-        while self._buffer and not self._send.busy:
-            data, addr = self._buffer[0]
-            if self._send.send(data, addr, self._family):
-                return
-            # An address only the socket module understands (a host name
-            # or an exotic family): send it there, synchronously.
-            self._buffer.popleft()
-            self._buffer_size -= len(data)
-            try:
-                self._sock.sendto(data, addr)
-            except OSError as exc:
-                self._protocol.error_received(exc)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal write error on datagram transport")
-                return
-
-    def _on_sent(self, res):
-        if not self._buffer:
-            return          # aborted meanwhile
-        data, _ = self._buffer.popleft()
-        self._buffer_size -= len(data)
-        if res < 0 and self._conn_lost == 0:
-            err = -res
-            if err != errno.ECANCELED:
-                exc = OSError(err, os.strerror(err))
-                try:
-                    self._protocol.error_received(exc)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as e:
-                    self._fatal_error(e, "Fatal write error on datagram transport")
-                    return
-        self._maybe_resume_protocol()
-        if self._buffer:
-            self._send_next()
-        elif self._closing and not self._conn_lost:
-            self._conn_lost += 1
-            self._loop.call_soon(self._call_connection_lost, None)
+    _call_connection_lost = _connection_lost

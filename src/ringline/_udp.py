@@ -61,13 +61,12 @@ class UdpCtx:
         self = cls(loop, config, metrics)
         transport, _ = await loop.create_datagram_endpoint(lambda: _Proto(self), sock=sock)
         self._transport = transport
-        # Wake send_ready() waiters as sends complete.
-        on_sent = getattr(transport, "_on_sent", None)
-        if on_sent is not None:
-            def hooked(res, _on_sent=on_sent):
-                _on_sent(res)
-                self._slot_freed()
-            transport._on_sent = hooked
+        core = getattr(transport, "_core", None)
+        if core is not None:
+            # Every send_to() is a SENDMSG in the ring, counted against the
+            # slots (no direct sendto(2)); waiters wake as sends complete.
+            core.direct = False
+            core.sent_hook = self._slot_freed
         return self
 
     @property
@@ -118,7 +117,7 @@ class UdpCtx:
     @property
     def in_flight(self) -> int:
         t = self._transport
-        return len(t._buffer) if t is not None else 0
+        return t._core.queued if t is not None else 0
 
     def send_to(self, data, addr) -> None:
         """Queue one datagram; UdpSendPoolExhausted when Config.udp_send_slots

@@ -84,6 +84,24 @@ class StreamCore:
     def write(self, data: Any) -> None: ...
     def writelines(self, list_of_data: Any) -> None: ...
 
+class DgramCore:
+    transport: Any
+    protocol: Any
+    closing: bool
+    paused: bool
+    protocol_paused: bool
+    conn_lost: int
+    wsize: int
+    high_water: int
+    low_water: int
+    direct: bool
+    sent_hook: Callable[[], object] | None
+    @property
+    def queued(self) -> int: ...
+    def setup(self, loop: LoopCore, transport: Any, sock: Any, protocol: Any,
+              address: Any, peer_connected: bool) -> None: ...
+    def sendto(self, data: Any, addr: Any = None) -> None: ...
+
 def _serve_accept(loop: LoopCore, sock: Any, on_accept: Callable[[int], object],
                   on_error: Callable[[OSError], object]) -> Any: ...
 

@@ -1,4 +1,9 @@
-# Datagram receive and send in the ring (UDP, Unix datagram).
+# Datagram transports (UDP, Unix datagram): the compiled half.
+#
+# DgramCore does the per-datagram work; ringline._datagram.DatagramTransport
+# (a real asyncio.DatagramTransport) owns one and binds sendto() to the
+# core's method, as the stream transport binds write(): no Python frame per
+# datagram on either path.
 #
 # Receive: one multishot RECVMSG per endpoint over a second provided-buffer
 # ring (group 1) sized for whole datagrams.  Each buffer the kernel fills
@@ -10,31 +15,65 @@
 # larger than a buffer arrives truncated with MSG_TRUNC set, as recvfrom
 # with a short buffer gives it; buffers hold the largest UDP payload.
 # ENOBUFS or a kernel without multishot RECVMSG: single-shot recvmsg into
-# the endpoint's own buffer, then multishot again.
+# the endpoint's own buffer, then multishot again.  The poll backend reads
+# up to POLL_RECV_BATCH datagrams per readiness, then waits for the next.
 #
-# Send: one SENDMSG in flight per endpoint, the rest queued in order.
+# Peer addresses: a datagram's sockaddr is turned into the address tuple
+# once per peer; a small 2-way table indexed by port keeps (sockaddr, tuple), so a
+# peer that sends again gets the same tuple object, and sendto() back to
+# that tuple finds its sockaddr by identity without parsing it.  Tuples of
+# str and int are immutable, so sharing them is safe.
+#
+# Send: sendto() with nothing queued calls sendto(2) at once, as asyncio's
+# selector transport does; only EAGAIN queues the datagram.  Queued ones go
+# out in order, one SENDMSG op at a time; when one completes, the rest are
+# tried directly again until the socket says EAGAIN.
 
 cdef extern from *:
     """
     struct rl_recvmsg_out { uint32_t namelen, controllen, payloadlen, flags; };
+    union rl_addr_u { struct sockaddr sa; struct sockaddr_in sin; struct sockaddr_in6 sin6; };
+    typedef struct {
+        PyObject *obj;          /* address tuple (owned), NULL if empty */
+        socklen_t len;
+        union rl_addr_u u;
+    } rl_addr_ent;
     """
     struct rl_recvmsg_out:
         uint32_t namelen
         uint32_t controllen
         uint32_t payloadlen
         uint32_t flags
+    union rl_addr_u:
+        sockaddr sa
+        sockaddr_in sin
+        sockaddr_in6 sin6
+    ctypedef struct rl_addr_ent:
+        PyObject *obj
+        socklen_t len
+        rl_addr_u u
+
+cdef extern from "<sys/socket.h>":
+    ssize_t c_sendto "sendto"(int fd, const void *buf, size_t n, int flags,
+                              const sockaddr *addr, socklen_t addrlen)
+
+from libc.string cimport memcmp
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
+from cpython.long cimport PyLong_AsLong
+from cpython.exc cimport PyErr_Occurred, PyErr_Clear
 
 cdef enum:
     DGRAM_MAX = 65536
     DGRAM_BUF = 65536 + 16 + 128    # payload + recvmsg_out + sockaddr_storage
-    DGRAM_RING_ENTRIES = 32
+    DGRAM_RING_ENTRIES = 128
     DGRAM_BGID = 1
+    ADDR_SLOTS = 256                # peers remembered per endpoint (power of two)
+    POLL_RECV_BATCH = 32            # poll backend: datagrams read per readiness
 
 
 @cython.final
 cdef class DgramRecvOp(Op):
-    cdef object transport           # the asyncio DatagramTransport
-    cdef object sock
+    cdef DgramCore core
     cdef msghdr msg
     cdef iovec iov
     cdef sockaddr_storage addr
@@ -80,12 +119,20 @@ cdef class DgramRecvOp(Op):
         self.msg.msg_iov = &self.iov
         self.msg.msg_iovlen = 1
 
+    cdef int _recv_now(self):
+        cdef ssize_t n
+        self._single_msg()
+        while True:
+            n = recvmsg(self.fd, <msghdr_t*>&self.msg, MSG_DONTWAIT)
+            if n >= 0:
+                return <int>n
+            if errno != errno_EINTR:
+                return -errno
+
     cdef int attempt(self) except? -1:
         self.single = True
         self.own_buf()
-        self._single_msg()
-        cdef ssize_t n = recvmsg(self.fd, <msghdr_t*>&self.msg, MSG_DONTWAIT)
-        return <int>n if n >= 0 else -errno
+        return self._recv_now()
 
     cdef int poll_events(self):
         return POLLIN
@@ -95,6 +142,7 @@ cdef class DgramRecvOp(Op):
         cdef char *buf
         cdef rl_recvmsg_out *out
         cdef unsigned bid
+        cdef int i
         cdef bint more = (flags & IORING_CQE_F_MORE) != 0
         cdef bint single = self.single
         if not more:
@@ -105,46 +153,38 @@ cdef class DgramRecvOp(Op):
             buf = rl_pbuf_addr(&d.dpbuf, bid)
             out = <rl_recvmsg_out*>buf
             try:
-                data = PyBytes_FromStringAndSize(
+                self.core.on_datagram(
                     buf + sizeof(rl_recvmsg_out) + sizeof(sockaddr_storage),
-                    min(out.payloadlen, DGRAM_MAX))
-                addr = _decode_sockaddr(<sockaddr*>(buf + sizeof(rl_recvmsg_out)),
-                                        out.namelen, self.sock)
+                    min(out.payloadlen, DGRAM_MAX),
+                    <sockaddr*>(buf + sizeof(rl_recvmsg_out)), out.namelen)
             finally:
                 rl_pbuf_recycle(&d.dpbuf, bid)
-            self._deliver(data, addr)
         elif res >= 0 and single:
-            data = PyBytes_FromStringAndSize(self.own, res)
-            addr = _decode_sockaddr(<sockaddr*>&self.addr, self.msg.msg_namelen, self.sock)
-            self._deliver(data, addr)
+            self.core.on_datagram(self.own, res, <sockaddr*>&self.addr, self.msg.msg_namelen)
+            if type(self.loop._driver) is PollDriver:
+                # Readiness said there is data: take what is queued now,
+                # in this iteration, instead of one datagram per iteration.
+                i = 1
+                while self.active and i < POLL_RECV_BATCH:
+                    res = self._recv_now()
+                    if res < 0:
+                        if res == -errno_EAGAIN:
+                            self.wait_first = True      # drained: wait for readiness
+                        else:
+                            self.core.on_recv_error(res)
+                        break
+                    self.core.on_datagram(self.own, res, <sockaddr*>&self.addr, self.msg.msg_namelen)
+                    i += 1
         elif res < 0 and res != -errno_ECANCELED and res != -errno_ENOBUFS:
             if res == -errno_EINVAL and not single:
                 # No multishot RECVMSG here: single-shot from now on.
                 self.single = True
             elif self.active:
-                exc = _os_error(-res)
-                try:
-                    self.transport._protocol.error_received(exc)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as e:
-                    self.transport._fatal_error(e, 'Fatal read error on datagram transport')
-                    return 0
+                self.core.on_recv_error(res)
         if res == -errno_ENOBUFS:
             self.single = True
         if not more and self.active:
             self.loop._driver.start(self)
-        return 0
-
-    cdef int _deliver(self, object data, object addr) except -1:
-        if not self.active:
-            return 0
-        try:
-            self.transport._protocol.datagram_received(data, addr)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self.transport._fatal_error(exc, 'Fatal read error on datagram transport')
         return 0
 
     def stop(self):
@@ -161,26 +201,14 @@ cdef class DgramRecvOp(Op):
             self.loop._driver.start(self)
 
 
-def _dgram_receiver(LoopCore loop, transport, sock):
-    cdef DgramRecvOp op = DgramRecvOp.__new__(DgramRecvOp)
-    op.loop = loop
-    op.transport = transport
-    op.sock = sock
-    op.fd = sock.fileno()
-    return op
-
-
-# One datagram per SENDMSG; the transport keeps the queue and calls send()
-# again from on_sent.
+# One queued datagram per SENDMSG; the core keeps the queue.
 @cython.final
 cdef class DgramSendOp(Op):
-    cdef object transport
+    cdef DgramCore core
     cdef msghdr msg
     cdef iovec iov
     cdef sockaddr_storage addr
-    cdef socklen_t addrlen
     cdef object data
-    cdef public object fallback_addr    # an address only the socket module can send to
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
         sqe.opcode = IORING_OP_SENDMSG
@@ -197,36 +225,481 @@ cdef class DgramSendOp(Op):
     cdef int poll_events(self):
         return POLLOUT
 
-    def send(self, bytes data, addr, int family):
-        """Start sending one datagram; False if addr needs the socket module."""
-        self.addrlen = 0
-        if addr is not None:
-            if not _encode_sockaddr(family, addr, &self.addr, &self.addrlen):
-                return False
-        self.data = data
-        self.iov.iov_base = PyBytes_AS_STRING(data)
-        self.iov.iov_len = len(data)
-        memset(&self.msg, 0, sizeof(msghdr))
-        self.msg.msg_name = &self.addr if self.addrlen else NULL
-        self.msg.msg_namelen = self.addrlen
-        self.msg.msg_iov = &self.iov
-        self.msg.msg_iovlen = 1
-        self.loop._driver.start(self)
-        return True
-
-    @property
-    def busy(self):
-        return self.state != OP_IDLE
-
     cdef int complete(self, int res, uint32_t flags) except -1:
         self.data = None
-        self.transport._on_sent(res)
+        self.core.on_sent(res)
         return 0
 
 
-def _dgram_sender(LoopCore loop, transport, sock):
-    cdef DgramSendOp op = DgramSendOp.__new__(DgramSendOp)
-    op.loop = loop
-    op.transport = transport
-    op.fd = sock.fileno()
-    return op
+@cython.final
+cdef class DgramCore:
+    cdef LoopCore loop
+    cdef public object transport     # the asyncio.DatagramTransport that owns us
+    cdef public object protocol
+    cdef public object sock
+    cdef public int fd
+    cdef int family
+    cdef public object address       # remote_addr of a connected endpoint, else None
+    cdef bint peer_connected         # socket has a peer: send() without an address
+    cdef object datagram_received    # bound method, looked up once per protocol
+    cdef object pending              # (data, addr) taken from the socket while paused
+    cdef DgramRecvOp rop
+    cdef DgramSendOp sop
+    cdef object queue                # deque of (bytes, addr) waiting to be sent
+    cdef public Py_ssize_t wsize     # bytes queued (get_write_buffer_size)
+    cdef public Py_ssize_t high_water
+    cdef public Py_ssize_t low_water
+    cdef public bint protocol_paused
+    cdef public bint closing
+    cdef public int conn_lost
+    cdef public bint paused          # pause_reading()
+    cdef public bint direct          # try sendto(2) before queueing
+    cdef public object sent_hook     # called after each queued datagram is done
+    cdef rl_addr_ent *peers          # ADDR_SLOTS entries, allocated on first use
+    cdef sockaddr_storage dst
+    cdef socklen_t dstlen
+
+    def __cinit__(self):
+        self.queue = collections.deque()
+        self.high_water = 64 * 1024
+        self.low_water = 16 * 1024
+        self.direct = True
+        self.peers = NULL
+
+    def __dealloc__(self):
+        self._drop_peers()
+
+    cdef void _drop_peers(self):
+        cdef Py_ssize_t i
+        cdef rl_addr_ent *peers = self.peers
+        if peers == NULL:
+            return
+        self.peers = NULL
+        for i in range(ADDR_SLOTS):
+            Py_XDECREF(peers[i].obj)
+        PyMem_Free(peers)
+
+    def setup(self, LoopCore loop, transport, sock, protocol, address, bint peer_connected):
+        self.loop = loop
+        self.transport = transport
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.family = sock.family
+        self.address = address
+        self.peer_connected = peer_connected
+        self.set_protocol(protocol)
+        self.rop = DgramRecvOp.__new__(DgramRecvOp)
+        self.rop.core = self
+        self.rop.loop = loop
+        self.rop.fd = self.fd
+        self.sop = DgramSendOp.__new__(DgramSendOp)
+        self.sop.core = self
+        self.sop.loop = loop
+        self.sop.fd = self.fd
+
+    def set_protocol(self, protocol):
+        self.protocol = protocol
+        self.datagram_received = protocol.datagram_received
+
+    # ---- peer addresses -------------------------------------------------------
+
+    cdef object _peer(self, sockaddr *sa, socklen_t salen):
+        """The address tuple of sa, the same object for a peer seen before."""
+        cdef rl_addr_ent *e
+        cdef rl_addr_ent *alt
+        cdef object addr
+        if not ((sa.sa_family == AF_INET and salen == sizeof(sockaddr_in)) or
+                (sa.sa_family == AF_INET6 and salen == sizeof(sockaddr_in6))):
+            return _decode_sockaddr(sa, salen, self.sock)
+        if self.peers == NULL:
+            self.peers = <rl_addr_ent*>PyMem_Malloc(ADDR_SLOTS * sizeof(rl_addr_ent))
+            if self.peers == NULL:
+                raise MemoryError()
+            memset(self.peers, 0, ADDR_SLOTS * sizeof(rl_addr_ent))
+        # Two places per port (2-way), so two peers whose ports collide
+        # do not evict each other on every datagram.
+        e = &self.peers[ntohs((<sockaddr_in*>sa).sin_port) & (ADDR_SLOTS - 1)]
+        alt = &self.peers[(ntohs((<sockaddr_in*>sa).sin_port) + ADDR_SLOTS // 2) & (ADDR_SLOTS - 1)]
+        if e.obj != NULL and e.len == salen and memcmp(&e.u, sa, salen) == 0:
+            return <object>e.obj
+        if alt.obj != NULL and alt.len == salen and memcmp(&alt.u, sa, salen) == 0:
+            return <object>alt.obj
+        addr = _decode_sockaddr(sa, salen, self.sock)
+        if e.obj != NULL:
+            # The newest peer takes the first place, the previous one the
+            # second; whoever held that is forgotten.
+            Py_XDECREF(alt.obj)
+            alt[0] = e[0]
+        Py_INCREF(addr)
+        e.obj = <PyObject*>addr
+        e.len = salen
+        memcpy(&e.u, sa, salen)
+        return addr
+
+    cdef sockaddr *_known(self, object addr, socklen_t *salen):
+        """The sockaddr of an address tuple _peer handed out, else NULL."""
+        cdef rl_addr_ent *e
+        cdef long port
+        cdef object p
+        if self.peers == NULL or type(addr) is not tuple or PyTuple_GET_SIZE(addr) < 2:
+            return NULL
+        p = <object>PyTuple_GET_ITEM(addr, 1)
+        if type(p) is not int:
+            return NULL
+        port = PyLong_AsLong(p)
+        if port == -1 and PyErr_Occurred():
+            PyErr_Clear()
+            return NULL
+        e = &self.peers[port & (ADDR_SLOTS - 1)]
+        if e.obj != <PyObject*>addr:
+            e = &self.peers[(port + ADDR_SLOTS // 2) & (ADDR_SLOTS - 1)]
+            if e.obj != <PyObject*>addr:
+                return NULL
+        salen[0] = e.len
+        return &e.u.sa
+
+    # ---- receiving ------------------------------------------------------------
+
+    cdef int on_datagram(self, char *ptr, Py_ssize_t n, sockaddr *sa, socklen_t salen) except -1:
+        if self.closing:
+            return 0
+        data = PyBytes_FromStringAndSize(ptr, n)
+        addr = self._peer(sa, salen)
+        if self.paused or self.pending:
+            # Taken from the socket after pause_reading() asked the kernel
+            # to stop: kept, in order, for resume_reading().
+            if self.pending is None:
+                self.pending = collections.deque()
+            self.pending.append((data, addr))
+            return 0
+        try:
+            self.datagram_received(data, addr)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.fatal_error(exc, 'Fatal read error on datagram transport')
+        return 0
+
+    cdef int on_recv_error(self, int res) except -1:
+        try:
+            self.protocol.error_received(_os_error(-res))
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.fatal_error(exc, 'Fatal read error on datagram transport')
+        return 0
+
+    def start_reading(self):
+        # Called (via call_soon) after connection_made, as asyncio does.
+        if not self.closing and not self.paused:
+            self.rop.start()
+
+    def pause_reading(self):
+        if self.closing or self.paused:
+            return
+        self.paused = True
+        self.rop.stop()
+        if self.loop._debug:
+            _get_logger().debug("%r pauses reading", self.transport)
+
+    def resume_reading(self):
+        if self.closing or not self.paused:
+            return
+        self.paused = False
+        if self.pending:
+            self.loop._call_soon_c(self._deliver_pending, (), None)
+        else:
+            self.rop.start()
+        if self.loop._debug:
+            _get_logger().debug("%r resumes reading", self.transport)
+
+    def _deliver_pending(self):
+        while self.pending and not self.paused and not self.closing:
+            data, addr = self.pending.popleft()
+            try:
+                self.datagram_received(data, addr)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.fatal_error(exc, 'Fatal read error on datagram transport')
+                return
+        if not self.paused and not self.closing:
+            self.rop.start()
+
+    def is_reading(self):
+        return not self.closing and not self.paused
+
+    # ---- sending --------------------------------------------------------------
+
+    def sendto(self, data, addr=None):
+        cdef Py_ssize_t n
+        cdef ssize_t r
+        cdef int err, ok
+        cdef sockaddr *sa = NULL
+        cdef socklen_t salen = 0
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise TypeError(f'data argument must be a bytes-like object, '
+                                f'not {type(data).__name__!r}')
+            if not data:
+                return
+            # What is queued must not change under us: an immutable copy.
+            data = bytes(data)
+        n = len(<bytes>data)
+        if n == 0:
+            return
+        if self.address:
+            if addr is not None and addr is not self.address and addr != self.address:
+                raise ValueError(f'Invalid address: must be None or {self.address}')
+            addr = None
+        elif self.peer_connected:
+            addr = None         # a connected socket: send(), as asyncio does
+        if self.conn_lost and self.address:
+            if self.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                _get_logger().warning('socket.send() raised exception.')
+            self.conn_lost += 1
+            return
+        if self.sock is None:
+            return
+        if self.queue or self.sop.state != OP_IDLE or not self.direct:
+            if not self.conn_lost:
+                self._enqueue(<bytes>data, addr)
+            return
+        # Nothing queued: straight to the socket.
+        if addr is not None:
+            sa = self._known(addr, &salen)
+            if sa == NULL:
+                try:
+                    ok = _encode_sockaddr(self.family, addr, &self.dst, &self.dstlen)
+                except OSError as exc:
+                    self.protocol.error_received(exc)
+                    return
+                if not ok:
+                    self._send_fallback(<bytes>data, addr)
+                    return
+                sa = <sockaddr*>&self.dst
+                salen = self.dstlen
+        while True:
+            r = c_sendto(self.fd, PyBytes_AS_STRING(data), n, MSG_NOSIGNAL | MSG_DONTWAIT, sa, salen)
+            if r >= 0:
+                return
+            err = errno
+            if err != errno_EINTR:
+                break
+        if err == errno_EAGAIN:
+            if not self.conn_lost:
+                self._enqueue(<bytes>data, addr)
+            return
+        self.protocol.error_received(_os_error(err))
+
+    cdef int _enqueue(self, bytes data, object addr) except -1:
+        self.queue.append((data, addr))
+        self.wsize += len(data)
+        if self.sop.state == OP_IDLE:
+            self._send_next()
+        if self.wsize > self.high_water and not self.protocol_paused:
+            self._pause_protocol()
+        return 0
+
+    cdef int _send_fallback(self, bytes data, object addr) except -1:
+        # An address only the socket module understands (a host name or an
+        # exotic family): send it there, synchronously.
+        try:
+            self.sock.sendto(data, addr)
+        except OSError as exc:
+            self.protocol.error_received(exc)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.fatal_error(exc, 'Fatal write error on datagram transport')
+        return 0
+
+    cdef int _send_next(self) except -1:
+        """Send what is queued, in order, until the socket would block; then
+        leave the head to a SENDMSG op."""
+        cdef DgramSendOp op = self.sop
+        cdef bytes data
+        cdef object addr
+        cdef socklen_t salen
+        cdef sockaddr *sa
+        cdef ssize_t r
+        cdef int err, ok
+        while self.queue and op.state == OP_IDLE and not self.conn_lost:
+            data, addr = self.queue[0]
+            salen = 0
+            sa = NULL
+            if addr is not None:
+                sa = self._known(addr, &salen)
+                if sa == NULL:
+                    try:
+                        ok = _encode_sockaddr(self.family, addr, &op.addr, &salen)
+                    except OSError as exc:
+                        self._pop_head()
+                        self._report(exc)
+                        continue
+                    if not ok:
+                        self._pop_head()
+                        self._send_fallback(data, addr)
+                        continue
+                else:
+                    memcpy(&op.addr, sa, salen)
+            err = errno_EAGAIN
+            if self.direct:
+                while True:
+                    r = c_sendto(self.fd, PyBytes_AS_STRING(data), len(data),
+                                 MSG_NOSIGNAL | MSG_DONTWAIT,
+                                 <sockaddr*>&op.addr if salen else NULL, salen)
+                    if r >= 0:
+                        err = 0
+                        break
+                    err = errno
+                    if err != errno_EINTR:
+                        break
+            if err == 0 or err != errno_EAGAIN:
+                self._pop_head()
+                if err:
+                    self._report(_os_error(err))
+                continue
+            op.data = data
+            op.iov.iov_base = PyBytes_AS_STRING(data)
+            op.iov.iov_len = len(data)
+            memset(&op.msg, 0, sizeof(msghdr))
+            op.msg.msg_name = &op.addr if salen else NULL
+            op.msg.msg_namelen = salen
+            op.msg.msg_iov = &op.iov
+            op.msg.msg_iovlen = 1
+            self.loop._driver.start(op)
+            return 0
+        self._after_send()
+        return 0
+
+    cdef int _pop_head(self) except -1:
+        data, _ = self.queue.popleft()
+        self.wsize -= len(<bytes>data)
+        return 0
+
+    cdef int _report(self, object exc) except -1:
+        if self.conn_lost:
+            return 0
+        try:
+            self.protocol.error_received(exc)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as e:
+            self.fatal_error(e, 'Fatal write error on datagram transport')
+        return 0
+
+    cdef int on_sent(self, int res) except -1:
+        if not self.queue:
+            return 0            # aborted meanwhile
+        self._pop_head()
+        if res < 0 and res != -errno_ECANCELED:
+            self._report(_os_error(-res))
+        if self.sent_hook is not None:
+            self.sent_hook()
+        if self.sop.state == OP_IDLE:
+            self._send_next()
+        return 0
+
+    cdef int _after_send(self) except -1:
+        # The queue drained (or the op took its head): flow control, close.
+        if self.protocol_paused and self.wsize <= self.low_water:
+            self._resume_protocol()
+        if (not self.queue and self.sop.state == OP_IDLE and self.closing
+                and not self.conn_lost):
+            self.conn_lost += 1
+            self.loop._call_soon_c(self.call_connection_lost, (None,), None)
+        return 0
+
+    @property
+    def queued(self):
+        """Datagrams waiting to be sent (including one in flight)."""
+        return len(self.queue)
+
+    # ---- flow control ---------------------------------------------------------
+
+    cdef int _pause_protocol(self) except -1:
+        self.protocol_paused = True
+        try:
+            self.protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.loop.call_exception_handler({
+                'message': 'protocol.pause_writing() failed',
+                'exception': exc,
+                'transport': self.transport,
+                'protocol': self.protocol,
+            })
+        return 0
+
+    cdef int _resume_protocol(self) except -1:
+        self.protocol_paused = False
+        try:
+            self.protocol.resume_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.loop.call_exception_handler({
+                'message': 'protocol.resume_writing() failed',
+                'exception': exc,
+                'transport': self.transport,
+                'protocol': self.protocol,
+            })
+        return 0
+
+    def maybe_pause_protocol(self):
+        if self.wsize > self.high_water and not self.protocol_paused:
+            self._pause_protocol()
+
+    def maybe_resume_protocol(self):
+        if self.protocol_paused and self.wsize <= self.low_water:
+            self._resume_protocol()
+
+    # ---- closing --------------------------------------------------------------
+
+    def close(self):
+        self.rop.stop()
+        if self.closing:
+            return
+        self.closing = True
+        if not self.queue and self.sop.state == OP_IDLE:
+            self.conn_lost += 1
+            self.loop._call_soon_c(self.call_connection_lost, (None,), None)
+
+    def force_close(self, exc):
+        self.rop.stop()
+        if self.conn_lost:
+            return
+        # A SENDMSG in flight finishes on its own; its completion finds the
+        # queue empty and does nothing.
+        self.queue.clear()
+        self.wsize = 0
+        self.closing = True
+        self.conn_lost += 1
+        self.loop._call_soon_c(self.call_connection_lost, (exc,), None)
+
+    cpdef fatal_error(self, exc, message='Fatal error on transport'):
+        if isinstance(exc, OSError):
+            if self.loop._debug:
+                _get_logger().debug("%r: %s", self.transport, message, exc_info=True)
+        else:
+            self.loop.call_exception_handler({
+                'message': message,
+                'exception': exc,
+                'transport': self.transport,
+                'protocol': self.protocol,
+            })
+        self.force_close(exc)
+
+    def call_connection_lost(self, exc):
+        try:
+            self.transport._connection_lost(exc)
+        finally:
+            self.sock = None
+            self.protocol = None
+            self.datagram_received = None
+            self.transport = None
+            self.sent_hook = None
+            self.pending = None
+            self._drop_peers()

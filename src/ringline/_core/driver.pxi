@@ -139,7 +139,7 @@ cdef class UringDriver(Driver):
         self.start(self.wake_op)
 
     cdef bint dgram_ring(self) except -1:
-        # The datagram buffer ring (2 MiB) exists only once an endpoint asks.
+        # The datagram buffer ring (8 MiB, touched as used) exists only once an endpoint asks.
         if self.dpbuf_state == 0:
             if rl_pbuf_ring_init(&self.ring, &self.dpbuf, DGRAM_RING_ENTRIES, DGRAM_BUF, DGRAM_BGID) == 0:
                 self.dpbuf_state = 1
