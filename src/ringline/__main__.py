@@ -178,10 +178,13 @@ def _echo_main(args) -> int:
         return 2
     shutdown, workers = ringline.Builder(cfg).bind((args.host, args.port)).launch(MODES[args.mode])
     addr = shutdown.address()
-    sys.stderr.write(f"ringline echo ({args.mode}) on {addr[0]}:{addr[1]}, "
-                     f"{len(workers)} worker(s), backend {cfg.backend or ringline.backend()}\n")
-    sys.stderr.flush()
-    sig = shutdown.wait_on_signal()
+
+    def banner():
+        sys.stderr.write(f"ringline echo ({args.mode}) on {addr[0]}:{addr[1]}, "
+                         f"{len(workers)} worker(s), backend {cfg.backend or ringline.backend()}\n")
+        sys.stderr.flush()
+
+    sig = shutdown.wait_on_signal(ready=banner)
     failed = [w for w in workers if w.failed]
     for w in failed:
         sys.stderr.write(f"{w.error}\n")

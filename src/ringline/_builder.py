@@ -296,10 +296,13 @@ class ShutdownHandle:
         shutdown."""
         return area_metrics(self._area)
 
-    def wait_on_signal(self, signals=(signal.SIGINT, signal.SIGTERM), shutdown: bool = True):
+    def wait_on_signal(self, signals=(signal.SIGINT, signal.SIGTERM), shutdown: bool = True,
+                       ready=None):
         """Block until one of ``signals`` arrives (main thread only), then
         shut down (unless shutdown=False); returns the signal
-        (signal.Signals), or None if every worker ended first."""
+        (signal.Signals), or None if every worker ended first.  ``ready``,
+        if given, is called once the handlers are installed (announce the
+        server there: a signal sent after it is never the default action)."""
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("wait_on_signal() must be called from the main thread")
         got = []
@@ -313,6 +316,8 @@ class ShutdownHandle:
         try:
             for s in signals:
                 old[s] = signal.signal(s, handler)
+            if ready is not None:
+                ready()
             while not event.is_set():
                 if not self.is_running():
                     break
