@@ -44,6 +44,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         self._protocol = protocol
         self.write = core.write
         self.writelines = core.writelines
+        self.is_closing = core.is_closing      # StreamWriter.drain() asks every time
         self._server = server
         if server is not None:
             server._attach()
