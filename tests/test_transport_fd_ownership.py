@@ -196,3 +196,90 @@ def test_poll_stream_needs_no_epoll_ctl_per_message():
         loop.close()
     # ONESHOT re-arming would cost ~1000 (one per wait on either side).
     assert used < 20, used
+
+
+@pytest.mark.ringline_only
+def test_conn_dropped_unclosed_then_fd_reused(loop, run):
+    """A ConnCtx collected with its reference cycle (its socket's finalizer
+    closes the fd before the core can give it back): a later socket on the
+    same fd number must still be served (review of the edge-triggered mode)."""
+    import ringline
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.setblocking(False)
+    addr = srv.getsockname()
+
+    async def main():
+        conn = await ringline.connect(addr, timeout=5)
+        peer, _ = await loop.sock_accept(srv)
+        peer.close()                            # EOF for conn
+        seen = []
+
+        def take(view):
+            seen.append(bytes(view))
+            return len(view)
+        assert await conn.with_data(take) == 0
+        fd = conn._fileno() if hasattr(conn, "_fileno") else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            del conn
+            gc.collect()
+        c, d = _pair()
+        try:
+            if fd is not None:
+                assert fd in (c.fileno(), d.fileno())
+            fut = asyncio.ensure_future(loop.sock_recv(c, 10))
+            await asyncio.sleep(0.01)
+            d.send(b"fresh")
+            assert await asyncio.wait_for(fut, 5) == b"fresh"
+            fut = asyncio.ensure_future(loop.sock_recv(d, 10))
+            await asyncio.sleep(0.01)
+            c.send(b"back")
+            assert await asyncio.wait_for(fut, 5) == b"back"
+        finally:
+            c.close()
+            d.close()
+
+    try:
+        run(main())
+    finally:
+        srv.close()
+
+
+def test_datagram_pause_resume_inside_datagram_received(loop, run):
+    """pause_reading() + resume_reading() from datagram_received must not
+    start the receive twice (review: DgramRecvOp.complete)."""
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind(("127.0.0.1", 0))
+    a.setblocking(False)
+
+    class P(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.got = []
+
+        def connection_made(self, tr):
+            self.tr = tr
+
+        def datagram_received(self, data, addr):
+            self.got.append(data)
+            self.tr.pause_reading()
+            self.tr.resume_reading()
+
+        def error_received(self, exc):
+            self.got.append(exc)
+
+    async def main():
+        tr, pr = await loop.create_datagram_endpoint(P, local_addr=("127.0.0.1", 0))
+        port = tr.get_extra_info("sockname")
+        for i in range(50):
+            a.sendto(b"d%d" % i, port)
+        await _until(lambda: len(pr.got) >= 50)
+        assert pr.got == [b"d%d" % i for i in range(50)]
+        tr.close()
+
+    try:
+        run(main())
+    finally:
+        a.close()

@@ -361,8 +361,8 @@ cdef class ConnRecvOp(Op):
     cdef int attempt(self) except? -1:
         self.single = True
         cdef ssize_t n = recv(self.fd, self.core.own_buf(), self.core.env.own_size, MSG_DONTWAIT)
-        if 0 < n < self.core.env.own_size:
-            self.wait_first = True      # drained: wait for the next edge
+        if 0 < n < self.core.env.own_size and self.core.tcp:
+            self.wait_first = True      # drained: wait for the next edge (TCP only, see stream.pxi)
         return <int>n if n >= 0 else -errno
 
     cdef int poll_events(self):
@@ -584,16 +584,21 @@ cdef class ConnCore:
         self.send_waiters = collections.deque()
 
     cdef int _disown(self) except -1:
+        # Never raises: the socket must be closed regardless.
         if self.fd >= 0 and self.drv is not None:
-            self.drv.disown_fd(self.fd)
-            self.fd = -1
+            fd, self.fd = self.fd, -1
+            try:
+                self.drv.disown_fd(fd)
+            except Exception:
+                pass
         return 0
 
     def __dealloc__(self):
         cdef Py_ssize_t i
         if not self.closed and self.fd >= 0 and self.drv is not None:
-            # Dropped unclosed: the socket closes after us; its registration
-            # must go first (the fd number will be reused).
+            # Dropped unclosed: best effort (collected with a cycle, the
+            # socket's finalizer has closed the fd already and drv may be
+            # cleared; the poll driver then notices the dead owner itself).
             try:
                 self._disown()
             except BaseException:
@@ -627,7 +632,8 @@ cdef class ConnCore:
         self.m = env.metrics
         self.sock = sock
         self.fd = sock.fileno()
-        self.drv.own_fd(self.fd)        # poll backend: one edge-triggered registration
+        self.drv.own_fd(self.fd, sock)  # poll backend: one edge-triggered registration
+        self.tcp = sock.family in (socket_mod.AF_INET, socket_mod.AF_INET6)
         self.is_outbound = outbound
         self.m.p[M_OUTBOUND if outbound else M_ACCEPTED] += 1
         self.counted = True

@@ -92,7 +92,7 @@ cdef class Driver:
     cdef int wait(self, int64_t timeout_ns) except -1
     cdef int flush(self) except -1
     cdef int shutdown(self, bint forked) except -1
-    cdef int own_fd(self, int fd) except -1
+    cdef int own_fd(self, int fd, object owner) except -1
     cdef int disown_fd(self, int fd) except -1
     cdef int wake(self) noexcept nogil
 
@@ -135,6 +135,7 @@ cdef class _PollFd:
     cdef bint rready              # et: a read may succeed (no EAGAIN since the last edge)
     cdef bint wready
     cdef bint rclosed             # et: EOF or an error was reported: reads never block again
+    cdef object owner             # et: weakref to the owning socket object
 
 
 cdef class _ReadinessDriver(Driver):
@@ -164,6 +165,7 @@ cdef class _ReadinessDriver(Driver):
     cdef int _deliver_all(self, list batch) except -1
     cdef int _run_queue(self, object queue, int revents, list done) except -1
     cdef int _start_et(self, _PollFd fs, Op op, int events, bint readiness) except -1
+    cdef int _drop_stale_et(self, _PollFd fs) except -1
     cdef int _process(self, _PollFd fs, uint32_t revents, list done) except -1
     cdef dict _stats(self, str mechanism, str wait_key, str ctl_key)
 
@@ -317,6 +319,7 @@ cdef class _ConnAwait:
 cdef class ConnCore:
     cdef LoopCore loop
     cdef Driver drv
+    cdef bint tcp
     cdef UringDriver ud
     cdef ConnEnv env
     cdef SendPool pool

@@ -20,6 +20,7 @@ cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.weakref cimport PyWeakref_GetObject
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
                              PyBUF_SIMPLE, PyBUF_WRITABLE)
@@ -36,6 +37,7 @@ import errno as errno_mod
 import os
 import socket as socket_mod
 import sys
+import weakref
 from weakref import ref as _weakref
 
 from asyncio import base_events, format_helpers, futures

@@ -165,7 +165,9 @@ cdef class DgramRecvOp(Op):
                 # Readiness said there is data: take what is queued now,
                 # in this iteration, instead of one datagram per iteration.
                 i = 1
-                while self.active and i < POLL_RECV_BATCH:
+                # (Not if a callback restarted us: resume_reading() in
+                # datagram_received; our buffer is the kernel's/driver's now.)
+                while self.active and self.state == OP_IDLE and i < POLL_RECV_BATCH:
                     res = self._recv_now()
                     if res < 0:
                         if res == -errno_EAGAIN:
@@ -183,7 +185,7 @@ cdef class DgramRecvOp(Op):
                 self.core.on_recv_error(res)
         if res == -errno_ENOBUFS:
             self.single = True
-        if not more and self.active:
+        if not more and self.active and self.state == OP_IDLE:
             self.loop._driver.start(self)
         return 0
 
@@ -671,8 +673,11 @@ cdef class DgramCore:
         self.rop.stop()
         if self.conn_lost:
             return
-        # A SENDMSG in flight finishes on its own; its completion finds the
-        # queue empty and does nothing.
+        # A SENDMSG in flight is cancelled (on the poll backend it would
+        # otherwise wait in the fd's queue and fire on whatever socket
+        # reuses the number); its completion finds the queue empty.
+        if self.sop is not None and self.sop.state == OP_INFLIGHT:
+            self.loop._driver.cancel(self.sop)
         self.queue.clear()
         self.wsize = 0
         self.closing = True

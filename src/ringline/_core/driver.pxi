@@ -38,7 +38,7 @@ cdef class Driver:
 
     # A transport takes an fd for its lifetime (own_fd) and gives it back
     # before closing it (disown_fd).  Only the poll drivers care.
-    cdef int own_fd(self, int fd) except -1:
+    cdef int own_fd(self, int fd, object owner) except -1:
         return 0
 
     cdef int disown_fd(self, int fd) except -1:

@@ -119,6 +119,7 @@ cdef class _PollFd:
         self.rready = False
         self.wready = False
         self.rclosed = False
+        self.owner = None
 
     def __repr__(self):
         return (f'<_PollFd fd={self.fd} readers={len(self.readers)} '
@@ -191,7 +192,12 @@ cdef class _ReadinessDriver(Driver):
         fs = self.fds.get(op.fd)
         if fs is not None:
             if fs.et:
-                return self._start_et(fs, op, events, readiness)
+                if PyWeakref_GetObject(fs.owner) is not <PyObject*>None:
+                    return self._start_et(fs, op, events, readiness)
+                # The owner went without disown_fd (collected with a
+                # reference cycle: its socket's finalizer closed the fd
+                # first).  The number may name another file now: ONESHOT.
+                self._drop_stale_et(fs)
             queue = fs.writers if _goes_to_writers(events) else fs.readers
         else:
             queue = None
@@ -286,11 +292,26 @@ cdef class _ReadinessDriver(Driver):
             fs.readers.append(op)
         return 0
 
-    cdef int own_fd(self, int fd) except -1:
-        """A transport's socket: one persistent edge-triggered registration."""
+    cdef int _drop_stale_et(self, _PollFd fs) except -1:
+        fs.et = False
+        fs.owner = None
+        fs.added = False        # the close removed it (a new ADD bumps gen)
+        fs.armed = 0
+        fs.rmask = 0
+        fs.wmask = 0
+        return 0
+
+    cdef int own_fd(self, int fd, object owner) except -1:
+        """A transport's socket: one persistent edge-triggered registration,
+        valid while `owner` (the socket object) lives."""
         cdef _PollFd fs
+        cdef object ref
         if self.poller_fd < 0:
             return 0
+        try:
+            ref = weakref.ref(owner)
+        except TypeError:
+            return 0        # cannot tell when it goes: stay ONESHOT
         fs = self.fds.get(fd)
         if fs is None:
             fs = _PollFd.__new__(_PollFd, fd)
@@ -303,6 +324,7 @@ cdef class _ReadinessDriver(Driver):
             # paths report it to the ops.
             return 0
         fs.et = True
+        fs.owner = ref
         fs.rready = True    # unknown: the first op tries its syscall
         fs.wready = True
         fs.rclosed = False
@@ -317,6 +339,7 @@ cdef class _ReadinessDriver(Driver):
         if fs is None or not fs.et:
             return 0
         fs.et = False
+        fs.owner = None
         fs.armed = 0
         fs.rmask = 0
         fs.wmask = 0

@@ -58,7 +58,7 @@ cdef class StreamRecvOp(Op):
     cdef int attempt(self) except? -1:
         self.single = True
         cdef ssize_t n = recv(self.fd, self.core.own_buf(), OWN_RECV_SIZE, MSG_DONTWAIT)
-        if 0 < n < OWN_RECV_SIZE:
+        if 0 < n < OWN_RECV_SIZE and self.core.tcp:
             # A short read drained the socket: the poll driver waits for the
             # next readiness edge instead of a recv bound to say EAGAIN.
             self.wait_first = True
@@ -170,6 +170,7 @@ cdef class StreamCore:
     cdef bint eof_received
     cdef bint recv_armed
     cdef bint direct_send            # poll backend: write() tries send() itself
+    cdef bint tcp                    # a short read drains the socket (see setup)
     cdef list pending                # data that arrived while paused
     cdef bint pending_eof
     cdef object empty_waiter
@@ -198,7 +199,11 @@ cdef class StreamCore:
         self.sock = sock
         self.fd = sock.fileno()
         self.set_protocol(protocol)
-        loop._driver.own_fd(self.fd)
+        loop._driver.own_fd(self.fd, sock)
+        # A short read means "drained" only where the stack never stops a
+        # read early: TCP.  AF_UNIX stops at a message carrying ancillary
+        # data (SCM_RIGHTS, credentials) with more queued and no new edge.
+        self.tcp = sock.family in (socket_mod.AF_INET, socket_mod.AF_INET6)
         # The poll backend's write fast path (uvloop's and asyncio's): with
         # nothing queued, write() sends at once and, when the kernel takes
         # everything, no op or completion exists at all.  On io_uring the
@@ -206,10 +211,14 @@ cdef class StreamCore:
         self.direct_send = loop._driver.name == "poll"
 
     def disown(self):
-        # The transport is about to close the socket.
+        # The transport is about to close the socket.  Never raises: the
+        # close and connection_lost must happen regardless.
         if self.fd >= 0 and self.loop is not None:
-            self.loop._driver.disown_fd(self.fd)
-            self.fd = -1
+            fd, self.fd = self.fd, -1
+            try:
+                self.loop._driver.disown_fd(fd)
+            except Exception:
+                pass
 
     def set_protocol(self, protocol):
         # Pause state belongs to the protocol that was told: a new protocol
