@@ -9,31 +9,21 @@ method bound on the instance, so sending a datagram costs no Python frame.
 from __future__ import annotations
 
 import warnings
-from asyncio import futures, transports, trsock
+from asyncio import futures, transports
 
 from ._core.core import DgramCore
+from ._coretransport import CoreTransport
 
 __all__ = ("DatagramTransport",)
 
 
-class DatagramTransport(transports._FlowControlMixin, transports.DatagramTransport):
+class DatagramTransport(CoreTransport, transports._FlowControlMixin, transports.DatagramTransport):
 
     max_size = 256 * 1024       # asyncio's selector transport has it; unused here
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         super().__init__(extra, loop)
-        self._sock = sock
-        self._sock_fd = sock.fileno()
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
+        self._init_socket(sock)
         self._address = address
         self._protocol = protocol
         self._protocol_connected = True
@@ -94,37 +84,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
     def resume_reading(self):
         self._core.resume_reading()
 
-    # ---- writing -------------------------------------------------------------------
-
-    def get_write_buffer_size(self):
-        return self._core.wsize
-
-    def get_write_buffer_limits(self):
-        return (self._core.low_water, self._core.high_water)
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._core.high_water = high
-        self._core.low_water = low
-        self._core.maybe_pause_protocol()
-        self._core.maybe_resume_protocol()
-
-    # _FlowControlMixin's state lives in the core.
-    @property
-    def _protocol_paused(self):
-        core = self.__dict__.get("_core")
-        return core.protocol_paused if core is not None else False
-
-    @_protocol_paused.setter
-    def _protocol_paused(self, value):
-        core = self.__dict__.get("_core")
-        if core is not None:
-            core.protocol_paused = value
+    # ---- state asyncio's code reads (flow control: _coretransport) ------
 
     @property
     def _conn_lost(self):
@@ -135,18 +95,6 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
     def _closing(self):
         core = self.__dict__.get("_core")
         return core.closing if core is not None else False
-
-    def _maybe_pause_protocol(self):
-        self._core.maybe_pause_protocol()
-
-    def _maybe_resume_protocol(self):
-        self._core.maybe_resume_protocol()
-
-    def _force_close(self, exc):
-        self._core.force_close(exc)
-
-    def _fatal_error(self, exc, message="Fatal error on transport"):
-        self._core.fatal_error(exc, message)
 
     def _connection_lost(self, exc):
         # Called by the core once, after close/abort/error, via call_soon.

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from asyncio import streams, transports
 
+from ._coretransport import water_marks
+
 __all__ = ("open_streams",)
 
 
@@ -88,13 +90,7 @@ class _ConnTransport(transports.Transport):
         return (self._low, self._high)
 
     def set_write_buffer_limits(self, high=None, low=None):
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high, self._low = high, low
+        self._high, self._low = water_marks(high, low)
 
     def is_reading(self):
         return not self._conn.closing

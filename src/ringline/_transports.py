@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import socket
 import warnings
-from asyncio import constants, futures, transports, trsock
+from asyncio import constants, futures, transports
 
 from ._core.core import StreamCore
+from ._coretransport import CoreTransport
 
 __all__ = ("SocketTransport",)
 
 
-class SocketTransport(transports._FlowControlMixin, transports.Transport):
+class SocketTransport(CoreTransport, transports._FlowControlMixin, transports.Transport):
     """A TCP or Unix stream connection whose I/O goes through the ring."""
 
     _start_tls_compatible = True
@@ -27,18 +28,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         super().__init__(extra, loop)
-        self._sock = sock
-        self._sock_fd = sock.fileno()
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
+        self._init_socket(sock)
         core = self._core = StreamCore()
         core.setup(loop, self, sock, protocol)
         self._protocol = protocol
@@ -115,24 +105,6 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     def abort(self) -> None:
         self._core.abort()
 
-    def get_write_buffer_size(self) -> int:
-        return self._core.wsize
-
-    def get_write_buffer_limits(self):
-        return (self._core.low_water, self._core.high_water)
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._core.high_water = high
-        self._core.low_water = low
-        self._core.maybe_pause_protocol()
-        self._core.maybe_resume_protocol()
-
     # ---- used by the loop (sendfile, start_tls) ----------------------------------
 
     def _make_empty_waiter(self):
@@ -140,31 +112,6 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
 
     def _reset_empty_waiter(self):
         self._core.reset_empty_waiter()
-
-    # _FlowControlMixin's state lives in the core; asyncio's sendfile
-    # fallback reads _protocol_paused.
-    @property
-    def _protocol_paused(self):
-        core = self.__dict__.get("_core")
-        return core.protocol_paused if core is not None else False
-
-    @_protocol_paused.setter
-    def _protocol_paused(self, value):
-        core = self.__dict__.get("_core")
-        if core is not None:
-            core.protocol_paused = value
-
-    def _maybe_pause_protocol(self):
-        self._core.maybe_pause_protocol()
-
-    def _maybe_resume_protocol(self):
-        self._core.maybe_resume_protocol()
-
-    def _force_close(self, exc):
-        self._core.force_close(exc)
-
-    def _fatal_error(self, exc, message="Fatal error on transport"):
-        self._core.fatal_error(exc, message)
 
     def _connection_lost(self, exc):
         # Called by the core once, after close/abort/error, via call_soon.
