@@ -14,7 +14,6 @@ import fcntl
 import io
 import os
 import selectors
-import signal
 import socket
 import sys
 import threading
@@ -38,7 +37,11 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
     """An asyncio event loop whose I/O goes through io_uring."""
 
     def __init__(self, backend: str | None = None) -> None:
-        self._core_init(backend)
+        try:
+            self._core_init(backend)
+        except BaseException:
+            self._closed = True     # nothing to close: __del__ must not try
+            raise
         # BaseEventLoop.__init__ without the fields LoopCore owns (_ready,
         # _scheduled): same names, same defaults.
         self._timer_cancelled_count = 0
@@ -238,7 +241,8 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
         self._add_reader(self._ssock_fd, self._read_from_self)
 
     def _close_self_pipe(self):
-        if self._ssock is None:
+        # getattr: __init__ may have failed before the pipe existed.
+        if getattr(self, "_ssock", None) is None:
             return
         # By fd number: when the GC finalizes an unclosed loop, the socket
         # object may already be closed.
