@@ -46,17 +46,24 @@
 #   if ops still wait.  Arming re-checks the file's state, so an fd still
 #   ready fires at once: readiness-only waiters get asyncio's level
 #   semantics, and no wakeup between the EAGAIN and the arming is lost.
-# * Owned fds (own_fd/disown_fd: a stream transport's socket, which it holds
-#   for its whole life and closes itself) are registered once, edge-
-#   triggered (EPOLLET, EV_CLEAR).  Per direction the fd keeps a "maybe
-#   ready" bit, tokio's scheme: set by every edge, cleared when a syscall
-#   says EAGAIN or a read comes back short (the socket was drained at that
-#   instant; any byte arriving later is a new edge, seen at the next wait).
-#   An op tries its syscall when the bit is set and its queue is empty,
-#   otherwise it waits for the next edge; an edge that arrives while nobody
-#   waits just leaves the bit set, so it is never lost.  Readiness-only
-#   waiters on an owned fd (add_writer during sendfile) keep asyncio's level
-#   semantics by asking poll(2) first.
+# * Owned fds (own_fd/disown_fd: the socket of a stream transport or a
+#   runtime ConnCtx, held for its whole life and closed by its owner, who
+#   disowns it first) are registered once, edge-triggered (EPOLLET,
+#   EV_CLEAR): ONESHOT's one epoll_ctl per wait was ~1 per message on an
+#   echo.  Per direction the fd keeps a "maybe ready" bit, tokio's scheme:
+#   set by every edge, cleared when a syscall says EAGAIN or a TCP read
+#   comes back short (drained at that instant; any byte arriving later is a
+#   new edge, seen at the next wait -- AF_UNIX reads stop early at
+#   ancillary data, so only TCP counts); EOF or an error reported once
+#   (rclosed) keeps reads ready, as it brings no new edge.  An op tries its
+#   syscall when the bit is set and its queue is empty, otherwise it waits
+#   for the next edge; an edge that arrives while nobody waits just leaves
+#   the bit set, so it is never lost.  The registration is trusted only
+#   while the owner's socket object lives (a weakref): an owner collected
+#   in a reference cycle has its fd closed by the socket's finalizer before
+#   it could disown it, and the number may name another file by then.
+#   Readiness-only waiters on an owned fd (add_writer during sendfile) keep
+#   asyncio's level semantics by asking poll(2) first.
 #
 # Events reach the shared code as poll(2) bits: POLLIN/POLLPRI/RL_POLLRDHUP
 # (peer shut its write side) for the read side, POLLOUT for the write side,
