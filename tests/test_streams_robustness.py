@@ -1031,3 +1031,58 @@ def test_abort_with_pending_writes_drops_them(loop, run):
             await server.wait_closed()
 
     run(main())
+
+
+@pytest.mark.ringline_only
+def test_full_completion_ring_is_not_eof():
+    """The kernel ends a multishot recv with data (no IORING_CQE_F_MORE) when
+    the CQ ring is full; that is not EOF: the transport must re-arm.  A
+    16-entry CQ and 64 connections with data make it happen every time."""
+    import ringline
+    from ringline._core import core
+    if "io_uring" not in ringline.available_backends():
+        pytest.skip("io_uring is not usable here")
+    old = core.set_ring_entries(8, 16)
+    try:
+        loop = ringline.new_event_loop(backend="io_uring")
+    finally:
+        core.set_ring_entries(*old)
+
+    class P(asyncio.Protocol):
+        def __init__(self):
+            self.n = 0
+            self.eof = False
+
+        def data_received(self, data):
+            self.n += len(data)
+
+        def eof_received(self):
+            self.eof = True
+            return True
+
+    async def main():
+        pairs = []
+        for _ in range(64):
+            a, b = socket.socketpair()
+            a.setblocking(False)
+            tr, pr = await loop.connect_accepted_socket(P, a)
+            pairs.append((tr, b, pr))
+        await asyncio.sleep(0.02)
+        for _ in range(10):
+            for tr, b, pr in pairs:
+                b.send(b"x" * 100)
+            await asyncio.sleep(0.005)
+        end = loop.time() + 5
+        while sum(pr.n for _, _, pr in pairs) < 64 * 10 * 100 and loop.time() < end:
+            await asyncio.sleep(0.01)
+        assert [pr.n for _, _, pr in pairs] == [1000] * 64
+        assert not any(pr.eof for _, _, pr in pairs)
+        for tr, b, pr in pairs:
+            tr.close()
+            b.close()
+        await asyncio.sleep(0)
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

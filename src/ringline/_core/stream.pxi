@@ -87,7 +87,9 @@ cdef class StreamRecvOp(Op):
                 if flags & IORING_CQE_F_BUFFER:
                     rl_pbuf_recycle(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
             if not more:
-                core.recv_ended(0 if not single else 1)
+                # Over, but not at EOF: a multishot the kernel ended with
+                # data (it does when the CQ ring is full), or a single shot.
+                core.recv_ended(1)
         elif not more:
             core.recv_ended(res)
         return 0
@@ -322,7 +324,8 @@ cdef class StreamCore:
 
     cdef int recv_ended(self, int res) except -1:
         # The multishot (or single-shot) recv is over.  res: 0 = EOF, or
-        # 1 = single-shot done, or -errno.
+        # 1 = over with data (a single shot, or a multishot the kernel
+        # ended), or -errno.
         self.recv_armed = False
         if self.conn_lost:
             return 0
