@@ -1086,3 +1086,78 @@ def test_full_completion_ring_is_not_eof():
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+class _JitteryEcho(asyncio.Protocol):
+    """Echoes, and now and then pauses reading for a moment (or pauses and
+    resumes at once) from inside data_received."""
+
+    def __init__(self, rnd):
+        self.rnd = rnd
+
+    def connection_made(self, transport):
+        self.t = transport
+
+    def data_received(self, data):
+        self.t.write(data)
+        r = self.rnd.random()
+        if r < 0.05:
+            self.t.pause_reading()
+            asyncio.get_running_loop().call_later(self.rnd.random() * 0.003, self._resume)
+        elif r < 0.08:
+            self.t.pause_reading()
+            self.t.resume_reading()
+
+    def _resume(self):
+        if not self.t.is_closing():
+            self.t.resume_reading()
+
+    def eof_received(self):
+        self.t.write_eof()
+        return True
+
+
+def test_randomized_echo_with_pauses_and_half_closes(loop, run):
+    """100 clients, random chunk sizes (1 B .. 100 KiB), random drains and
+    sleeps, a server that pauses/resumes reading at random, every client
+    half-closing at the end: every byte back, in order (hash)."""
+    rnd = random.Random(20261126)
+
+    async def client(port, crnd):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        sent, got = hashlib.sha256(), hashlib.sha256()
+        n_sent = 0
+
+        async def reader():
+            n = 0
+            while data := await r.read(crnd.choice([1, 100, 4096, 65536])):
+                got.update(data)
+                n += len(data)
+            return n
+
+        rt = asyncio.ensure_future(reader())
+        for _ in range(crnd.randint(5, 30)):
+            chunk = bytes([crnd.randrange(256)]) * crnd.choice([1, 10, 1000, 20000, 100000])
+            w.write(chunk)
+            sent.update(chunk)
+            n_sent += len(chunk)
+            if crnd.random() < 0.5:
+                await w.drain()
+            if crnd.random() < 0.2:
+                await asyncio.sleep(crnd.random() * 0.002)
+        await w.drain()
+        w.write_eof()
+        n = await rt
+        w.close()
+        await w.wait_closed()
+        assert (n, got.digest()) == (n_sent, sent.digest())
+
+    async def main():
+        srv = await loop.create_server(lambda: _JitteryEcho(random.Random(rnd.random())),
+                                       "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        await asyncio.gather(*(client(port, random.Random(rnd.random())) for _ in range(100)))
+        srv.close()
+        await srv.wait_closed()
+
+    run(main(), timeout=60)
