@@ -54,6 +54,14 @@ async def _until(cond, timeout=5.0):
         await asyncio.sleep(0.001)
 
 
+async def _served(loop, sock, peer):
+    """A sock_recv on `sock` waits, then gets what `peer` sends."""
+    fut = asyncio.ensure_future(loop.sock_recv(sock, 10))
+    await asyncio.sleep(0.01)
+    peer.send(b"again")
+    assert await asyncio.wait_for(fut, 5) == b"again"
+
+
 def test_edge_while_paused_is_not_lost(loop, run):
     a, b = _pair()
 
@@ -132,11 +140,7 @@ def test_fd_number_reused_after_transport(loop, run, how):
             if how == "close":
                 assert c.fileno() == fd or d.fileno() == fd
             mine = c if c.fileno() == fd else d
-            other = d if mine is c else c
-            fut = asyncio.ensure_future(loop.sock_recv(mine, 10))
-            await asyncio.sleep(0.01)
-            other.send(b"again")
-            assert await asyncio.wait_for(fut, 5) == b"again"
+            await _served(loop, mine, d if mine is c else c)
         finally:
             c.close()
             d.close()
@@ -215,14 +219,8 @@ def test_conn_dropped_unclosed_then_fd_reused(loop, run):
         try:
             if fd is not None:
                 assert fd in (c.fileno(), d.fileno())
-            fut = asyncio.ensure_future(loop.sock_recv(c, 10))
-            await asyncio.sleep(0.01)
-            d.send(b"fresh")
-            assert await asyncio.wait_for(fut, 5) == b"fresh"
-            fut = asyncio.ensure_future(loop.sock_recv(d, 10))
-            await asyncio.sleep(0.01)
-            c.send(b"back")
-            assert await asyncio.wait_for(fut, 5) == b"back"
+            await _served(loop, c, d)
+            await _served(loop, d, c)
         finally:
             c.close()
             d.close()

@@ -40,6 +40,16 @@ class CoreTransport:
             except OSError:
                 self._extra["peername"] = None
 
+    def get_protocol(self):
+        return self._protocol
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+        self._core.set_protocol(protocol)
+
+    def is_closing(self) -> bool:
+        return self._core.closing
+
     def get_write_buffer_size(self) -> int:
         return self._core.wsize
 

@@ -57,16 +57,6 @@ class DatagramTransport(CoreTransport, transports._FlowControlMixin, transports.
 
     # ---- asyncio.BaseTransport ---------------------------------------------------
 
-    def get_protocol(self):
-        return self._protocol
-
-    def set_protocol(self, protocol):
-        self._protocol = protocol
-        self._core.set_protocol(protocol)
-
-    def is_closing(self):
-        return self._core.closing
-
     def close(self):
         self._core.close()
 

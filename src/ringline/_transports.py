@@ -70,16 +70,6 @@ class SocketTransport(CoreTransport, transports._FlowControlMixin, transports.Tr
 
     # ---- asyncio.BaseTransport -------------------------------------------------
 
-    def get_protocol(self):
-        return self._protocol
-
-    def set_protocol(self, protocol):
-        self._protocol = protocol
-        self._core.set_protocol(protocol)
-
-    def is_closing(self) -> bool:
-        return self._core.closing
-
     def close(self) -> None:
         self._core.close()
 
