@@ -40,6 +40,22 @@ class CoreTransport:
             except OSError:
                 self._extra["peername"] = None
 
+    def _connection_lost(self, exc):
+        # Called by the core once, after close/abort/error, via call_soon.
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._sock.close()
+            self._sock = None
+            self._protocol = None
+            self._loop = None
+            server = self._server
+            if server is not None:
+                server._detach()
+                self._server = None
+
+    _call_connection_lost = _connection_lost
+
     def get_protocol(self):
         return self._protocol
 

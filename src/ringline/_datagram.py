@@ -85,15 +85,3 @@ class DatagramTransport(CoreTransport, transports._FlowControlMixin, transports.
     def _closing(self):
         core = self.__dict__.get("_core")
         return core.closing if core is not None else False
-
-    def _connection_lost(self, exc):
-        # Called by the core once, after close/abort/error, via call_soon.
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            self._sock.close()
-            self._sock = None
-            self._protocol = None
-            self._loop = None
-
-    _call_connection_lost = _connection_lost

@@ -102,17 +102,3 @@ class SocketTransport(CoreTransport, transports._FlowControlMixin, transports.Tr
 
     def _reset_empty_waiter(self):
         self._core.reset_empty_waiter()
-
-    def _connection_lost(self, exc):
-        # Called by the core once, after close/abort/error, via call_soon.
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            self._sock.close()
-            self._sock = None
-            self._protocol = None
-            self._loop = None
-            server = self._server
-            if server is not None:
-                server._detach()
-                self._server = None
