@@ -21,7 +21,9 @@
 # Send: writes go to a queue; one SEND (one chunk) or SENDMSG (up to
 # IOV_BATCH chunks, gathered) is in flight at a time, so bytes leave in
 # order; a short send leaves the remainder at the head of the queue.  SQEs
-# queued in an iteration are submitted by the next io_uring_enter.
+# queued in an iteration are submitted by the next io_uring_enter.  With
+# nothing queued, a write goes out by send() at once on the poll backend
+# (always) and on io_uring when it is DIRECT_SEND_MIN or more (why: there).
 
 cdef enum:
     IOV_BATCH = 64
@@ -209,7 +211,8 @@ cdef class StreamCore:
         # The poll backend's write fast path (uvloop's and asyncio's): with
         # nothing queued, write() sends at once and, when the kernel takes
         # everything, no op or completion exists at all.  On io_uring the
-        # SEND goes in the ring with the iteration's other SQEs instead.
+        # SEND goes in the ring with the iteration's other SQEs instead,
+        # unless the write is DIRECT_SEND_MIN or more.
         self.direct_send = loop._driver.name == "poll"
 
     def disown(self):
