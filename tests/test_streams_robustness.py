@@ -96,6 +96,25 @@ class RecordingProtocol(asyncio.Protocol):
             self.lost.set_result(exc)
 
 
+
+@contextlib.asynccontextmanager
+async def _serving(loop, make):
+    """A TCP server on 127.0.0.1; yields (its address, the protocols it made)."""
+    protos = []
+
+    def factory():
+        p = make()
+        protos.append(p)
+        return p
+
+    server = await loop.create_server(factory, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname(), protos
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 # ---------------------------------------------------------------------------
 # peer reset mid-stream
 # ---------------------------------------------------------------------------
@@ -104,16 +123,8 @@ def test_peer_reset_while_reading(loop, run):
     """The peer sends, then closes with RST: connection_lost gets
     ConnectionResetError (what asyncio's selector transport gives)."""
     async def main():
-        protos = []
-
-        def factory():
-            p = RecordingProtocol(loop)
-            protos.append(p)
-            return p
-
-        server = await loop.create_server(factory, "127.0.0.1", 0)
-        try:
-            client = socket.create_connection(server.sockets[0].getsockname())
+        async with _serving(loop, lambda: RecordingProtocol(loop)) as (addr, protos):
+            client = socket.create_connection(addr)
             client.sendall(b"x" * 10_000)
             await _wait_for(lambda: protos and len(protos[0].data) == 10_000,
                             what="server got the data")
@@ -121,9 +132,6 @@ def test_peer_reset_while_reading(loop, run):
             exc = await asyncio.wait_for(protos[0].lost, 5)
             assert protos[0].lost_calls == 1
             return exc
-        finally:
-            server.close()
-            await server.wait_closed()
 
     exc = run(main())
     assert type(exc) is ConnectionResetError, repr(exc)
@@ -132,16 +140,8 @@ def test_peer_reset_while_reading(loop, run):
 def test_peer_reset_while_writing(loop, run):
     """The server is writing (the peer does not read) when the peer resets."""
     async def main():
-        protos = []
-
-        def factory():
-            p = RecordingProtocol(loop)
-            protos.append(p)
-            return p
-
-        server = await loop.create_server(factory, "127.0.0.1", 0)
-        try:
-            client = socket.create_connection(server.sockets[0].getsockname())
+        async with _serving(loop, lambda: RecordingProtocol(loop)) as (addr, protos):
+            client = socket.create_connection(addr)
             await _wait_for(lambda: protos, what="accept")
             tr = protos[0].transport
             for _ in range(64):
@@ -154,9 +154,6 @@ def test_peer_reset_while_writing(loop, run):
             assert tr.is_closing()
             assert tr.get_write_buffer_size() == 0
             return exc
-        finally:
-            server.close()
-            await server.wait_closed()
 
     exc = run(main())
     assert type(exc) is ConnectionResetError, repr(exc)
@@ -200,8 +197,6 @@ def test_half_close_client_write_eof_server_keeps_writing(loop, run):
     keeps writing afterwards; the client reads it all, then the server
     closes."""
     async def main():
-        server_protos = []
-
         class Server(RecordingProtocol):
             def eof_received(self):
                 super().eof_received()
@@ -214,16 +209,9 @@ def test_half_close_client_write_eof_server_keeps_writing(loop, run):
                 self.transport.write(b"|more")
                 self.transport.close()
 
-        def factory():
-            p = Server(loop)
-            server_protos.append(p)
-            return p
-
-        server = await loop.create_server(factory, "127.0.0.1", 0)
-        try:
+        async with _serving(loop, lambda: Server(loop)) as (addr, server_protos):
             client = RecordingProtocol(loop)
-            tr, _ = await loop.create_connection(lambda: client,
-                                                 *server.sockets[0].getsockname())
+            tr, _ = await loop.create_connection(lambda: client, *addr)
             tr.write(b"request")
             assert tr.can_write_eof()
             tr.write_eof()
@@ -233,9 +221,6 @@ def test_half_close_client_write_eof_server_keeps_writing(loop, run):
             sp = server_protos[0]
             await asyncio.wait_for(sp.lost, 5)
             return bytes(client.data), client.eof, sp.eof, exc
-        finally:
-            server.close()
-            await server.wait_closed()
 
     data, client_eof, server_eof, exc = run(main())
     assert server_eof
@@ -249,8 +234,6 @@ def test_half_close_server_write_eof_client_keeps_writing(loop, run):
     eof_received() returns True and it keeps writing; the server receives
     what the client sent after the EOF."""
     async def main():
-        server_protos = []
-
         class Server(RecordingProtocol):
             def connection_made(self, transport):
                 super().connection_made(transport)
@@ -273,24 +256,14 @@ def test_half_close_server_write_eof_client_keeps_writing(loop, run):
                 self.transport.write_eof()
                 self.transport.close()
 
-        def factory():
-            p = Server(loop)
-            server_protos.append(p)
-            return p
-
-        server = await loop.create_server(factory, "127.0.0.1", 0)
-        try:
+        async with _serving(loop, lambda: Server(loop)) as (addr, server_protos):
             client = Client(loop, eof_keep_open=True)
-            tr, _ = await loop.create_connection(lambda: client,
-                                                 *server.sockets[0].getsockname())
+            tr, _ = await loop.create_connection(lambda: client, *addr)
             await _wait_for(lambda: server_protos, what="accept")
             sp = server_protos[0]
             sp_exc = await asyncio.wait_for(sp.lost, 5)
             client_exc = await asyncio.wait_for(client.lost, 5)
             return bytes(sp.data), sp.eof, client.eof, bytes(client.data), sp_exc, client_exc
-        finally:
-            server.close()
-            await server.wait_closed()
 
     server_data, server_eof, client_eof, client_data, sp_exc, client_exc = run(main())
     assert client_data == b"greeting"
@@ -571,46 +544,34 @@ def test_slow_reader_pause_resume_bounded_buffer(loop, run):
             self.lost.set_result(exc)
 
     async def main():
-        protos = []
-
-        def factory():
-            p = Producer()
-            protos.append(p)
-            return p
-
-        server = await loop.create_server(factory, "127.0.0.1", 0)
-        client = socket.socket()
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-        client.setblocking(False)
-        try:
-            await loop.sock_connect(client, server.sockets[0].getsockname())
-            await _wait_for(lambda: protos and protos[0].pause_calls >= 1, timeout=10,
-                            what="pause_writing")
-            p = protos[0]
-            # Not reading: the producer stays paused, its buffer bounded.
-            samples = []
-            for _ in range(20):
-                await asyncio.sleep(0.01)
-                samples.append(p.transport.get_write_buffer_size())
-            assert p.paused
-            assert p.sent < TOTAL
-            assert max(samples) <= HIGH + CHUNK
-            assert min(samples) > LOW  # nothing drains while nobody reads
-            # Now drain.
-            h = hashlib.sha256()
-            n = 0
-            while True:
-                data = await asyncio.wait_for(loop.sock_recv(client, 1 << 20), 10)
-                if not data:
-                    break
-                h.update(data)
-                n += len(data)
-            exc = await asyncio.wait_for(p.lost, 5)
-            return p, n, h.hexdigest(), exc
-        finally:
-            client.close()
-            server.close()
-            await server.wait_closed()
+        with contextlib.closing(socket.socket()) as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            client.setblocking(False)
+            async with _serving(loop, Producer) as (addr, protos):
+                await loop.sock_connect(client, addr)
+                await _wait_for(lambda: protos and protos[0].pause_calls >= 1, timeout=10,
+                                what="pause_writing")
+                p = protos[0]
+                # Not reading: the producer stays paused, its buffer bounded.
+                samples = []
+                for _ in range(20):
+                    await asyncio.sleep(0.01)
+                    samples.append(p.transport.get_write_buffer_size())
+                assert p.paused
+                assert p.sent < TOTAL
+                assert max(samples) <= HIGH + CHUNK
+                assert min(samples) > LOW  # nothing drains while nobody reads
+                # Now drain.
+                h = hashlib.sha256()
+                n = 0
+                while True:
+                    data = await asyncio.wait_for(loop.sock_recv(client, 1 << 20), 10)
+                    if not data:
+                        break
+                    h.update(data)
+                    n += len(data)
+                exc = await asyncio.wait_for(p.lost, 5)
+                return p, n, h.hexdigest(), exc
 
     p, n, digest, exc = run(main(), timeout=50)
     assert exc is None

@@ -10,6 +10,7 @@ info as asyncio's _SelectorTransport does.
 
 from __future__ import annotations
 
+import warnings
 from asyncio import trsock
 
 
@@ -55,6 +56,50 @@ class CoreTransport:
                 self._server = None
 
     _call_connection_lost = _connection_lost
+
+    def __repr__(self) -> str:
+        info = [self.__class__.__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._core.closing:
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        if self._sock is not None:
+            info.append("read=" + ("polling" if self._core.is_reading() else "idle"))
+            info.append(f"write=<bufsize={self._core.wsize}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._core.disown()
+            self._sock.close()
+
+    def close(self) -> None:
+        self._core.close()
+
+    def abort(self) -> None:
+        self._core.force_close(None)
+
+    def is_reading(self) -> bool:
+        return self._core.is_reading()
+
+    def pause_reading(self) -> None:
+        self._core.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._core.resume_reading()
+
+    # State asyncio's own code reads on a transport.
+    @property
+    def _conn_lost(self):
+        core = self.__dict__.get("_core")
+        return core.conn_lost if core is not None else 0
+
+    @property
+    def _closing(self):
+        core = self.__dict__.get("_core")
+        return core.closing if core is not None else False
 
     def get_protocol(self):
         return self._protocol

@@ -8,7 +8,6 @@ method bound on the instance, so sending a datagram costs no Python frame.
 
 from __future__ import annotations
 
-import warnings
 from asyncio import futures, transports
 
 from ._core.core import DgramCore
@@ -37,51 +36,3 @@ class DatagramTransport(CoreTransport, transports._FlowControlMixin, transports.
         loop.call_soon(core.start_reading)
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
-
-    def __repr__(self):
-        info = [self.__class__.__name__]
-        if self._sock is None:
-            info.append("closed")
-        elif self._core.closing:
-            info.append("closing")
-        info.append(f"fd={self._sock_fd}")
-        if self._sock is not None:
-            info.append("read=" + ("polling" if self._core.is_reading() else "idle"))
-            info.append(f"write=<bufsize={self._core.wsize}>")
-        return "<{}>".format(" ".join(info))
-
-    def __del__(self, _warn=warnings.warn):
-        if self._sock is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
-
-    # ---- asyncio.BaseTransport ---------------------------------------------------
-
-    def close(self):
-        self._core.close()
-
-    def abort(self):
-        self._core.force_close(None)
-
-    # ---- reading -------------------------------------------------------------------
-
-    def is_reading(self):
-        return self._core.is_reading()
-
-    def pause_reading(self):
-        self._core.pause_reading()
-
-    def resume_reading(self):
-        self._core.resume_reading()
-
-    # ---- state asyncio's code reads (flow control: _coretransport) ------
-
-    @property
-    def _conn_lost(self):
-        core = self.__dict__.get("_core")
-        return core.conn_lost if core is not None else 0
-
-    @property
-    def _closing(self):
-        core = self.__dict__.get("_core")
-        return core.closing if core is not None else False

@@ -10,7 +10,6 @@ so a write costs no Python frame.
 from __future__ import annotations
 
 import socket
-import warnings
 from asyncio import constants, futures, transports
 
 from ._core.core import StreamCore
@@ -50,40 +49,6 @@ class SocketTransport(CoreTransport, transports._FlowControlMixin, transports.Tr
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
-    def __repr__(self) -> str:
-        info = [self.__class__.__name__]
-        if self._sock is None:
-            info.append("closed")
-        elif self._core.closing:
-            info.append("closing")
-        info.append(f"fd={self._sock_fd}")
-        if self._sock is not None:
-            info.append("read=" + ("polling" if self._core.is_reading() else "idle"))
-            info.append(f"write=<bufsize={self._core.wsize}>")
-        return "<{}>".format(" ".join(info))
-
-    def __del__(self, _warn=warnings.warn):
-        if self._sock is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._core.disown()
-            self._sock.close()
-
-    # ---- asyncio.BaseTransport -------------------------------------------------
-
-    def close(self) -> None:
-        self._core.close()
-
-    # ---- reading -----------------------------------------------------------------
-
-    def is_reading(self) -> bool:
-        return self._core.is_reading()
-
-    def pause_reading(self) -> None:
-        self._core.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._core.resume_reading()
-
     # ---- writing -------------------------------------------------------------------
 
     def can_write_eof(self) -> bool:
@@ -91,9 +56,6 @@ class SocketTransport(CoreTransport, transports._FlowControlMixin, transports.Tr
 
     def write_eof(self) -> None:
         self._core.write_eof()
-
-    def abort(self) -> None:
-        self._core.abort()
 
     # ---- used by the loop (sendfile, start_tls) ----------------------------------
 

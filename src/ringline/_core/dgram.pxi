@@ -660,6 +660,11 @@ cdef class DgramCore:
 
     # ---- closing --------------------------------------------------------------
 
+    def disown(self):
+        # Datagram sockets are not owned fds (ONESHOT on the poll backend):
+        # nothing to give back before the close.
+        pass
+
     def close(self):
         self.rop.stop()
         if self.closing:
