@@ -531,27 +531,31 @@ class AsyncFile:
         self._pos += more
         return got + more
 
-    async def pread(self, n: int, offset: int) -> bytes:
-        """Read up to n bytes at offset; the position does not move."""
-        self._check_readable()
+    async def _at(self, offset: int, buf=None, *, reading: bool) -> None:
+        """What pread/preadinto/pwrite check and do first: the mode, the
+        offset, the write buffer flushed, direct-I/O alignment of buf."""
+        if reading:
+            self._check_readable()
+        else:
+            self._check_writable()
         if offset < 0:
             raise ValueError("negative offset")
         if self._wbuf:
             await self.flush()
+        if buf is not None and self._align is not None:
+            mv = memoryview(buf).cast("B")
+            self._check_direct(offset, len(mv), mv, reading)
+
+    async def pread(self, n: int, offset: int) -> bytes:
+        """Read up to n bytes at offset; the position does not move."""
+        await self._at(offset, reading=True)
         if self._align is not None:
             return await self._direct_read(n, offset)
         return await _core.fs_read(self._loop, self._fd, n, offset, True, self.name)
 
     async def preadinto(self, buf, offset: int) -> int:
         """Read into buf at offset; the position does not move."""
-        self._check_readable()
-        if offset < 0:
-            raise ValueError("negative offset")
-        if self._wbuf:
-            await self.flush()
-        if self._align is not None:
-            mv = memoryview(buf).cast("B")
-            self._check_direct(offset, len(mv), mv, True)
+        await self._at(offset, buf, reading=True)
         return await _core.fs_readinto(self._loop, self._fd, buf, offset, True, self.name)
 
     async def readline(self, size: int = -1):
@@ -773,14 +777,7 @@ class AsyncFile:
 
     async def pwrite(self, data, offset: int) -> int:
         """Write all of data at offset; the position does not move."""
-        self._check_writable()
-        if offset < 0:
-            raise ValueError("negative offset")
-        if self._wbuf:
-            await self.flush()
-        if self._align is not None:
-            mv = memoryview(data).cast("B")
-            self._check_direct(offset, len(mv), mv)
+        await self._at(offset, data, reading=False)
         return await _core.fs_write(self._loop, self._fd, data, offset, self.name)
 
     async def writelines(self, lines) -> None:
