@@ -21,7 +21,7 @@ import weakref
 from asyncio import (base_events, constants, coroutines, events, exceptions, selector_events,
                      sslproto, trsock, unix_events)
 
-from . import _subprocess
+from . import _sslproto, _subprocess
 from ._datagram import DatagramTransport
 from ._core import core as _core
 from ._core.core import LoopCore, _serve_accept
@@ -137,8 +137,9 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
             extra=None, server=None,
             ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
             ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
-        # TLS is asyncio's own SSLProtocol over a ring transport.
-        ssl_protocol = sslproto.SSLProtocol(
+        # TLS is asyncio's own SSLProtocol, its per-record path compiled
+        # (_sslproto.py), over a ring transport.
+        ssl_protocol = _sslproto.SSLProtocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout)

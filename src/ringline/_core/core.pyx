@@ -10,6 +10,7 @@
 #   driver_poll.pxi  its epoll driver (Linux)
 #   driver_kqueue.pxi  its kqueue driver (macOS/BSD; ENOSYS stubs elsewhere)
 #   loop.pxi     LoopCore: the iteration, callbacks, timers, sock_* entry points
+#   sslproto.pxi TLS records on a WRAPPED session (asyncio SSLProtocol's hot path)
 #   stream.pxi   stream transports' compiled half, multishot accept for servers
 #   fileops.pxi  file operations (open/read/write/statx/...) in the ring or on a pool
 #   nvme.pxi     NVMe passthrough: URING_CMD on a ring of 128-byte SQEs
@@ -149,6 +150,7 @@ include "driver_readiness.pxi"
 include "driver_poll.pxi"
 include "driver_kqueue.pxi"
 include "loop.pxi"
+include "sslproto.pxi"
 include "stream.pxi"
 include "fileops.pxi"
 include "nvme.pxi"

@@ -155,6 +155,7 @@ cdef class StreamCore:
     cdef public int fd
     cdef bint buffered
     cdef object srp                  # an exact asyncio.StreamReaderProtocol, or None
+    cdef SSLCore tls                 # ringline._sslproto.SSLProtocol's core, or None
     cdef object data_received        # bound methods, looked up once
     cdef object get_buffer
     cdef object buffer_updated
@@ -239,6 +240,10 @@ cdef class StreamCore:
         # Only the exact class (a subclass may override data_received).
         self.srp = protocol if (type(protocol) is _StreamReaderProtocol and
                                 hasattr(protocol, '_stream_reader_wr')) else None
+        # TLS: ciphertext goes from the kernel buffer into the incoming BIO
+        # (sslproto.pxi), not through get_buffer()/buffer_updated().
+        tls = getattr(protocol, '_ringline_tls', None)
+        self.tls = tls if type(tls) is SSLCore else None
         if self.buffered:
             self.get_buffer = protocol.get_buffer
             self.buffer_updated = protocol.buffer_updated
@@ -277,6 +282,14 @@ cdef class StreamCore:
             if self.pending is None:
                 self.pending = []
             self.pending.append(PyBytes_FromStringAndSize(ptr, n))
+            return 0
+        if self.tls is not None:
+            try:
+                self.tls.feed(ptr, n)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.fatal_error(exc, 'Fatal error: protocol.buffer_updated() call failed.')
             return 0
         if self.buffered:
             return self._feed_buffered(ptr, n)
@@ -667,6 +680,8 @@ cdef class StreamCore:
         finally:
             self.protocol = None
             self.data_received = self.get_buffer = self.buffer_updated = None
+            self.srp = None
+            self.tls = None
             self.transport = None
             self.pending = None
 
