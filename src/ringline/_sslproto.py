@@ -2,9 +2,10 @@
 
 The state machine, handshake, shutdown and flow control are asyncio's own
 (``asyncio.sslproto.SSLProtocol``); ``_core.SSLCore`` (``_core/sslproto.pxi``)
-takes over what runs for every record on a WRAPPED session.  Its methods are
-bound as instance attributes, so asyncio's code calling ``self._do_read()``
-or the app calling ``transport.write()`` reaches them without a Python frame.
+takes over what runs for every record on a WRAPPED session and holds the
+attributes that path reads.  Its methods are bound as instance attributes, so
+asyncio's code calling ``self._do_read()`` or the app calling
+``transport.write()`` reaches them without a Python frame.
 """
 
 from __future__ import annotations
@@ -15,14 +16,24 @@ from ._core import core
 
 __all__ = ("SSLProtocol",)
 
-_base = sslproto.SSLProtocol
+# asyncio's names for the attributes SSLCore keeps (see sslproto.pxi).
+_FIELDS = ("_state", "_app_reading_paused", "_ssl_reading_paused",
+           "_app_writing_paused", "_ssl_writing_paused", "_app_protocol_is_buffer",
+           "_write_buffer_size", "_incoming_high_water", "_incoming_low_water",
+           "_outgoing_high_water", "_outgoing_low_water", "_transport", "_app_protocol")
 
 
-class SSLProtocol(_base):
+class SSLProtocol(sslproto.SSLProtocol):
     def __init__(self, *args, **kwargs):
+        # First: asyncio's __init__ already assigns the fields.
+        self._ringline_tls = tls = core.SSLCore(self)
         super().__init__(*args, **kwargs)
-        tls = core.SSLCore(self, self._app_transport)
-        self._ringline_tls = tls     # StreamCore feeds received records to it
+        tls.attach(self)
         self._do_read = tls.do_read
         self._process_outgoing = tls.process_outgoing
         self._app_transport.write = tls.write
+
+
+for _name in _FIELDS:
+    setattr(SSLProtocol, _name, core.TLSField(_name))
+del _name

@@ -18,9 +18,16 @@
 #                    (building that exception costs more than a record);
 #   _process_outgoing, and the app transport's write().
 # Each does exactly what asyncio's method does, in the same order, and
-# defers to asyncio's method for anything but the common case.  The private
-# attributes read here are asyncio's own (stable since 3.11, when this
-# SSLProtocol replaced the old one).
+# defers to asyncio's method for anything but the common case.
+#
+# The protocol's state and flow-control attributes that the hot path reads
+# (_state, the four *_paused flags, _write_buffer_size, the water marks,
+# _transport, _app_protocol) live in SSLCore's fields; the Python class
+# reaches them through TLSField descriptors, so asyncio's code reads and
+# assigns them as before while the hot path reads C fields instead of
+# instance dicts (those lookups were most of what was left in perf).
+# These are asyncio's own private names, stable since 3.11, when this
+# SSLProtocol replaced the old one.
 
 from cpython.memoryview cimport PyMemoryView_FromMemory
 
@@ -56,13 +63,31 @@ cdef _init_ssl_names():
 
 
 @cython.final
+cdef class TLSField:
+    """A data descriptor for SSLProtocol attribute NAME kept in the core."""
+    cdef str name
+
+    def __init__(self, str name):
+        self.name = name
+
+    def __get__(self, obj, objtype):
+        if obj is None:
+            return self
+        return getattr(<SSLCore>obj._ringline_tls, self.name)
+
+    def __set__(self, obj, value):
+        setattr(<SSLCore>obj._ringline_tls, self.name, value)
+
+
+@cython.final
 cdef class SSLCore:
     # Weak references: the protocol's and the app transport's attributes
-    # hold this object's bound methods, and asyncio's own references are
-    # dropped at connection_lost so that a closed connection is freed by
-    # reference counting alone (test_ssl's memory-leak tests check that).
+    # hold this object's bound methods, and asyncio drops its own references
+    # at connection_lost so that a closed connection is freed by reference
+    # counting alone (test_ssl's memory-leak tests check that).
     cdef object proto_ref       # the ringline._sslproto.SSLProtocol
     cdef object app_ref         # its _SSLProtocolTransport
+    cdef object backlog         # proto._write_backlog (a deque, never replaced)
     cdef object incoming        # ssl.MemoryBIO
     cdef object outgoing
     cdef object in_write        # incoming.write, bound
@@ -71,12 +96,35 @@ cdef class SSLCore:
     cdef object ssl_write       # C methods ssl.SSLObject's Python ones call
     cdef object ssl_pending
     cdef Py_ssize_t max_size
+    # The protocol's attributes (TLSField):
+    cdef public object _state
+    cdef public bint _app_reading_paused
+    cdef public bint _ssl_reading_paused
+    cdef public bint _app_writing_paused
+    cdef public bint _ssl_writing_paused
+    cdef public bint _app_protocol_is_buffer
+    cdef public Py_ssize_t _write_buffer_size
+    cdef public object _incoming_high_water
+    cdef public object _incoming_low_water
+    cdef public object _outgoing_high_water
+    cdef public object _outgoing_low_water
+    cdef object transport
+    cdef object transport_write
+    cdef object app_protocol
+    cdef object app_data_received
 
-    def __init__(self, proto, app_transport):
+    def __init__(self, proto):
         if _WRAPPED is None:
             _init_ssl_names()
         self.proto_ref = _weakref(proto)
-        self.app_ref = _weakref(app_transport)
+        self._write_buffer_size = 0
+        self._incoming_high_water = self._incoming_low_water = 0
+        self._outgoing_high_water = self._outgoing_low_water = 0
+
+    def attach(self, proto):
+        """After SSLProtocol.__init__: the BIOs, the SSL object, the app transport."""
+        self.app_ref = _weakref(proto._app_transport)
+        self.backlog = proto._write_backlog
         self.incoming = proto._incoming
         self.outgoing = proto._outgoing
         self.in_write = self.incoming.write
@@ -86,6 +134,24 @@ cdef class SSLCore:
         self.ssl_write = sslobj.write
         self.ssl_pending = sslobj.pending
         self.max_size = proto.max_size
+
+    @property
+    def _transport(self):
+        return self.transport
+
+    @_transport.setter
+    def _transport(self, transport):
+        self.transport = transport
+        self.transport_write = None if transport is None else transport.write
+
+    @property
+    def _app_protocol(self):
+        return self.app_protocol
+
+    @_app_protocol.setter
+    def _app_protocol(self, protocol):
+        self.app_protocol = protocol
+        self.app_data_received = getattr(protocol, 'data_received', None)
 
     # ---- incoming ---------------------------------------------------------------
 
@@ -97,9 +163,9 @@ cdef class SSLCore:
             self.in_write(mv)
         finally:
             mv.release()    # the kernel buffer goes back to the ring after us
-        state = proto._state
+        state = self._state
         if state is _WRAPPED:
-            self.do_read()
+            self._do_read(proto)
         elif state is _DO_HANDSHAKE:
             proto._do_handshake()
         elif state is _FLUSHING:
@@ -110,11 +176,12 @@ cdef class SSLCore:
 
     def do_read(self):
         """SSLProtocol._do_read."""
-        cdef object proto = _deref(self.proto_ref)
-        cdef Py_ssize_t want
-        state = proto._state
-        if (state is not _WRAPPED or proto._app_reading_paused or
-                proto._app_protocol_is_buffer):
+        return self._do_read(_deref(self.proto_ref))
+
+    cdef _do_read(self, object proto):
+        cdef Py_ssize_t want, size
+        if (self._state is not _WRAPPED or self._app_reading_paused or
+                self._app_protocol_is_buffer):
             return _base_do_read(proto)
         try:
             # _do_read__copied, without the final SSLWantReadError: with no
@@ -149,22 +216,22 @@ cdef class SSLCore:
                 else:
                     chunks.append(chunk)
             if chunks is not None:
-                proto._app_protocol.data_received(b''.join(chunks))
+                self.app_data_received(b''.join(chunks))
             elif first is not None:
-                proto._app_protocol.data_received(first)
+                self.app_data_received(first)
             if eof:
                 proto._call_eof_received()
                 proto._start_shutdown()
-            if proto._write_backlog:
+            if self.backlog:
                 proto._do_write()
             else:
                 self._process_outgoing(proto)
             # _control_ssl_reading, called only when it would act.
             size = self.incoming.pending
-            if proto._ssl_reading_paused:
-                if size <= proto._incoming_low_water:
+            if self._ssl_reading_paused:
+                if size <= self._incoming_low_water:
                     proto._control_ssl_reading()
-            elif size >= proto._incoming_high_water:
+            elif size >= self._incoming_high_water:
                 proto._control_ssl_reading()
         except Exception as ex:
             proto._fatal_error(ex, 'Fatal error on SSL protocol')
@@ -176,46 +243,48 @@ cdef class SSLCore:
         return self._process_outgoing(_deref(self.proto_ref))
 
     cdef _process_outgoing(self, object proto):
-        if not proto._ssl_writing_paused:
+        cdef Py_ssize_t size
+        if not self._ssl_writing_paused:
             data = self.out_read()
             if data:
-                proto._transport.write(data)
+                self.transport_write(data)
         # _control_app_writing, called only when it would act.
-        size = self.outgoing.pending + proto._write_buffer_size
-        if proto._app_writing_paused:
-            if size <= proto._outgoing_low_water:
+        size = self.outgoing.pending + self._write_buffer_size
+        if self._app_writing_paused:
+            if size <= self._outgoing_low_water:
                 proto._control_app_writing()
-        elif size >= proto._outgoing_high_water:
+        elif size >= self._outgoing_high_water:
             proto._control_app_writing()
 
     def write(self, data):
         """The app transport's write(): _SSLProtocolTransport.write ->
         _write_appdata -> _do_write, for bytes on a WRAPPED session with
         nothing queued before them."""
-        cdef object proto = _deref(self.proto_ref)
+        cdef object proto
         cdef Py_ssize_t n
-        if (type(data) is not bytes or proto is None or proto._state is not _WRAPPED or
-                proto._write_backlog or not data):
+        if (type(data) is not bytes or self._state is not _WRAPPED or
+                self.backlog or not data):
             return _SSLProtocolTransport_write(_deref(self.app_ref), data)
+        proto = _deref(self.proto_ref)
         n = len(data)
         try:
             try:
                 count = self.ssl_write(data)
             except _SSLAgainErrors:
                 # asyncio keeps it queued and retries after the next read.
-                proto._write_backlog.append(data)
-                proto._write_buffer_size += n
+                self.backlog.append(data)
+                self._write_buffer_size += n
             except BaseException:
-                proto._write_backlog.append(data)
-                proto._write_buffer_size += n
+                self.backlog.append(data)
+                self._write_buffer_size += n
                 raise
             else:
                 if count < n:
                     # Not with _ssl's modes (no SSL_MODE_ENABLE_PARTIAL_WRITE);
                     # kept as asyncio's _do_write would.
                     rest = data[count:]
-                    proto._write_backlog.append(rest)
-                    proto._write_buffer_size += len(rest)
+                    self.backlog.append(rest)
+                    self._write_buffer_size += len(rest)
             self._process_outgoing(proto)
         except Exception as ex:
             proto._fatal_error(ex, 'Fatal error on SSL protocol')
