@@ -273,7 +273,6 @@ cdef class StreamCore:
         return 0
 
     cdef int on_data(self, char *ptr, Py_ssize_t n) except -1:
-        cdef object data
         if self.conn_lost:
             return 0
         if self.paused or self.pending:
@@ -293,15 +292,17 @@ cdef class StreamCore:
             return 0
         if self.buffered:
             return self._feed_buffered(ptr, n)
-        data = PyBytes_FromStringAndSize(ptr, n)
         try:
             if self.srp is not None:
                 wr = self.srp._stream_reader_wr
                 reader = wr() if wr is not None else None
                 if reader is not None:
-                    reader.feed_data(data)
+                    if type(reader) is _StreamReader:
+                        _feed_reader(reader, ptr, n)
+                    else:
+                        reader.feed_data(PyBytes_FromStringAndSize(ptr, n))
             else:
-                self.data_received(data)
+                self.data_received(PyBytes_FromStringAndSize(ptr, n))
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -696,6 +697,39 @@ cdef object _get_logger():
 
 from asyncio.protocols import BufferedProtocol as _BufferedProtocol
 from asyncio.streams import StreamReaderProtocol as _StreamReaderProtocol
+from asyncio.streams import StreamReader as _StreamReader
+from cpython.bytearray cimport PyByteArray_Resize, PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+
+
+cdef int _feed_reader(object reader, char *ptr, Py_ssize_t n) except -1:
+    # asyncio.StreamReader.feed_data (Lib/asyncio/streams.py, 3.8-3.13) and
+    # its _wakeup_waiter, for the exact class: the bytes go from the kernel
+    # buffer into the reader's bytearray, with no bytes object in between
+    # and no Python frame.
+    cdef object buf
+    cdef Py_ssize_t old
+    if reader._eof or n == 0:
+        return reader.feed_data(PyBytes_FromStringAndSize(ptr, n)) or 0
+    buf = reader._buffer
+    if type(buf) is not bytearray:
+        return reader.feed_data(PyBytes_FromStringAndSize(ptr, n)) or 0
+    old = PyByteArray_GET_SIZE(buf)
+    PyByteArray_Resize(buf, old + n)   # BufferError while exported, as extend()
+    memcpy(PyByteArray_AS_STRING(buf) + old, ptr, n)
+    waiter = reader._waiter
+    if waiter is not None:
+        reader._waiter = None
+        if not waiter.cancelled():
+            waiter.set_result(None)
+    if (reader._transport is not None and not reader._paused and
+            old + n > 2 * reader._limit):
+        try:
+            reader._transport.pause_reading()
+        except NotImplementedError:
+            reader._transport = None
+        else:
+            reader._paused = True
+    return 0
 
 
 # Multishot ACCEPT for a listening socket: one SQE serves every incoming
