@@ -54,6 +54,11 @@ cdef class LoopCore:
         # Compiled: every asyncio Future created on this loop asks for it.
         return self._debug
 
+    def create_future(self):
+        # BaseEventLoop.create_future, compiled: asyncio's streams create
+        # one per read that has to wait (StreamReader._wait_for_data).
+        return futures.Future(loop=self)
+
     cdef inline Handle _call_soon_c(self, object callback, tuple args, object context):
         cdef Handle h = Handle.__new__(Handle)
         h._init(callback, args, self, context)
