@@ -349,3 +349,44 @@ def test_start_tls_upgrades_a_stream(loop, run):
         await srv.wait_closed()
 
     run(main(), timeout=30)
+
+
+def test_tls_data_received_rebound_and_saved_write(loop, run):
+    """A protocol that rebinds data_received gets data on the new method (asyncio
+    looks it up per delivery); a write() bound method kept after its transport
+    was closed and dropped is a silent no-op, as on asyncio."""
+    server_ctx, client_ctx = _contexts()
+
+    async def main():
+        got = loop.create_future()
+
+        class Switching(asyncio.Protocol):
+            def connection_made(self, t):
+                self.data_received = self.alt
+
+            def data_received(self, data):
+                got.set_result(("orig", data))
+
+            def alt(self, data):
+                if not got.done():
+                    got.set_result(("alt", data))
+
+        class Hello(asyncio.Protocol):
+            def connection_made(self, t):
+                t.write(b"hello")
+
+        srv = await loop.create_server(Hello, "127.0.0.1", 0, ssl=server_ctx)
+        port = srv.sockets[0].getsockname()[1]
+        tr, pr = await loop.create_connection(Switching, "127.0.0.1", port, ssl=client_ctx)
+        assert await asyncio.wait_for(got, 5) == ("alt", b"hello")
+        write = tr.write
+        tr.close()
+        await asyncio.sleep(0.05)
+        del tr, pr
+        write(b"late")                  # dropped, no exception
+        with pytest.raises(TypeError):
+            write("text")
+        srv.close()
+        await srv.wait_closed()
+
+    run(main(), timeout=30)

@@ -111,7 +111,6 @@ cdef class SSLCore:
     cdef object transport
     cdef object transport_write
     cdef object app_protocol
-    cdef object app_data_received
 
     def __init__(self, proto):
         if _WRAPPED is None:
@@ -151,7 +150,6 @@ cdef class SSLCore:
     @_app_protocol.setter
     def _app_protocol(self, protocol):
         self.app_protocol = protocol
-        self.app_data_received = getattr(protocol, 'data_received', None)
 
     # ---- incoming ---------------------------------------------------------------
 
@@ -176,7 +174,9 @@ cdef class SSLCore:
 
     def do_read(self):
         """SSLProtocol._do_read."""
-        return self._do_read(_deref(self.proto_ref))
+        proto = _deref(self.proto_ref)
+        if proto is not None:       # None: a late call_soon(_do_read) handle
+            self._do_read(proto)
 
     cdef _do_read(self, object proto):
         cdef Py_ssize_t want, size
@@ -186,11 +186,14 @@ cdef class SSLCore:
         try:
             # _do_read__copied, without the final SSLWantReadError: with no
             # ciphertext in the incoming BIO and no plaintext held by the
-            # SSL object, SSL_read can only want more (Python's _ssl never
-            # turns on read-ahead, which would hide bytes in OpenSSL).  A
-            # record's plaintext is shorter than its ciphertext, so the
-            # pending counts also size the read (asyncio asks for 256 KiB
-            # and shrinks the bytes afterwards).
+            # SSL object, SSL_read can only want more.  This relies on
+            # OpenSSL's read-ahead being off, which Python's ssl module
+            # never changes (with it on, whole records could wait inside
+            # OpenSSL until the next receive).  The pending counts also
+            # size the read (asyncio asks for 256 KiB and shrinks the bytes
+            # afterwards); where they undercount a record (part of it
+            # already inside OpenSSL, compression) the loop just reads it
+            # in more calls.
             first = None
             chunks = None
             eof = False
@@ -215,10 +218,12 @@ cdef class SSLCore:
                     chunks = [first, chunk]
                 else:
                     chunks.append(chunk)
+            # data_received looked up per call, as asyncio does (a protocol
+            # may rebind it).
             if chunks is not None:
-                self.app_data_received(b''.join(chunks))
+                self.app_protocol.data_received(b''.join(chunks))
             elif first is not None:
-                self.app_data_received(first)
+                self.app_protocol.data_received(first)
             if eof:
                 proto._call_eof_received()
                 proto._start_shutdown()
@@ -240,7 +245,9 @@ cdef class SSLCore:
 
     def process_outgoing(self):
         """SSLProtocol._process_outgoing."""
-        return self._process_outgoing(_deref(self.proto_ref))
+        proto = _deref(self.proto_ref)
+        if proto is not None:
+            self._process_outgoing(proto)
 
     cdef _process_outgoing(self, object proto):
         cdef Py_ssize_t size
@@ -264,7 +271,7 @@ cdef class SSLCore:
         cdef Py_ssize_t n
         if (type(data) is not bytes or self._state is not _WRAPPED or
                 self.backlog or not data):
-            return _SSLProtocolTransport_write(_deref(self.app_ref), data)
+            return self._write_slow(data)
         proto = _deref(self.proto_ref)
         n = len(data)
         try:
@@ -288,3 +295,18 @@ cdef class SSLCore:
             self._process_outgoing(proto)
         except Exception as ex:
             proto._fatal_error(ex, 'Fatal error on SSL protocol')
+
+    cdef _write_slow(self, data):
+        app = _deref(self.app_ref)
+        if app is not None:
+            return _SSLProtocolTransport_write(app, data)
+        # The app transport is gone and this is a write() bound method kept
+        # from it: asyncio's checks, then what its transport would have done.
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data: expecting a bytes-like instance, "
+                            f"got {type(data).__name__}")
+        if not data:
+            return
+        proto = _deref(self.proto_ref)
+        if proto is not None:
+            proto._write_appdata((data,))

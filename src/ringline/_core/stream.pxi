@@ -282,9 +282,10 @@ cdef class StreamCore:
                 self.pending = []
             self.pending.append(PyBytes_FromStringAndSize(ptr, n))
             return 0
-        if self.tls is not None:
+        cdef SSLCore tls = self.tls     # a reference of our own for the call
+        if tls is not None:
             try:
-                self.tls.feed(ptr, n)
+                tls.feed(ptr, n)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
