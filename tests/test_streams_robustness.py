@@ -23,6 +23,7 @@ import struct
 import pytest
 
 import _loops
+from _protocols import JitteryEcho
 
 BIG = os.environ.get("RINGLINE_BIG_TESTS") == "1"
 LARGE_TRANSFER = (1 << 30) if BIG else (64 << 20)
@@ -1049,35 +1050,6 @@ def test_full_completion_ring_is_not_eof():
         loop.close()
 
 
-class _JitteryEcho(asyncio.Protocol):
-    """Echoes, and now and then pauses reading for a moment (or pauses and
-    resumes at once) from inside data_received."""
-
-    def __init__(self, rnd):
-        self.rnd = rnd
-
-    def connection_made(self, transport):
-        self.t = transport
-
-    def data_received(self, data):
-        self.t.write(data)
-        r = self.rnd.random()
-        if r < 0.05:
-            self.t.pause_reading()
-            asyncio.get_running_loop().call_later(self.rnd.random() * 0.003, self._resume)
-        elif r < 0.08:
-            self.t.pause_reading()
-            self.t.resume_reading()
-
-    def _resume(self):
-        if not self.t.is_closing():
-            self.t.resume_reading()
-
-    def eof_received(self):
-        self.t.write_eof()
-        return True
-
-
 def test_randomized_echo_with_pauses_and_half_closes(loop, run):
     """100 clients, random chunk sizes (1 B .. 100 KiB), random drains and
     sleeps, a server that pauses/resumes reading at random, every client
@@ -1114,7 +1086,7 @@ def test_randomized_echo_with_pauses_and_half_closes(loop, run):
         assert (n, got.digest()) == (n_sent, sent.digest())
 
     async def main():
-        srv = await loop.create_server(lambda: _JitteryEcho(random.Random(rnd.random())),
+        srv = await loop.create_server(lambda: JitteryEcho(random.Random(rnd.random())),
                                        "127.0.0.1", 0)
         port = srv.sockets[0].getsockname()[1]
         await asyncio.gather(*(client(port, random.Random(rnd.random())) for _ in range(100)))

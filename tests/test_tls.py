@@ -17,6 +17,8 @@ import ssl
 import pytest
 from test.test_asyncio import utils as test_utils
 
+from _protocols import JitteryEcho
+
 
 def _contexts():
     server = test_utils.simple_server_sslcontext()
@@ -24,37 +26,17 @@ def _contexts():
     return server, client
 
 
-class _Echo(asyncio.Protocol):
-    def __init__(self, rnd=None):
-        self.rnd = rnd
-        self.lost = asyncio.get_running_loop().create_future()
-        self.eof = False
+async def _serve(loop, factory, ssl=None):
+    """A server on 127.0.0.1 making protocols with factory; returns the server,
+    its port and the list of protocols it made."""
+    made = []
 
-    def connection_made(self, transport):
-        self.t = transport
+    def make():
+        made.append(factory())
+        return made[-1]
 
-    def data_received(self, data):
-        self.t.write(data)
-        if self.rnd is None:
-            return
-        r = self.rnd.random()
-        if r < 0.05:
-            self.t.pause_reading()
-            asyncio.get_running_loop().call_later(self.rnd.random() * 0.003, self._resume)
-        elif r < 0.08:
-            self.t.pause_reading()
-            self.t.resume_reading()
-
-    def _resume(self):
-        if not self.t.is_closing():
-            self.t.resume_reading()
-
-    def eof_received(self):
-        self.eof = True
-
-    def connection_lost(self, exc):
-        if not self.lost.done():
-            self.lost.set_result(exc)
+    srv = await loop.create_server(make, "127.0.0.1", 0, ssl=ssl)
+    return srv, srv.sockets[0].getsockname()[1], made
 
 
 def test_randomized_tls_echo(loop, run):
@@ -87,9 +69,8 @@ def test_randomized_tls_echo(loop, run):
         assert (n, got.digest()) == (n_sent, sent.digest())
 
     async def main():
-        srv = await loop.create_server(lambda: _Echo(random.Random(rnd.random())),
-                                       "127.0.0.1", 0, ssl=server_ctx)
-        port = srv.sockets[0].getsockname()[1]
+        srv, port, _ = await _serve(loop, lambda: JitteryEcho(random.Random(rnd.random())),
+                                    server_ctx)
         await asyncio.gather(*(client(port, random.Random(rnd.random())) for _ in range(40)))
         srv.close()
         await srv.wait_closed()
@@ -148,14 +129,7 @@ def test_tls_flow_control_both_ways(loop, run):
                 self.all.set_result(None)
 
     async def main():
-        writers = []
-
-        def factory():
-            writers.append(Writer())
-            return writers[-1]
-
-        srv = await loop.create_server(factory, "127.0.0.1", 0, ssl=server_ctx)
-        port = srv.sockets[0].getsockname()[1]
+        srv, port, writers = await _serve(loop, Writer, server_ctx)
         tr, rd = await loop.create_connection(Reader, "127.0.0.1", port, ssl=client_ctx)
         tr.pause_reading()
         await asyncio.sleep(0.2)
@@ -201,14 +175,7 @@ def test_tls_buffered_protocol_app(loop, run):
                 self.done.set_result(None)
 
     async def main():
-        protos = []
-
-        def factory():
-            protos.append(Buffered())
-            return protos[-1]
-
-        srv = await loop.create_server(factory, "127.0.0.1", 0, ssl=server_ctx)
-        port = srv.sockets[0].getsockname()[1]
+        srv, port, protos = await _serve(loop, Buffered, server_ctx)
         r, w = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
         w.write(payload)
         await w.drain()
@@ -238,8 +205,7 @@ def test_tls_write_types_and_writes_after_close(loop, run):
                 if len(got) >= 9 and not done.done():
                     done.set_result(None)
 
-        srv = await loop.create_server(Sink, "127.0.0.1", 0, ssl=server_ctx)
-        port = srv.sockets[0].getsockname()[1]
+        srv, port, _ = await _serve(loop, Sink, server_ctx)
         tr, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port,
                                              ssl=client_ctx)
         ba = bytearray(b"bbb")
@@ -268,14 +234,7 @@ def test_tls_close_notify_reaches_peer(loop, run):
     server_ctx, client_ctx = _contexts()
 
     async def main():
-        servers = []
-
-        def factory():
-            servers.append(_Echo())
-            return servers[-1]
-
-        srv = await loop.create_server(factory, "127.0.0.1", 0, ssl=server_ctx)
-        port = srv.sockets[0].getsockname()[1]
+        srv, port, servers = await _serve(loop, JitteryEcho, server_ctx)
         client_lost = loop.create_future()
 
         class Client(asyncio.Protocol):
@@ -315,7 +274,7 @@ def test_start_tls_upgrades_a_stream(loop, run):
             async def _upgrade(self):
                 # Data can arrive before start_tls() returns (asyncio delivers
                 # it as the handshake completes): keep it until then.
-                echo = _Echo()
+                echo = JitteryEcho()
                 echo.t = None
                 orig = echo.data_received
                 early = []
@@ -332,8 +291,7 @@ def test_start_tls_upgrades_a_stream(loop, run):
                     orig(data)
                 upgraded.set_result(tls)
 
-        srv = await loop.create_server(Upgrader, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
+        srv, port, _ = await _serve(loop, Upgrader)
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(b"STARTTLS\n")
         assert await r.readline() == b"OK\n"
@@ -375,8 +333,7 @@ def test_tls_data_received_rebound_and_saved_write(loop, run):
             def connection_made(self, t):
                 t.write(b"hello")
 
-        srv = await loop.create_server(Hello, "127.0.0.1", 0, ssl=server_ctx)
-        port = srv.sockets[0].getsockname()[1]
+        srv, port, _ = await _serve(loop, Hello, server_ctx)
         tr, pr = await loop.create_connection(Switching, "127.0.0.1", port, ssl=client_ctx)
         assert await asyncio.wait_for(got, 5) == ("alt", b"hello")
         write = tr.write

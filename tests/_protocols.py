@@ -1,0 +1,47 @@
+"""Protocols shared by the project's transport tests."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class JitteryEcho(asyncio.Protocol):
+    """Echoes, and now and then pauses reading for a moment (or pauses and
+    resumes at once) from inside data_received.  rnd=None: a plain echo.
+    On EOF it half-closes back (write_eof) where the transport can, and
+    `lost` resolves with connection_lost's argument."""
+
+    def __init__(self, rnd=None):
+        self.rnd = rnd
+        self.lost = asyncio.get_running_loop().create_future()
+        self.eof = False
+
+    def connection_made(self, transport):
+        self.t = transport
+
+    def data_received(self, data):
+        self.t.write(data)
+        if self.rnd is None:
+            return
+        r = self.rnd.random()
+        if r < 0.05:
+            self.t.pause_reading()
+            asyncio.get_running_loop().call_later(self.rnd.random() * 0.003, self._resume)
+        elif r < 0.08:
+            self.t.pause_reading()
+            self.t.resume_reading()
+
+    def _resume(self):
+        if not self.t.is_closing():
+            self.t.resume_reading()
+
+    def eof_received(self):
+        self.eof = True
+        if self.t.can_write_eof():
+            self.t.write_eof()
+            return True
+        return None
+
+    def connection_lost(self, exc):
+        if not self.lost.done():
+            self.lost.set_result(exc)
