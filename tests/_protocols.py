@@ -45,3 +45,20 @@ class JitteryEcho(asyncio.Protocol):
     def connection_lost(self, exc):
         if not self.lost.done():
             self.lost.set_result(exc)
+
+
+async def write_random_chunks(writer, rnd, rounds, digest, sleep_p=0.0):
+    """Write `rounds` chunks of 1 B .. 100 KiB to a StreamWriter, draining
+    half the time (and sleeping up to 2 ms with probability sleep_p);
+    every chunk goes into `digest`.  Returns the number of bytes written."""
+    n = 0
+    for _ in range(rounds):
+        chunk = bytes([rnd.randrange(256)]) * rnd.choice([1, 10, 1000, 20000, 100000])
+        writer.write(chunk)
+        digest.update(chunk)
+        n += len(chunk)
+        if rnd.random() < 0.5:
+            await writer.drain()
+        if sleep_p and rnd.random() < sleep_p:
+            await asyncio.sleep(rnd.random() * 0.002)
+    return n

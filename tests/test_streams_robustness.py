@@ -23,7 +23,7 @@ import struct
 import pytest
 
 import _loops
-from _protocols import JitteryEcho
+from _protocols import JitteryEcho, write_random_chunks
 
 BIG = os.environ.get("RINGLINE_BIG_TESTS") == "1"
 LARGE_TRANSFER = (1 << 30) if BIG else (64 << 20)
@@ -1059,7 +1059,6 @@ def test_randomized_echo_with_pauses_and_half_closes(loop, run):
     async def client(port, crnd):
         r, w = await asyncio.open_connection("127.0.0.1", port)
         sent, got = hashlib.sha256(), hashlib.sha256()
-        n_sent = 0
 
         async def reader():
             n = 0
@@ -1069,15 +1068,7 @@ def test_randomized_echo_with_pauses_and_half_closes(loop, run):
             return n
 
         rt = asyncio.ensure_future(reader())
-        for _ in range(crnd.randint(5, 30)):
-            chunk = bytes([crnd.randrange(256)]) * crnd.choice([1, 10, 1000, 20000, 100000])
-            w.write(chunk)
-            sent.update(chunk)
-            n_sent += len(chunk)
-            if crnd.random() < 0.5:
-                await w.drain()
-            if crnd.random() < 0.2:
-                await asyncio.sleep(crnd.random() * 0.002)
+        n_sent = await write_random_chunks(w, crnd, crnd.randint(5, 30), sent, sleep_p=0.2)
         await w.drain()
         w.write_eof()
         n = await rt

@@ -17,7 +17,7 @@ import ssl
 import pytest
 from test.test_asyncio import utils as test_utils
 
-from _protocols import JitteryEcho
+from _protocols import JitteryEcho, write_random_chunks
 
 
 def _contexts():
@@ -49,14 +49,7 @@ def test_randomized_tls_echo(loop, run):
     async def client(port, crnd):
         r, w = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
         sent, got = hashlib.sha256(), hashlib.sha256()
-        n_sent = 0
-        for _ in range(crnd.randint(5, 20)):
-            chunk = bytes([crnd.randrange(256)]) * crnd.choice([1, 10, 1000, 20000, 100000])
-            w.write(chunk)
-            sent.update(chunk)
-            n_sent += len(chunk)
-            if crnd.random() < 0.5:
-                await w.drain()
+        n_sent = await write_random_chunks(w, crnd, crnd.randint(5, 20), sent)
         await w.drain()
         n = 0
         while n < n_sent:
