@@ -340,3 +340,44 @@ def test_tls_data_received_rebound_and_saved_write(loop, run):
         await srv.wait_closed()
 
     run(main(), timeout=30)
+
+
+def test_tls_garbage_after_handshake_fails_only_that_connection(loop, run):
+    """A peer that sends bytes that are not TLS records once the session is
+    up: that connection is lost with the ssl.SSLError asyncio reports, the
+    exception handler is not bothered (asyncio passes OSError subclasses
+    quietly), and another connection on the same server keeps echoing."""
+    import os
+    import socket
+    server_ctx, client_ctx = _contexts()
+
+    async def main():
+        srv, port, made = await _serve(loop, JitteryEcho, server_ctx)
+        handler_calls = []
+        loop.set_exception_handler(lambda l, ctx: handler_calls.append(ctx))
+
+        def rogue():
+            raw = socket.create_connection(("127.0.0.1", port))
+            tls = client_ctx.wrap_socket(raw, server_hostname="localhost")
+            tls.sendall(b"ping")
+            assert tls.recv(4) == b"ping"
+            dup = socket.socket(fileno=os.dup(tls.fileno()))
+            dup.sendall(b"\x17\x03\x03\x00\x10" + b"\xff" * 16)   # a forged record
+            dup.sendall(os.urandom(200))
+            dup.close()
+            return tls
+
+        t = await asyncio.to_thread(rogue)
+        exc = await asyncio.wait_for(made[0].lost, 10)
+        assert isinstance(exc, ssl.SSLError), exc
+        assert handler_calls == []
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+        w.write(b"still here")
+        assert await r.readexactly(10) == b"still here"
+        w.close()
+        await w.wait_closed()
+        t.close()
+        srv.close()
+        await srv.wait_closed()
+
+    run(main(), timeout=30)
