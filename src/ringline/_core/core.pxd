@@ -201,8 +201,12 @@ cdef class LoopCore:
     cdef unsigned long _fork_gen
     cdef bint _wake_pending
     cdef public object _iter_hook    # called after every iteration (runtime API)
+    cdef char **_rbufs               # free stream read buffers, LIFO (stream.pxi)
+    cdef int _nrbufs
 
     cdef inline int _check_closed_c(self) except -1
+    cdef char *_take_rbuf(self) except NULL
+    cdef void _give_rbuf(self, char *buf) noexcept
     cdef inline Handle _call_soon_c(self, object callback, tuple args, object context)
     cdef int _run_once_c(self) except -1
     cdef int _check_fork(self) except -1

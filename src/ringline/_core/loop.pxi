@@ -8,6 +8,11 @@
 # what is: callbacks, timers, the iteration, socket operations.
 
 
+cdef enum:
+    RBUF_SIZE = 65536       # one recv's worth (uvloop reads 256 KiB; see stream.pxi)
+    RBUF_KEEP = 64          # free buffers kept per loop
+
+
 cdef class LoopCore:
 
     def _core_init(self, backend):
@@ -25,6 +30,41 @@ cdef class LoopCore:
         self.slow_callback_duration = 0.1
         self._driver = _make_driver(self, backend)
         self._driver.arm_wakeup()
+
+    def __dealloc__(self):
+        cdef int i
+        if self._rbufs != NULL:
+            for i in range(self._nrbufs):
+                PyMem_Free(self._rbufs[i])
+            PyMem_Free(self._rbufs)
+            self._rbufs = NULL
+
+    # ---- stream read buffers ------------------------------------------------
+    # A recv that cannot use the kernel's buffer ring (the poll backend's
+    # reads, io_uring's single shot after ENOBUFS) borrows one of these until
+    # its bytes are copied out.  A pool per loop, not a buffer per
+    # connection: idle connections hold none (64 KiB each for 4,000 bulk
+    # connections was 250 MiB), and the last one returned is the next one
+    # taken, still in cache.
+
+    cdef char *_take_rbuf(self) except NULL:
+        cdef char *buf
+        if self._nrbufs:
+            self._nrbufs -= 1
+            return self._rbufs[self._nrbufs]
+        buf = <char*>PyMem_Malloc(RBUF_SIZE)
+        if buf == NULL:
+            raise MemoryError()
+        return buf
+
+    cdef void _give_rbuf(self, char *buf) noexcept:
+        if self._rbufs == NULL:
+            self._rbufs = <char**>PyMem_Malloc(RBUF_KEEP * sizeof(char*))
+        if self._rbufs == NULL or self._nrbufs == RBUF_KEEP:
+            PyMem_Free(buf)
+            return
+        self._rbufs[self._nrbufs] = buf
+        self._nrbufs += 1
 
     # ---- checks ----------------------------------------------------------
 

@@ -15,7 +15,8 @@
 # the buffer when data arrives, and get_buffer() must be asked first, which
 # would need one SQE per receive instead of one per connection.  ENOBUFS
 # (ring empty) ends the multishot; the next receive is one single-shot recv
-# into the core's own buffer (always progress, never a spin), after which
+# into a buffer borrowed from the loop's pool (always progress, never a
+# spin; the poll backend's reads borrow the same way), after which
 # multishot is re-armed.
 #
 # Send: writes go to a queue; one SEND (one chunk) or SENDMSG (up to
@@ -27,7 +28,6 @@
 
 cdef enum:
     IOV_BATCH = 64
-    OWN_RECV_SIZE = 65536
     LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
     # io_uring: a write this large with nothing queued is sent at once by a
     # send() syscall.  Measured on the 100 KiB echo: kept for a SEND SQE,
@@ -41,7 +41,19 @@ cdef enum:
 @cython.final
 cdef class StreamRecvOp(Op):
     cdef StreamCore core
-    cdef bint single            # single-shot into core.own_buf (ENOBUFS path)
+    cdef bint single            # single-shot into buf (ENOBUFS path, poll backend)
+    cdef char *buf              # borrowed from the loop's pool while it holds bytes
+
+    def __dealloc__(self):
+        if self.buf != NULL:    # never completed (loop torn down)
+            PyMem_Free(self.buf)
+            self.buf = NULL
+
+    cdef inline int _drop_buf(self) except -1:
+        if self.buf != NULL:
+            self.loop._give_rbuf(self.buf)
+            self.buf = NULL
+        return 0
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
         cdef UringDriver d = <UringDriver>self.loop._driver
@@ -49,8 +61,10 @@ cdef class StreamRecvOp(Op):
         sqe.fd = self.fd
         if self.single or not d.has_pbuf:
             self.single = True
-            sqe.addr = <uint64_t><uintptr_t>self.core.own_buf()
-            sqe.len = OWN_RECV_SIZE
+            if self.buf == NULL:
+                self.buf = self.loop._take_rbuf()
+            sqe.addr = <uint64_t><uintptr_t>self.buf
+            sqe.len = RBUF_SIZE
         else:
             sqe.ioprio = IORING_RECV_MULTISHOT
             sqe.flags = IOSQE_BUFFER_SELECT
@@ -58,13 +72,21 @@ cdef class StreamRecvOp(Op):
         return 0
 
     cdef int attempt(self) except? -1:
+        cdef ssize_t n
+        cdef int err
         self.single = True
-        cdef ssize_t n = recv(self.fd, self.core.own_buf(), OWN_RECV_SIZE, MSG_DONTWAIT)
-        if 0 < n < OWN_RECV_SIZE and self.core.tcp:
+        if self.buf == NULL:
+            self.buf = self.loop._take_rbuf()
+        n = recv(self.fd, self.buf, RBUF_SIZE, MSG_DONTWAIT)
+        if n <= 0:
+            err = errno
+            self._drop_buf()    # nothing to hand up: hold no buffer while waiting
+            return <int>n if n == 0 else -err
+        if n < RBUF_SIZE and self.core.tcp:
             # A short read drained the socket: the poll driver waits for the
             # next readiness edge instead of a recv bound to say EAGAIN.
             self.wait_first = True
-        return <int>n if n >= 0 else -errno
+        return <int>n
 
     cdef int poll_events(self):
         return POLLIN
@@ -79,7 +101,7 @@ cdef class StreamRecvOp(Op):
             d = <UringDriver>self.loop._driver
             ptr = rl_pbuf_addr(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
         elif single and res > 0:
-            ptr = core.own_buf()
+            ptr = self.buf
         if not more:
             self.single = False
         if res > 0:
@@ -88,11 +110,15 @@ cdef class StreamRecvOp(Op):
             finally:
                 if flags & IORING_CQE_F_BUFFER:
                     rl_pbuf_recycle(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
+                elif single:
+                    self._drop_buf()
             if not more:
                 # Over, but not at EOF: a multishot the kernel ended with
                 # data (it does when the CQ ring is full), or a single shot.
                 core.recv_ended(1)
         elif not more:
+            if single:
+                self._drop_buf()
             core.recv_ended(res)
         return 0
 
@@ -161,7 +187,6 @@ cdef class StreamCore:
     cdef object buffer_updated
     cdef StreamRecvOp rop
     cdef StreamSendOp sop
-    cdef char *_own
     cdef list wbuf                   # queued chunks (bytes), head partly sent
     cdef Py_ssize_t woff             # bytes of wbuf[0] already sent
     cdef public Py_ssize_t wsize     # queued and not yet taken by the kernel
@@ -181,22 +206,9 @@ cdef class StreamCore:
     cdef object empty_waiter
 
     def __cinit__(self):
-        self._own = NULL
         self.wbuf = []
         self.high_water = 64 * 1024
         self.low_water = 16 * 1024
-
-    def __dealloc__(self):
-        if self._own != NULL:
-            PyMem_Free(self._own)
-            self._own = NULL
-
-    cdef char *own_buf(self) except NULL:
-        if self._own == NULL:
-            self._own = <char*>PyMem_Malloc(OWN_RECV_SIZE)
-            if self._own == NULL:
-                raise MemoryError()
-        return self._own
 
     def setup(self, LoopCore loop, transport, sock, protocol):
         self.loop = loop
