@@ -239,6 +239,37 @@ cdef class ConnEnv:
         self.recv_high = recv_high if recv_high > 0 else max(262144, 4 * own_size)
         self.send_pool_hint = send_pool_hint
 
+    def __dealloc__(self):
+        cdef int i
+        if self.free_own != NULL:
+            for i in range(self.nfree_own):
+                PyMem_Free(self.free_own[i])
+            PyMem_Free(self.free_own)
+            self.free_own = NULL
+
+    # Buffers for the reads that cannot use the kernel's buffer ring (the
+    # poll backend's, io_uring's single shot after ENOBUFS), lent per read
+    # and not kept per connection: idle connections hold none (as
+    # LoopCore's pool for transports, stream.pxi).
+    cdef char *take_own(self) except NULL:
+        cdef char *buf
+        if self.nfree_own:
+            self.nfree_own -= 1
+            return self.free_own[self.nfree_own]
+        buf = <char*>PyMem_Malloc(self.own_size)
+        if buf == NULL:
+            raise MemoryError()
+        return buf
+
+    cdef void give_own(self, char *buf) noexcept:
+        if self.free_own == NULL:
+            self.free_own = <char**>PyMem_Malloc(RBUF_KEEP * sizeof(char*))
+        if self.free_own == NULL or self.nfree_own == RBUF_KEEP:
+            PyMem_Free(buf)
+            return
+        self.free_own[self.nfree_own] = buf
+        self.nfree_own += 1
+
 
 # ---- a received kernel buffer --------------------------------------------------
 
@@ -344,13 +375,26 @@ cdef class _BufHold:
 
 cdef class ConnRecvOp(Op):
 
+    def __dealloc__(self):
+        if self.buf != NULL:    # never completed (loop torn down)
+            PyMem_Free(self.buf)
+            self.buf = NULL
+
+    cdef int _drop_buf(self) except -1:
+        if self.buf != NULL:
+            self.core.env.give_own(self.buf)
+            self.buf = NULL
+        return 0
+
     cdef int prep(self, io_uring_sqe *sqe) except -1:
         cdef UringDriver d = <UringDriver>self.loop._driver
         sqe.opcode = IORING_OP_RECV
         sqe.fd = self.fd
         if self.single or not d.has_pbuf:
             self.single = True
-            sqe.addr = <uint64_t><uintptr_t>self.core.own_buf()
+            if self.buf == NULL:
+                self.buf = self.core.env.take_own()
+            sqe.addr = <uint64_t><uintptr_t>self.buf
             sqe.len = <uint32_t>self.core.env.own_size
         else:
             sqe.ioprio = IORING_RECV_MULTISHOT
@@ -359,11 +403,20 @@ cdef class ConnRecvOp(Op):
         return 0
 
     cdef int attempt(self) except? -1:
+        cdef ssize_t n
+        cdef int err
+        cdef Py_ssize_t size = self.core.env.own_size
         self.single = True
-        cdef ssize_t n = recv(self.fd, self.core.own_buf(), self.core.env.own_size, MSG_DONTWAIT)
-        if 0 < n < self.core.env.own_size and self.core.tcp:
+        if self.buf == NULL:
+            self.buf = self.core.env.take_own()
+        n = recv(self.fd, self.buf, size, MSG_DONTWAIT)
+        if n <= 0:
+            err = errno
+            self._drop_buf()    # nothing to hand up: hold no buffer while waiting
+            return <int>n if n == 0 else -err
+        if n < size and self.core.tcp:
             self.wait_first = True      # drained: wait for the next edge (TCP only, see stream.pxi)
-        return <int>n if n >= 0 else -errno
+        return <int>n
 
     cdef int poll_events(self):
         return POLLIN
@@ -381,8 +434,13 @@ cdef class ConnRecvOp(Op):
                 core.on_kbuf(bid, res)
             else:
                 rl_pbuf_recycle(&(<UringDriver>self.loop._driver).pbuf, bid)
-        elif res > 0:
-            core.on_bytes(core.own_buf(), res)
+        elif res > 0 and self.buf != NULL:
+            try:
+                core.on_bytes(self.buf, res)
+            finally:
+                self._drop_buf()
+        elif single:
+            self._drop_buf()
         if not more:
             core.recv_ended(res)
         return 0
@@ -576,7 +634,6 @@ rl_aw_install(_ConnAwait, <void*>_aw_step)
 cdef class ConnCore:
 
     def __cinit__(self):
-        self.own = NULL
         self.q = NULL
         self.fd = -1
         self.acc = bytearray()
@@ -615,9 +672,6 @@ cdef class ConnCore:
                     Py_XDECREF(self.q[i].hold)
             free_c(self.q)
             self.q = NULL
-        if self.own != NULL:
-            PyMem_Free(self.own)
-            self.own = NULL
 
     def _setup(self, LoopCore loop, sock, ConnEnv env, bint outbound=False):
         if self.loop is not None:
@@ -646,13 +700,6 @@ cdef class ConnCore:
             self.rop.loop = self.loop
             self.rop.fd = self.fd
         self._arm()
-
-    cdef char *own_buf(self) except NULL:
-        if self.own == NULL:
-            self.own = <char*>PyMem_Malloc(self.env.own_size)
-            if self.own == NULL:
-                raise MemoryError()
-        return self.own
 
     # ---- receive: completions -----------------------------------------------
 

@@ -266,6 +266,11 @@ cdef class ConnEnv:
     cdef public bint zc_ok
     cdef public Py_ssize_t recv_high       # stop receiving above this many buffered bytes
     cdef public object send_pool_hint      # for the exhaustion message
+    cdef char **free_own                   # own_size buffers lent to reads, LIFO
+    cdef int nfree_own
+
+    cdef char *take_own(self) except NULL
+    cdef void give_own(self, char *buf) noexcept
 
 
 @cython.final
@@ -292,7 +297,9 @@ cdef class _BufHold:
 @cython.final
 cdef class ConnRecvOp(Op):
     cdef ConnCore core
-    cdef bint single            # single-shot into the own buffer
+    cdef bint single            # single-shot into buf (ENOBUFS path, poll backend)
+    cdef char *buf              # borrowed from env while it holds bytes
+    cdef int _drop_buf(self) except -1
 
 
 @cython.final
@@ -334,7 +341,6 @@ cdef class ConnCore:
     cdef public object task
     cdef ConnRecvOp rop
     cdef ConnSendOp sop
-    cdef char *own
     # receive
     cdef object segs                 # deque of KBuf, after acc in stream order
     cdef Py_ssize_t seg_bytes
@@ -368,7 +374,6 @@ cdef class ConnCore:
     cdef object tls_out
     cdef bint tls_ready
 
-    cdef char *own_buf(self) except NULL
     cdef int _arm(self) except -1
     cdef int on_kbuf(self, int bid, Py_ssize_t n) except -1
     cdef int on_bytes(self, char *ptr, Py_ssize_t n) except -1
