@@ -203,10 +203,13 @@ cdef class LoopCore:
     cdef public object _iter_hook    # called after every iteration (runtime API)
     cdef char **_rbufs               # free stream read buffers, LIFO (stream.pxi)
     cdef int _nrbufs
+    cdef int _rbuf_low               # fewest free since the last trim
+    cdef int64_t _rbuf_trim_ns       # next trim (monotonic ns)
 
     cdef inline int _check_closed_c(self) except -1
     cdef char *_take_rbuf(self) except NULL
     cdef void _give_rbuf(self, char *buf) noexcept
+    cdef int64_t _trim_rbufs(self, int64_t now_ns) noexcept
     cdef inline Handle _call_soon_c(self, object callback, tuple args, object context)
     cdef int _run_once_c(self) except -1
     cdef int _check_fork(self) except -1
