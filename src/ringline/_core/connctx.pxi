@@ -388,15 +388,17 @@ cdef class ConnRecvOp(Op):
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
         cdef UringDriver d = <UringDriver>self.loop._driver
-        sqe.opcode = IORING_OP_RECV
-        sqe.fd = self.fd
         if self.single or not d.has_pbuf:
-            self.single = True
-            if self.buf == NULL:
+            if self.buf == NULL:    # first: if it raises, the SQE stays a NOP
                 self.buf = self.core.env.take_own()
+            self.single = True
+            sqe.opcode = IORING_OP_RECV
+            sqe.fd = self.fd
             sqe.addr = <uint64_t><uintptr_t>self.buf
             sqe.len = <uint32_t>self.core.env.own_size
         else:
+            sqe.opcode = IORING_OP_RECV
+            sqe.fd = self.fd
             sqe.ioprio = IORING_RECV_MULTISHOT
             sqe.flags = IOSQE_BUFFER_SELECT
             sqe.buf_group = d.pbuf.bgid
@@ -426,6 +428,7 @@ cdef class ConnRecvOp(Op):
         cdef bint more = (flags & IORING_CQE_F_MORE) != 0
         cdef bint single = self.single
         cdef int bid
+        cdef char *buf
         if not more:
             self.single = False
         if flags & IORING_CQE_F_BUFFER:
@@ -435,10 +438,12 @@ cdef class ConnRecvOp(Op):
             else:
                 rl_pbuf_recycle(&(<UringDriver>self.loop._driver).pbuf, bid)
         elif res > 0 and self.buf != NULL:
+            buf = self.buf
+            self.buf = NULL             # detached: a re-arm inside takes its own
             try:
-                core.on_bytes(self.buf, res)
+                core.on_bytes(buf, res)
             finally:
-                self._drop_buf()
+                self.core.env.give_own(buf)
         elif single:
             self._drop_buf()
         if not more:

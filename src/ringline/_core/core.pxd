@@ -210,6 +210,7 @@ cdef class LoopCore:
     cdef char *_take_rbuf(self) except NULL
     cdef void _give_rbuf(self, char *buf) noexcept
     cdef int64_t _trim_rbufs(self, int64_t now_ns) noexcept
+    cdef int _free_rbufs(self) except -1
     cdef inline Handle _call_soon_c(self, object callback, tuple args, object context)
     cdef int _run_once_c(self) except -1
     cdef int _check_fork(self) except -1
@@ -264,7 +265,7 @@ cdef class SendPool:
 cdef class ConnEnv:
     cdef public SendPool pool
     cdef public MetricsBlock metrics
-    cdef public Py_ssize_t own_size        # own recv buffer (ENOBUFS path, poll)
+    cdef readonly Py_ssize_t own_size      # recv buffer size (ENOBUFS path, poll); fixed: buffers are pooled
     cdef public Py_ssize_t zc_threshold    # send() of this many bytes or more: SEND_ZC
     cdef public bint zc_ok
     cdef public Py_ssize_t recv_high       # stop receiving above this many buffered bytes

@@ -70,10 +70,12 @@ cdef unsigned _pbuf_size = 131072
 
 def set_recv_buffers(unsigned entries, unsigned size):
     """Size of the provided-buffer ring of loops created from now on
-    (entries: a power of two <= 32768; size: bytes per buffer)."""
+    (entries: a power of two <= 32768; size: bytes per buffer).  entries=0:
+    no ring, every receive a single-shot recv -- what a kernel before 5.19
+    gets (used by the tests)."""
     global _pbuf_entries, _pbuf_size
-    if entries == 0 or entries & (entries - 1) or entries > 32768:
-        raise ValueError(f"recv buffer ring entries must be a power of two in 1..32768, got {entries}")
+    if entries & (entries - 1) or entries > 32768:
+        raise ValueError(f"recv buffer ring entries must be 0 or a power of two in 1..32768, got {entries}")
     if size == 0 or size > (1 << 30):
         raise ValueError(f"recv buffer size must be in 1..2**30, got {size}")
     old = (_pbuf_entries, _pbuf_size)
@@ -133,7 +135,8 @@ cdef class UringDriver(Driver):
         self.wake_op.loop = loop
         self.wake_op.fd = self.wake_fd
         # Provided buffers (5.19+); without them streams use single-shot recv.
-        self.has_pbuf = rl_pbuf_ring_init(&self.ring, &self.pbuf, _pbuf_entries, _pbuf_size, 0) == 0
+        self.has_pbuf = (_pbuf_entries > 0 and
+                         rl_pbuf_ring_init(&self.ring, &self.pbuf, _pbuf_entries, _pbuf_size, 0) == 0)
 
     def arm_wakeup(self):
         self.start(self.wake_op)

@@ -33,12 +33,7 @@ cdef class LoopCore:
         self._driver.arm_wakeup()
 
     def __dealloc__(self):
-        cdef int i
-        if self._rbufs != NULL:
-            for i in range(self._nrbufs):
-                PyMem_Free(self._rbufs[i])
-            PyMem_Free(self._rbufs)
-            self._rbufs = NULL
+        self._free_rbufs()
 
     # ---- stream read buffers ------------------------------------------------
     # A recv that cannot use the kernel's buffer ring (the poll backend's
@@ -311,6 +306,17 @@ cdef class LoopCore:
         if self._driver is not None:
             self._driver.shutdown(forked)
         self._stash.clear()
+        self._free_rbufs()      # none is in an SQE: ops hold theirs until their CQE
+
+    cdef int _free_rbufs(self) except -1:
+        cdef int i
+        if self._rbufs != NULL:
+            for i in range(self._nrbufs):
+                PyMem_Free(self._rbufs[i])
+            PyMem_Free(self._rbufs)
+            self._rbufs = NULL
+            self._nrbufs = 0
+        return 0
 
     def _flush(self):
         """Hand queued SQEs (e.g. cancels) to the kernel now.  Used where

@@ -28,6 +28,7 @@
 
 cdef enum:
     IOV_BATCH = 64
+    OWNED_RECV_SIZE = 65536     # io_uring without a buffer ring: per connection
     LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
     # io_uring: a write this large with nothing queued is sent at once by a
     # send() syscall.  Measured on the 100 KiB echo: kept for a SEND SQE,
@@ -42,30 +43,43 @@ cdef enum:
 cdef class StreamRecvOp(Op):
     cdef StreamCore core
     cdef bint single            # single-shot into buf (ENOBUFS path, poll backend)
+    cdef bint owned             # buf is this op's own (io_uring without a buffer ring)
     cdef char *buf              # borrowed from the loop's pool while it holds bytes
 
     def __dealloc__(self):
-        if self.buf != NULL:    # never completed (loop torn down)
+        if self.buf != NULL:    # never completed (loop torn down), or owned
             PyMem_Free(self.buf)
             self.buf = NULL
 
     cdef inline int _drop_buf(self) except -1:
-        if self.buf != NULL:
+        if self.buf != NULL and not self.owned:
             self.loop._give_rbuf(self.buf)
             self.buf = NULL
         return 0
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
         cdef UringDriver d = <UringDriver>self.loop._driver
-        sqe.opcode = IORING_OP_RECV
-        sqe.fd = self.fd
         if self.single or not d.has_pbuf:
-            self.single = True
+            # Buffer first: if that raises, the SQE stays the NOP get_sqe()
+            # zeroed.  Without a buffer ring (kernel < 5.19) every armed recv
+            # waits in the kernel with its buffer, so the connection keeps a
+            # small one of its own instead of tying up a pooled 256 KiB one.
             if self.buf == NULL:
-                self.buf = self.loop._take_rbuf()
+                if d.has_pbuf:
+                    self.buf = self.loop._take_rbuf()
+                else:
+                    self.buf = <char*>PyMem_Malloc(OWNED_RECV_SIZE)
+                    if self.buf == NULL:
+                        raise MemoryError()
+                    self.owned = True
+            self.single = True
+            sqe.opcode = IORING_OP_RECV
+            sqe.fd = self.fd
             sqe.addr = <uint64_t><uintptr_t>self.buf
-            sqe.len = RBUF_SIZE
+            sqe.len = OWNED_RECV_SIZE if self.owned else RBUF_SIZE
         else:
+            sqe.opcode = IORING_OP_RECV
+            sqe.fd = self.fd
             sqe.ioprio = IORING_RECV_MULTISHOT
             sqe.flags = IOSQE_BUFFER_SELECT
             sqe.buf_group = d.pbuf.bgid
@@ -102,6 +116,10 @@ cdef class StreamRecvOp(Op):
             ptr = rl_pbuf_addr(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
         elif single and res > 0:
             ptr = self.buf
+            if not self.owned:
+                # Detached before the protocol runs: a re-arm from inside it
+                # takes a buffer of its own instead of this one.
+                self.buf = NULL
         if not more:
             self.single = False
         if res > 0:
@@ -110,8 +128,8 @@ cdef class StreamRecvOp(Op):
             finally:
                 if flags & IORING_CQE_F_BUFFER:
                     rl_pbuf_recycle(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
-                elif single:
-                    self._drop_buf()
+                elif single and not self.owned:
+                    self.loop._give_rbuf(ptr)
             if not more:
                 # Over, but not at EOF: a multishot the kernel ended with
                 # data (it does when the CQ ring is full), or a single shot.
