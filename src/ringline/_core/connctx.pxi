@@ -238,37 +238,7 @@ cdef class ConnEnv:
         self.zc_ok = zc_ok
         self.recv_high = recv_high if recv_high > 0 else max(262144, 4 * own_size)
         self.send_pool_hint = send_pool_hint
-
-    def __dealloc__(self):
-        cdef int i
-        if self.free_own != NULL:
-            for i in range(self.nfree_own):
-                PyMem_Free(self.free_own[i])
-            PyMem_Free(self.free_own)
-            self.free_own = NULL
-
-    # Buffers for the reads that cannot use the kernel's buffer ring (the
-    # poll backend's, io_uring's single shot after ENOBUFS), lent per read
-    # and not kept per connection: idle connections hold none (as
-    # LoopCore's pool for transports, stream.pxi).
-    cdef char *take_own(self) except NULL:
-        cdef char *buf
-        if self.nfree_own:
-            self.nfree_own -= 1
-            return self.free_own[self.nfree_own]
-        buf = <char*>PyMem_Malloc(self.own_size)
-        if buf == NULL:
-            raise MemoryError()
-        return buf
-
-    cdef void give_own(self, char *buf) noexcept:
-        if self.free_own == NULL:
-            self.free_own = <char**>PyMem_Malloc(RBUF_KEEP * sizeof(char*))
-        if self.free_own == NULL or self.nfree_own == RBUF_KEEP:
-            PyMem_Free(buf)
-            return
-        self.free_own[self.nfree_own] = buf
-        self.nfree_own += 1
+        self.bufs = BufPool(self.own_size)
 
 
 # ---- a received kernel buffer --------------------------------------------------
@@ -382,7 +352,7 @@ cdef class ConnRecvOp(Op):
 
     cdef int _drop_buf(self) except -1:
         if self.buf != NULL:
-            self.core.env.give_own(self.buf)
+            self.core.env.bufs.give(self.buf)
             self.buf = NULL
         return 0
 
@@ -390,7 +360,7 @@ cdef class ConnRecvOp(Op):
         cdef UringDriver d = <UringDriver>self.loop._driver
         if self.single or not d.has_pbuf:
             if self.buf == NULL:    # first: if it raises, the SQE stays a NOP
-                self.buf = self.core.env.take_own()
+                self.buf = self.core.env.bufs.take()
             self.single = True
             sqe.opcode = IORING_OP_RECV
             sqe.fd = self.fd
@@ -410,7 +380,7 @@ cdef class ConnRecvOp(Op):
         cdef Py_ssize_t size = self.core.env.own_size
         self.single = True
         if self.buf == NULL:
-            self.buf = self.core.env.take_own()
+            self.buf = self.core.env.bufs.take()
         n = recv(self.fd, self.buf, size, MSG_DONTWAIT)
         if n <= 0:
             err = errno
@@ -443,7 +413,7 @@ cdef class ConnRecvOp(Op):
             try:
                 core.on_bytes(buf, res)
             finally:
-                self.core.env.give_own(buf)
+                self.core.env.bufs.give(buf)
         elif single:
             self._drop_buf()
         if not more:

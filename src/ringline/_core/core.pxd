@@ -180,6 +180,22 @@ cdef class KqueueDriver(_ReadinessDriver):
     cdef int fork_gen             # _fork_generation at creation: the kqueue is not inherited
 
 
+@cython.final
+cdef class BufPool:
+    cdef Py_ssize_t size
+    cdef int keep                 # free buffers kept while busy
+    cdef int idle_keep            # ... and once a second has not needed the rest
+    cdef char **free              # LIFO
+    cdef int nfree
+    cdef int low                  # fewest free since the last trim
+    cdef int64_t trim_ns          # next trim (monotonic ns)
+
+    cdef char *take(self) except NULL
+    cdef void give(self, char *buf) noexcept
+    cdef int64_t trim(self, int64_t now_ns) noexcept
+    cdef void release(self) noexcept
+
+
 cdef class LoopCore:
     cdef public list _ready
     cdef list _ready_spare
@@ -201,16 +217,9 @@ cdef class LoopCore:
     cdef unsigned long _fork_gen
     cdef bint _wake_pending
     cdef public object _iter_hook    # called after every iteration (runtime API)
-    cdef char **_rbufs               # free stream read buffers, LIFO (stream.pxi)
-    cdef int _nrbufs
-    cdef int _rbuf_low               # fewest free since the last trim
-    cdef int64_t _rbuf_trim_ns       # next trim (monotonic ns)
+    cdef BufPool _rbufs              # stream read buffers (bufpool.pxi)
 
     cdef inline int _check_closed_c(self) except -1
-    cdef char *_take_rbuf(self) except NULL
-    cdef void _give_rbuf(self, char *buf) noexcept
-    cdef int64_t _trim_rbufs(self, int64_t now_ns) noexcept
-    cdef int _free_rbufs(self) except -1
     cdef inline Handle _call_soon_c(self, object callback, tuple args, object context)
     cdef int _run_once_c(self) except -1
     cdef int _check_fork(self) except -1
@@ -270,11 +279,7 @@ cdef class ConnEnv:
     cdef public bint zc_ok
     cdef public Py_ssize_t recv_high       # stop receiving above this many buffered bytes
     cdef public object send_pool_hint      # for the exhaustion message
-    cdef char **free_own                   # own_size buffers lent to reads, LIFO
-    cdef int nfree_own
-
-    cdef char *take_own(self) except NULL
-    cdef void give_own(self, char *buf) noexcept
+    cdef BufPool bufs                      # own_size buffers lent to reads (bufpool.pxi)
 
 
 @cython.final

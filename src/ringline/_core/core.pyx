@@ -9,6 +9,7 @@
 #   driver_readiness.pxi  the poll backend: completions over readiness, shared
 #   driver_poll.pxi  its epoll driver (Linux)
 #   driver_kqueue.pxi  its kqueue driver (macOS/BSD; ENOSYS stubs elsewhere)
+#   bufpool.pxi  receive buffers lent per read (poll backend, ENOBUFS)
 #   loop.pxi     LoopCore: the iteration, callbacks, timers, sock_* entry points
 #   sslproto.pxi TLS records on a WRAPPED session (asyncio SSLProtocol's hot path)
 #   stream.pxi   stream transports' compiled half, multishot accept for servers
@@ -149,6 +150,7 @@ include "driver.pxi"
 include "driver_readiness.pxi"
 include "driver_poll.pxi"
 include "driver_kqueue.pxi"
+include "bufpool.pxi"
 include "loop.pxi"
 include "sslproto.pxi"
 include "stream.pxi"

@@ -10,11 +10,12 @@
 
 cdef enum:
     RBUF_SIZE = 262144      # one recv: a large message in one read (uvloop reads 256 KiB too)
-    RBUF_KEEP = 64          # free buffers kept per loop while busy
-    RBUF_IDLE_KEEP = 4      # ... and once a second has not needed the rest
 
 
 cdef class LoopCore:
+
+    def __cinit__(self, *args, **kwargs):
+        self._rbufs = BufPool(RBUF_SIZE)
 
     def _core_init(self, backend):
         self._ready = []
@@ -31,57 +32,6 @@ cdef class LoopCore:
         self.slow_callback_duration = 0.1
         self._driver = _make_driver(self, backend)
         self._driver.arm_wakeup()
-
-    def __dealloc__(self):
-        self._free_rbufs()
-
-    # ---- stream read buffers ------------------------------------------------
-    # A recv that cannot use the kernel's buffer ring (the poll backend's
-    # reads, io_uring's single shot after ENOBUFS) borrows one of these until
-    # its bytes are copied out.  A pool per loop, not a buffer per
-    # connection: idle connections hold none (64 KiB each for 4,000 bulk
-    # connections was 250 MiB), and the last one returned is the next one
-    # taken, still in cache.
-
-    cdef char *_take_rbuf(self) except NULL:
-        cdef char *buf
-        if self._nrbufs:
-            self._nrbufs -= 1
-            if self._nrbufs < self._rbuf_low:
-                self._rbuf_low = self._nrbufs
-            return self._rbufs[self._nrbufs]
-        buf = <char*>PyMem_Malloc(RBUF_SIZE)
-        if buf == NULL:
-            raise MemoryError()
-        return buf
-
-    cdef void _give_rbuf(self, char *buf) noexcept:
-        if self._rbufs == NULL:
-            self._rbufs = <char**>PyMem_Malloc(RBUF_KEEP * sizeof(char*))
-        if self._rbufs == NULL or self._nrbufs == RBUF_KEEP:
-            PyMem_Free(buf)
-            return
-        self._rbufs[self._nrbufs] = buf
-        self._nrbufs += 1
-
-    cdef int64_t _trim_rbufs(self, int64_t now_ns) noexcept:
-        # Once a second: free the buffers no read needed since the last trim
-        # (the pool must cover a busy iteration's reads -- with fewer kept, a
-        # 64-connection 100 KiB echo spent its time in malloc's page faults --
-        # but an idle loop should not keep 16 MiB).  Returns the ns until the
-        # next trim is due, or -1 once nothing is left to trim.
-        cdef int n
-        if now_ns >= self._rbuf_trim_ns:
-            n = min(self._rbuf_low, self._nrbufs - RBUF_IDLE_KEEP)
-            while n > 0:
-                self._nrbufs -= 1
-                PyMem_Free(self._rbufs[self._nrbufs])
-                n -= 1
-            self._rbuf_low = self._nrbufs
-            self._rbuf_trim_ns = now_ns + 1000000000
-        if self._nrbufs <= RBUF_IDLE_KEEP:
-            return -1
-        return self._rbuf_trim_ns - now_ns
 
     # ---- checks ----------------------------------------------------------
 
@@ -218,8 +168,8 @@ cdef class LoopCore:
                 timeout_ns = <int64_t>(dt * 1e9) + 1
         else:
             timeout_ns = -1
-        if self._nrbufs > RBUF_IDLE_KEEP:
-            trim_ns = self._trim_rbufs(rl_monotonic_ns())
+        if self._rbufs.nfree > self._rbufs.idle_keep:
+            trim_ns = self._rbufs.trim(rl_monotonic_ns())
             if trim_ns >= 0 and (timeout_ns < 0 or timeout_ns > trim_ns):
                 timeout_ns = trim_ns + 1
 
@@ -306,17 +256,7 @@ cdef class LoopCore:
         if self._driver is not None:
             self._driver.shutdown(forked)
         self._stash.clear()
-        self._free_rbufs()      # none is in an SQE: ops hold theirs until their CQE
-
-    cdef int _free_rbufs(self) except -1:
-        cdef int i
-        if self._rbufs != NULL:
-            for i in range(self._nrbufs):
-                PyMem_Free(self._rbufs[i])
-            PyMem_Free(self._rbufs)
-            self._rbufs = NULL
-            self._nrbufs = 0
-        return 0
+        self._rbufs.release()   # ops hold theirs until their final CQE
 
     def _flush(self):
         """Hand queued SQEs (e.g. cancels) to the kernel now.  Used where

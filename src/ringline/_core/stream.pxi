@@ -53,7 +53,7 @@ cdef class StreamRecvOp(Op):
 
     cdef inline int _drop_buf(self) except -1:
         if self.buf != NULL and not self.owned:
-            self.loop._give_rbuf(self.buf)
+            self.loop._rbufs.give(self.buf)
             self.buf = NULL
         return 0
 
@@ -66,7 +66,7 @@ cdef class StreamRecvOp(Op):
             # small one of its own instead of tying up a pooled 256 KiB one.
             if self.buf == NULL:
                 if d.has_pbuf:
-                    self.buf = self.loop._take_rbuf()
+                    self.buf = self.loop._rbufs.take()
                 else:
                     self.buf = <char*>PyMem_Malloc(OWNED_RECV_SIZE)
                     if self.buf == NULL:
@@ -90,7 +90,7 @@ cdef class StreamRecvOp(Op):
         cdef int err
         self.single = True
         if self.buf == NULL:
-            self.buf = self.loop._take_rbuf()
+            self.buf = self.loop._rbufs.take()
         n = recv(self.fd, self.buf, RBUF_SIZE, MSG_DONTWAIT)
         if n <= 0:
             err = errno
@@ -129,7 +129,7 @@ cdef class StreamRecvOp(Op):
                 if flags & IORING_CQE_F_BUFFER:
                     rl_pbuf_recycle(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
                 elif single and not self.owned:
-                    self.loop._give_rbuf(ptr)
+                    self.loop._rbufs.give(ptr)
             if not more:
                 # Over, but not at EOF: a multishot the kernel ended with
                 # data (it does when the CQ ring is full), or a single shot.
