@@ -249,14 +249,24 @@ cdef class SSLCore:
         if proto is not None:
             self._process_outgoing(proto)
 
-    cdef _process_outgoing(self, object proto):
+    cdef _process_outgoing(self, object proto, bint output=False):
+        # output: SSL_write just produced records, so the BIO is not empty.
+        # Otherwise (after a read: usually nothing to send) its pending count
+        # is asked first, which costs less than a read() returning b''.
+        # read() takes everything, and the transport's write() cannot put
+        # records back in this BIO, so the BIO is empty after it.
         cdef Py_ssize_t size
-        if not self._ssl_writing_paused:
-            data = self.out_read()
-            if data:
-                self.transport_write(data)
+        if output or self.outgoing.pending:
+            if not self._ssl_writing_paused:
+                data = self.out_read()
+                if data:
+                    self.transport_write(data)
+                size = self._write_buffer_size
+            else:
+                size = self.outgoing.pending + self._write_buffer_size
+        else:
+            size = self._write_buffer_size
         # _control_app_writing, called only when it would act.
-        size = self.outgoing.pending + self._write_buffer_size
         if self._app_writing_paused:
             if size <= self._outgoing_low_water:
                 proto._control_app_writing()
@@ -292,7 +302,7 @@ cdef class SSLCore:
                     rest = data[count:]
                     self.backlog.append(rest)
                     self._write_buffer_size += len(rest)
-            self._process_outgoing(proto)
+            self._process_outgoing(proto, True)
         except Exception as ex:
             proto._fatal_error(ex, 'Fatal error on SSL protocol')
 
