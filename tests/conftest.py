@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import threading
 
@@ -232,14 +231,9 @@ def run(loop):
 @pytest.fixture
 def socketpair():
     """A connected, non-blocking AF_UNIX stream socket pair (closed after)."""
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
+    import _helpers
+    with _helpers.socket_pair() as pair:
+        yield pair
 
 
 # ---------------------------------------------------------------------------

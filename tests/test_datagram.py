@@ -12,11 +12,14 @@ error_received.  They also run on stock asyncio (RINGLINE_TEST_LOOP=asyncio).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import tempfile
 
 import pytest
+
+from _helpers import wait_until
 
 
 class _Proto(asyncio.DatagramProtocol):
@@ -48,28 +51,22 @@ class _Proto(asyncio.DatagramProtocol):
         self.lost_called = True
 
 
-async def _until(pred, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.002)
-
-
-def _unix_dgram_pair(tmp):
+@contextlib.contextmanager
+def _unix_dgram_pair():
     # Named and connected both ways, so the endpoint has a peername (send()
-    # semantics) on every loop.
-    a = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    b = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    pa, pb = os.path.join(tmp, "a"), os.path.join(tmp, "b")
-    a.bind(pa)
-    b.bind(pb)
-    a.connect(pb)
-    b.connect(pa)
-    a.setblocking(False)
-    b.setblocking(False)
-    return a, b
+    # semantics) on every loop.  `a` goes to a transport, which closes it.
+    with tempfile.TemporaryDirectory() as tmp:
+        a = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        b = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with b:
+            pa, pb = os.path.join(tmp, "a"), os.path.join(tmp, "b")
+            a.bind(pa)
+            b.bind(pb)
+            a.connect(pb)
+            b.connect(pa)
+            a.setblocking(False)
+            b.setblocking(False)
+            yield a, b
 
 
 def test_backpressure_order_and_flow_control(loop, run):
@@ -77,83 +74,77 @@ def test_backpressure_order_and_flow_control(loop, run):
     # must queue from there on, keep the order, count the bytes, pause the
     # protocol above the high-water mark and resume it when drained.
     async def main():
-        with tempfile.TemporaryDirectory() as tmp:
-            a, b = _unix_dgram_pair(tmp)
-            with b:
-                tr, proto = await loop.create_datagram_endpoint(_Proto, sock=a)
-                tr.set_write_buffer_limits(high=4096, low=1024)
-                buf = bytearray(512)
-                n = 2000
-                for i in range(n):
-                    buf[:8] = i.to_bytes(8, "big")
-                    tr.sendto(buf)      # mutated after: the queue keeps a copy
-                    buf[:8] = b"XXXXXXXX"
-                queued = tr.get_write_buffer_size()
-                assert queued > 4096 and queued % 512 == 0
-                assert proto.events and proto.events[0][0] == "pause"
-                assert proto.events[0][1] > 4096
-                seen = []
-                while len(seen) < n:
-                    try:
-                        seen.append(int.from_bytes(b.recv(1024)[:8], "big"))
-                    except BlockingIOError:
-                        await asyncio.sleep(0.001)
-                assert seen == list(range(n))
-                await _until(lambda: tr.get_write_buffer_size() == 0)
-                assert proto.events[-1][0] == "resume"
-                assert proto.events[-1][1] <= 1024
-                assert [e for e, _ in proto.events] == ["pause", "resume"] * (len(proto.events) // 2)
-                assert proto.errors == []
-                tr.close()
-                await _until(lambda: proto.lost_called)
-                assert proto.lost is None
+        with _unix_dgram_pair() as (a, b):
+            tr, proto = await loop.create_datagram_endpoint(_Proto, sock=a)
+            tr.set_write_buffer_limits(high=4096, low=1024)
+            buf = bytearray(512)
+            n = 2000
+            for i in range(n):
+                buf[:8] = i.to_bytes(8, "big")
+                tr.sendto(buf)      # mutated after: the queue keeps a copy
+                buf[:8] = b"XXXXXXXX"
+            queued = tr.get_write_buffer_size()
+            assert queued > 4096 and queued % 512 == 0
+            assert proto.events and proto.events[0][0] == "pause"
+            assert proto.events[0][1] > 4096
+            seen = []
+            while len(seen) < n:
+                try:
+                    seen.append(int.from_bytes(b.recv(1024)[:8], "big"))
+                except BlockingIOError:
+                    await asyncio.sleep(0.001)
+            assert seen == list(range(n))
+            await wait_until(lambda: tr.get_write_buffer_size() == 0)
+            assert proto.events[-1][0] == "resume"
+            assert proto.events[-1][1] <= 1024
+            assert [e for e, _ in proto.events] == ["pause", "resume"] * (len(proto.events) // 2)
+            assert proto.errors == []
+            tr.close()
+            await wait_until(lambda: proto.lost_called)
+            assert proto.lost is None
     run(main())
 
 
 def test_close_with_queue_sends_everything_first(loop, run):
     async def main():
-        with tempfile.TemporaryDirectory() as tmp:
-            a, b = _unix_dgram_pair(tmp)
-            with b:
-                tr, proto = await loop.create_datagram_endpoint(_Proto, sock=a)
-                n = 1000
-                for i in range(n):
-                    tr.sendto(i.to_bytes(4, "big"))
-                assert tr.get_write_buffer_size() > 0
-                tr.close()
-                assert tr.is_closing()
-                await asyncio.sleep(0.01)
-                assert not proto.lost_called     # not before the queue is sent
-                seen = []
-                while len(seen) < n:
-                    try:
-                        seen.append(int.from_bytes(b.recv(16), "big"))
-                    except BlockingIOError:
-                        await asyncio.sleep(0.001)
-                assert seen == list(range(n))
-                await _until(lambda: proto.lost_called)
-                assert proto.lost is None and tr.get_write_buffer_size() == 0
-                assert proto.errors == []
+        with _unix_dgram_pair() as (a, b):
+            tr, proto = await loop.create_datagram_endpoint(_Proto, sock=a)
+            n = 1000
+            for i in range(n):
+                tr.sendto(i.to_bytes(4, "big"))
+            assert tr.get_write_buffer_size() > 0
+            tr.close()
+            assert tr.is_closing()
+            await asyncio.sleep(0.01)
+            assert not proto.lost_called     # not before the queue is sent
+            seen = []
+            while len(seen) < n:
+                try:
+                    seen.append(int.from_bytes(b.recv(16), "big"))
+                except BlockingIOError:
+                    await asyncio.sleep(0.001)
+            assert seen == list(range(n))
+            await wait_until(lambda: proto.lost_called)
+            assert proto.lost is None and tr.get_write_buffer_size() == 0
+            assert proto.errors == []
     run(main())
 
 
 def test_abort_drops_queue(loop, run, backend):
     async def main():
-        with tempfile.TemporaryDirectory() as tmp:
-            a, b = _unix_dgram_pair(tmp)
-            with b:
-                tr, proto = await loop.create_datagram_endpoint(_Proto, sock=a)
-                for i in range(1000):
-                    tr.sendto(b"x" * 100)
-                assert tr.get_write_buffer_size() > 0
-                tr.abort()
-                if backend != "asyncio":    # 3.11's abort leaves _buffer_size as it was
-                    assert tr.get_write_buffer_size() == 0
-                await _until(lambda: proto.lost_called)
-                assert proto.errors == []
-                if backend != "asyncio":    # (3.11: AttributeError, no _sock)
-                    tr.sendto(b"late")          # dropped silently
-                    assert tr.get_write_buffer_size() == 0
+        with _unix_dgram_pair() as (a, b):
+            tr, proto = await loop.create_datagram_endpoint(_Proto, sock=a)
+            for i in range(1000):
+                tr.sendto(b"x" * 100)
+            assert tr.get_write_buffer_size() > 0
+            tr.abort()
+            if backend != "asyncio":    # 3.11's abort leaves _buffer_size as it was
+                assert tr.get_write_buffer_size() == 0
+            await wait_until(lambda: proto.lost_called)
+            assert proto.errors == []
+            if backend != "asyncio":    # (3.11: AttributeError, no _sock)
+                tr.sendto(b"late")          # dropped silently
+                assert tr.get_write_buffer_size() == 0
     run(main())
 
 
@@ -235,12 +226,12 @@ def test_pause_reading_between_datagrams(loop, run):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
             for i in range(10):
                 c.sendto(b"%d" % i, server)
-            await _until(lambda: len(proto.got) >= 3)
+            await wait_until(lambda: len(proto.got) >= 3)
             await asyncio.sleep(0.05)
             assert [d for d, _ in proto.got] == [b"0", b"1", b"2"]
             assert not tr.is_reading()
             tr.resume_reading()
-            await _until(lambda: len(proto.got) == 10)
+            await wait_until(lambda: len(proto.got) == 10)
             assert [d for d, _ in proto.got] == [b"%d" % i for i in range(10)]
         tr.close()
     run(main())
@@ -256,7 +247,7 @@ def test_many_datagrams_in_order(loop, run):
             c.bind(("127.0.0.1", 0))
             for i in range(200):
                 c.sendto(i.to_bytes(4, "big") + b"y" * 1000, server)
-            await _until(lambda: len(proto.got) == 200)
+            await wait_until(lambda: len(proto.got) == 200)
             assert [int.from_bytes(d[:4], "big") for d, _ in proto.got] == list(range(200))
             assert {a for _, a in proto.got} == {c.getsockname()}
         tr.close()

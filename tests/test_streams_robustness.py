@@ -23,7 +23,7 @@ import struct
 import pytest
 
 import _loops
-from _protocols import JitteryEcho, write_random_chunks
+from _helpers import JitteryEcho, wait_until, write_random_chunks
 
 BIG = os.environ.get("RINGLINE_BIG_TESTS") == "1"
 LARGE_TRANSFER = (1 << 30) if BIG else (64 << 20)
@@ -35,15 +35,6 @@ def _reset(sock):
     """Close ``sock`` with an RST (SO_LINGER on, timeout 0)."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RST_LINGER)
     sock.close()
-
-
-async def _wait_for(predicate, timeout=5.0, what="condition"):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def _raise_nofile(needed):
@@ -127,7 +118,7 @@ def test_peer_reset_while_reading(loop, run):
         async with _serving(loop, lambda: RecordingProtocol(loop)) as (addr, protos):
             client = socket.create_connection(addr)
             client.sendall(b"x" * 10_000)
-            await _wait_for(lambda: protos and len(protos[0].data) == 10_000,
+            await wait_until(lambda: protos and len(protos[0].data) == 10_000,
                             what="server got the data")
             _reset(client)
             exc = await asyncio.wait_for(protos[0].lost, 5)
@@ -143,7 +134,7 @@ def test_peer_reset_while_writing(loop, run):
     async def main():
         async with _serving(loop, lambda: RecordingProtocol(loop)) as (addr, protos):
             client = socket.create_connection(addr)
-            await _wait_for(lambda: protos, what="accept")
+            await wait_until(lambda: protos, what="accept")
             tr = protos[0].transport
             for _ in range(64):
                 tr.write(b"y" * 65536)
@@ -260,7 +251,7 @@ def test_half_close_server_write_eof_client_keeps_writing(loop, run):
         async with _serving(loop, lambda: Server(loop)) as (addr, server_protos):
             client = Client(loop, eof_keep_open=True)
             tr, _ = await loop.create_connection(lambda: client, *addr)
-            await _wait_for(lambda: server_protos, what="accept")
+            await wait_until(lambda: server_protos, what="accept")
             sp = server_protos[0]
             sp_exc = await asyncio.wait_for(sp.lost, 5)
             client_exc = await asyncio.wait_for(client.lost, 5)
@@ -465,7 +456,7 @@ def _thousand_connections(loop, run):
             for start in range(0, N_CONCURRENT, 100):
                 conns += await asyncio.gather(*[
                     asyncio.open_connection(*addr) for _ in range(start, min(start + 100, N_CONCURRENT))])
-            await _wait_for(lambda: len(active) == N_CONCURRENT, timeout=20,
+            await wait_until(lambda: len(active) == N_CONCURRENT, timeout=20,
                             what=f"{N_CONCURRENT} accepted connections")
 
             async def one(i, reader, writer):
@@ -484,7 +475,7 @@ def _thousand_connections(loop, run):
             for _, w in conns:
                 with contextlib.suppress(Exception):
                     await w.wait_closed()
-            await _wait_for(lambda: not active, timeout=20, what="server side closed")
+            await wait_until(lambda: not active, timeout=20, what="server side closed")
             server.close()
             await server.wait_closed()
 
@@ -550,7 +541,7 @@ def test_slow_reader_pause_resume_bounded_buffer(loop, run):
             client.setblocking(False)
             async with _serving(loop, Producer) as (addr, protos):
                 await loop.sock_connect(client, addr)
-                await _wait_for(lambda: protos and protos[0].pause_calls >= 1, timeout=10,
+                await wait_until(lambda: protos and protos[0].pause_calls >= 1, timeout=10,
                                 what="pause_writing")
                 p = protos[0]
                 # Not reading: the producer stays paused, its buffer bounded.
@@ -762,7 +753,7 @@ def test_accept_emfile_reports_and_recovers(loop, run):
             except OSError as exc:
                 assert exc.errno == errno.EMFILE
             await loop.sock_connect(client, server.sockets[0].getsockname())
-            await _wait_for(
+            await wait_until(
                 lambda: any(c.get("message") == "socket.accept() out of system resource"
                             for c in contexts),
                 timeout=5, what="the EMFILE report")
@@ -777,7 +768,7 @@ def test_accept_emfile_reports_and_recovers(loop, run):
             while fillers:
                 os.close(fillers.pop())
             resource.setrlimit(resource.RLIMIT_NOFILE, old_limits)
-            await _wait_for(lambda: Echo.made, timeout=3, what="accept after EMFILE")
+            await wait_until(lambda: Echo.made, timeout=3, what="accept after EMFILE")
             await loop.sock_sendall(client, b"ping")
             assert await asyncio.wait_for(loop.sock_recv(client, 10), 5) == b"ping"
             # And a new connection is accepted too.
@@ -976,7 +967,7 @@ def test_abort_with_pending_writes_drops_them(loop, run):
             # A peer that never reads: writes pile up in the buffer.
             tr, _ = await loop.create_connection(lambda: proto,
                                                  *server.sockets[0].getsockname())
-            await _wait_for(lambda: accepted, what="accept")
+            await wait_until(lambda: accepted, what="accept")
             accepted[0].transport.pause_reading()
             for _ in range(200):
                 tr.write(b"q" * 65536)
@@ -1122,10 +1113,10 @@ def test_idle_connections_hold_no_read_buffer(loop, run):
             before = tracemalloc.get_traced_memory()[0]
             clients = [await loop.create_connection(Sink, "127.0.0.1", port)
                        for _ in range(n)]
-            await _wait_for(lambda: len(sinks) == n, what="accepts")
+            await wait_until(lambda: len(sinks) == n, what="accepts")
             for tr, _ in clients:
                 tr.write(b"c" * size)
-            await _wait_for(lambda: all(s.n == size for s in sinks), what="server reads")
+            await wait_until(lambda: all(s.n == size for s in sinks), what="server reads")
             # The pool keeps what a busy second needed: trimmed within ~2 s.
             await asyncio.sleep(3.5)
             after = tracemalloc.get_traced_memory()[0]

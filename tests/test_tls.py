@@ -17,7 +17,7 @@ import ssl
 import pytest
 from test.test_asyncio import utils as test_utils
 
-from _protocols import JitteryEcho, write_random_chunks
+from _helpers import JitteryEcho, write_random_chunks
 
 
 def _contexts():

@@ -17,6 +17,8 @@ import warnings
 
 import pytest
 
+from _helpers import socket_pair, wait_until
+
 
 class Collect(asyncio.Protocol):
     def __init__(self):
@@ -38,22 +40,6 @@ class Collect(asyncio.Protocol):
         self.lost = exc if exc is not None else True
 
 
-def _pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    return a, b
-
-
-async def _until(cond, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.001)
-
-
 async def _served(loop, sock, peer):
     """A sock_recv on `sock` waits, then gets what `peer` sends."""
     fut = asyncio.ensure_future(loop.sock_recv(sock, 10))
@@ -62,8 +48,8 @@ async def _served(loop, sock, peer):
     assert await asyncio.wait_for(fut, 5) == b"again"
 
 
-def test_edge_while_paused_is_not_lost(loop, run):
-    a, b = _pair()
+def test_edge_while_paused_is_not_lost(loop, run, socketpair):
+    a, b = socketpair
 
     async def main():
         tr, pr = await loop.connect_accepted_socket(Collect, a)
@@ -75,21 +61,18 @@ def test_edge_while_paused_is_not_lost(loop, run):
             await asyncio.sleep(0.005)
         assert bytes(pr.data) == b""
         tr.resume_reading()
-        await _until(lambda: len(pr.data) == 100)
+        await wait_until(lambda: len(pr.data) == 100)
         b.send(b"y" * 10)           # and reading goes on after that
-        await _until(lambda: len(pr.data) == 110)
+        await wait_until(lambda: len(pr.data) == 110)
         tr.close()
-        await _until(lambda: pr.lost)
+        await wait_until(lambda: pr.lost)
 
-    try:
-        run(main())
-    finally:
-        b.close()
+    run(main())
 
 
 @pytest.mark.parametrize("paused", [False, True], ids=["reading", "paused"])
-def test_data_and_eof_in_one_burst(loop, run, paused):
-    a, b = _pair()
+def test_data_and_eof_in_one_burst(loop, run, paused, socketpair):
+    a, b = socketpair
 
     async def main():
         tr, pr = await loop.connect_accepted_socket(Collect, a)
@@ -102,29 +85,26 @@ def test_data_and_eof_in_one_burst(loop, run, paused):
         if paused:
             await asyncio.sleep(0.02)   # both arrive while nobody reads
             tr.resume_reading()
-        await _until(lambda: pr.eof)
+        await wait_until(lambda: pr.eof)
         assert bytes(pr.data) == b"z" * 1000
         tr.close()
-        await _until(lambda: pr.lost)
+        await wait_until(lambda: pr.lost)
 
-    try:
-        run(main())
-    finally:
-        b.close()
+    run(main())
 
 
 @pytest.mark.parametrize("how", ["close", "drop"])
-def test_fd_number_reused_after_transport(loop, run, how):
-    a, b = _pair()
+def test_fd_number_reused_after_transport(loop, run, how, socketpair):
+    a, b = socketpair
     fd = a.fileno()
 
     async def main():
         tr, pr = await loop.connect_accepted_socket(Collect, a)
         b.send(b"hello")
-        await _until(lambda: pr.data == b"hello")
+        await wait_until(lambda: pr.data == b"hello")
         if how == "close":
             tr.close()
-            await _until(lambda: pr.lost)
+            await wait_until(lambda: pr.lost)
         else:
             # Dropped unclosed: the transport's __del__ closes the socket.
             tr._protocol = None
@@ -135,20 +115,13 @@ def test_fd_number_reused_after_transport(loop, run, how):
                 gc.collect()
         b.close()
         # The kernel hands out the lowest free number: the old one.
-        c, d = _pair()
-        try:
+        with socket_pair() as (c, d):
             if how == "close":
                 assert c.fileno() == fd or d.fileno() == fd
             mine = c if c.fileno() == fd else d
             await _served(loop, mine, d if mine is c else c)
-        finally:
-            c.close()
-            d.close()
 
-    try:
-        run(main())
-    finally:
-        b.close()
+    run(main())
 
 
 @pytest.mark.ringline_only
@@ -215,15 +188,11 @@ def test_conn_dropped_unclosed_then_fd_reused(loop, run):
             warnings.simplefilter("ignore", ResourceWarning)
             del conn
             gc.collect()
-        c, d = _pair()
-        try:
+        with socket_pair() as (c, d):
             if fd is not None:
                 assert fd in (c.fileno(), d.fileno())
             await _served(loop, c, d)
             await _served(loop, d, c)
-        finally:
-            c.close()
-            d.close()
 
     try:
         run(main())
@@ -258,7 +227,7 @@ def test_datagram_pause_resume_inside_datagram_received(loop, run):
         port = tr.get_extra_info("sockname")
         for i in range(50):
             a.sendto(b"d%d" % i, port)
-        await _until(lambda: len(pr.got) >= 50)
+        await wait_until(lambda: len(pr.got) >= 50)
         assert pr.got == [b"d%d" % i for i in range(50)]
         tr.close()
 

@@ -1,8 +1,33 @@
-"""Protocols shared by the project's transport tests."""
+"""Protocols and helpers shared by the project's transport tests."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+
+
+@contextlib.contextmanager
+def socket_pair():
+    """A connected, non-blocking AF_UNIX stream socket pair, closed after."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+async def wait_until(predicate, timeout=5.0, what="condition"):
+    """Poll predicate() on the running loop until it is true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.002)
 
 
 class JitteryEcho(asyncio.Protocol):
