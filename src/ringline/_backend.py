@@ -52,27 +52,9 @@ def io_uring_status() -> tuple[bool, str]:
 # Backends built into this version of the core.
 _IMPLEMENTED = ("io_uring", "poll")
 
-# The poll backend's readiness mechanisms: epoll (Linux), kqueue (macOS/BSD).
-POLLERS = ("epoll", "kqueue")
-
-
-def poller() -> str:
-    """The mechanism a poll-backend loop uses here: the first one compiled
-    in (epoll on Linux), or ``RINGLINE_POLLER`` where a build has both."""
-    compiled = _core.pollers()
-    requested = os.environ.get("RINGLINE_POLLER") or None
-    if requested is None:
-        if not compiled:
-            raise RuntimeError("no poller (epoll or kqueue) is compiled into this build of ringline")
-        return compiled[0]
-    if requested not in POLLERS:
-        raise ValueError(
-            f"unknown RINGLINE_POLLER {requested!r}: expected one of {', '.join(POLLERS)}")
-    if requested not in compiled:
-        raise RuntimeError(
-            f"the {requested} poller is not compiled into this build of ringline "
-            f"(compiled: {', '.join(compiled) or 'none'})")
-    return requested
+# The poll backend's readiness mechanism (epoll on Linux, kqueue on
+# macOS/BSD; RINGLINE_POLLER where a build has both): chosen by the core.
+poller = _core.poller
 
 
 def available_backends() -> tuple[str, ...]:

@@ -39,7 +39,6 @@ import errno as errno_mod
 import os
 import socket as socket_mod
 import sys
-import weakref
 from weakref import ref as _weakref
 
 from asyncio import base_events, format_helpers, futures

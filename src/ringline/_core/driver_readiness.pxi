@@ -316,7 +316,7 @@ cdef class _ReadinessDriver(Driver):
         if self.poller_fd < 0:
             return 0
         try:
-            ref = weakref.ref(owner)
+            ref = _weakref(owner)
         except TypeError:
             return 0        # cannot tell when it goes: stay ONESHOT
         fs = self.fds.get(fd)

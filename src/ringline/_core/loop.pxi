@@ -557,19 +557,27 @@ def pollers():
     return tuple(name for name, ok in (('epoll', RL_HAVE_EPOLL), ('kqueue', RL_HAVE_KQUEUE)) if ok)
 
 
+def poller():
+    """The mechanism a poll-backend loop uses here: the first one compiled
+    in (epoll on Linux), or ``RINGLINE_POLLER`` where a build has both."""
+    compiled = pollers()
+    requested = os.environ.get('RINGLINE_POLLER') or None
+    if requested is None:
+        if not compiled:
+            raise RuntimeError("no poller (epoll or kqueue) is compiled into this build of ringline")
+        return compiled[0]
+    if requested not in ('epoll', 'kqueue'):
+        raise ValueError(f"unknown RINGLINE_POLLER {requested!r}: expected one of epoll, kqueue")
+    if requested not in compiled:
+        raise RuntimeError(
+            f"the {requested} poller is not compiled into this build of ringline "
+            f"(compiled: {', '.join(compiled) or 'none'})")
+    return requested
+
+
 cdef Driver _make_driver(LoopCore loop, backend):
     if backend is None or backend == 'io_uring':
         return UringDriver(loop, _sq_entries_default, _cq_entries_default)
     if backend == 'poll':
-        # RINGLINE_POLLER picks the mechanism where a build has both.
-        poller = os.environ.get('RINGLINE_POLLER') or ('epoll' if RL_HAVE_EPOLL else 'kqueue')
-        if poller == 'epoll' and RL_HAVE_EPOLL:
-            return PollDriver(loop)
-        if poller == 'kqueue' and RL_HAVE_KQUEUE:
-            return KqueueDriver(loop)
-        if poller in ('epoll', 'kqueue'):
-            raise RuntimeError(
-                f"the {poller} poller is not compiled into this build of ringline "
-                f"(compiled: {', '.join(pollers()) or 'none'})")
-        raise ValueError(f"unknown RINGLINE_POLLER {poller!r} (expected 'epoll' or 'kqueue')")
+        return PollDriver(loop) if poller() == 'epoll' else KqueueDriver(loop)
     raise ValueError(f"unknown ringline backend {backend!r} (expected 'io_uring' or 'poll')")
