@@ -531,31 +531,35 @@ class AsyncFile:
         self._pos += more
         return got + more
 
-    async def _at(self, offset: int, buf=None, *, reading: bool) -> None:
-        """What pread/preadinto/pwrite check and do first: the mode, the
-        offset, the write buffer flushed, direct-I/O alignment of buf."""
+    def _at(self, offset: int, buf=None, *, reading: bool) -> None:
+        """What pread/preadinto/pwrite check first: the mode, the offset,
+        direct-I/O alignment of buf.  Not a coroutine: pread is a hot path,
+        and only the write-behind flush the callers do next can wait (a
+        direct file has no write-behind)."""
         if reading:
             self._check_readable()
         else:
             self._check_writable()
         if offset < 0:
             raise ValueError("negative offset")
-        if self._wbuf:
-            await self.flush()
         if buf is not None and self._align is not None:
             mv = memoryview(buf).cast("B")
             self._check_direct(offset, len(mv), mv, reading)
 
     async def pread(self, n: int, offset: int) -> bytes:
         """Read up to n bytes at offset; the position does not move."""
-        await self._at(offset, reading=True)
+        self._at(offset, reading=True)
+        if self._wbuf:
+            await self.flush()
         if self._align is not None:
             return await self._direct_read(n, offset)
         return await _core.fs_read(self._loop, self._fd, n, offset, True, self.name)
 
     async def preadinto(self, buf, offset: int) -> int:
         """Read into buf at offset; the position does not move."""
-        await self._at(offset, buf, reading=True)
+        self._at(offset, buf, reading=True)
+        if self._wbuf:
+            await self.flush()
         return await _core.fs_readinto(self._loop, self._fd, buf, offset, True, self.name)
 
     async def readline(self, size: int = -1):
@@ -777,7 +781,9 @@ class AsyncFile:
 
     async def pwrite(self, data, offset: int) -> int:
         """Write all of data at offset; the position does not move."""
-        await self._at(offset, data, reading=False)
+        self._at(offset, data, reading=False)
+        if self._wbuf:
+            await self.flush()
         return await _core.fs_write(self._loop, self._fd, data, offset, self.name)
 
     async def writelines(self, lines) -> None:
