@@ -55,7 +55,6 @@ class CoreTransport:
                 server._detach()
                 self._server = None
 
-    _call_connection_lost = _connection_lost
 
     def __repr__(self) -> str:
         info = [self.__class__.__name__]

@@ -25,7 +25,6 @@ class DatagramTransport(CoreTransport, transports._FlowControlMixin, transports.
         self._init_socket(sock)
         self._address = address
         self._protocol = protocol
-        self._protocol_connected = True
         self._server = None
         core = self._core = DgramCore()
         core.setup(loop, self, sock, protocol, address, bool(self._extra["peername"]))

@@ -161,7 +161,7 @@ cdef class DgramRecvOp(Op):
                 rl_pbuf_recycle(&d.dpbuf, bid)
         elif res >= 0 and single:
             self.core.on_datagram(self.own, res, <sockaddr*>&self.addr, self.msg.msg_namelen)
-            if type(self.loop._driver) is PollDriver:
+            if isinstance(self.loop._driver, _ReadinessDriver):
                 # Readiness said there is data: take what is queued now,
                 # in this iteration, instead of one datagram per iteration.
                 i = 1
@@ -374,22 +374,32 @@ cdef class DgramCore:
                 self.pending = collections.deque()
             self.pending.append((data, addr))
             return 0
+        self._deliver(data, addr)
+        return 0
+
+    cdef bint _deliver(self, data, addr) except -1:
+        """datagram_received; False when it raised (the transport is then
+        closed by fatal_error)."""
         try:
             self.datagram_received(data, addr)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
             self.fatal_error(exc, 'Fatal read error on datagram transport')
+            return False
+        return True
+
+    cdef int _error_received(self, object exc, str message) except -1:
+        try:
+            self.protocol.error_received(exc)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as e:
+            self.fatal_error(e, message)
         return 0
 
     cdef int on_recv_error(self, int res) except -1:
-        try:
-            self.protocol.error_received(_os_error(-res))
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self.fatal_error(exc, 'Fatal read error on datagram transport')
-        return 0
+        return self._error_received(_os_error(-res), 'Fatal read error on datagram transport')
 
     def start_reading(self):
         # Called (via call_soon) after connection_made, as asyncio does.
@@ -418,12 +428,7 @@ cdef class DgramCore:
     def _deliver_pending(self):
         while self.pending and not self.paused and not self.closing:
             data, addr = self.pending.popleft()
-            try:
-                self.datagram_received(data, addr)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self.fatal_error(exc, 'Fatal read error on datagram transport')
+            if not self._deliver(data, addr):
                 return
         if not self.paused and not self.closing:
             self.rop.start()
@@ -583,13 +588,7 @@ cdef class DgramCore:
     cdef int _report(self, object exc) except -1:
         if self.conn_lost:
             return 0
-        try:
-            self.protocol.error_received(exc)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as e:
-            self.fatal_error(e, 'Fatal write error on datagram transport')
-        return 0
+        return self._error_received(exc, 'Fatal write error on datagram transport')
 
     cdef int on_sent(self, int res) except -1:
         if not self.queue:
