@@ -30,6 +30,7 @@
 # SSLProtocol replaced the old one.
 
 from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.ref cimport Py_REFCNT
 
 cdef extern from "Python.h":
     enum:
@@ -160,7 +161,11 @@ cdef class SSLCore:
         try:
             self.in_write(mv)
         finally:
-            mv.release()    # the kernel buffer goes back to the ring after us
+            # The kernel buffer goes back to the ring after us: nothing may
+            # keep a view of it (MemoryBIO.write copies and keeps none, so
+            # this is only a guard; release() is a Python-level call).
+            if Py_REFCNT(mv) > 1:
+                mv.release()
         state = self._state
         if state is _WRAPPED:
             self._do_read(proto)
