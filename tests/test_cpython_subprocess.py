@@ -1,9 +1,11 @@
 """CPython's test_subprocess.SubprocessMixin on the loop under test.
 
-Bound through CPython's SubprocessWatcherMixin with the ThreadedChildWatcher
-(as SubprocessThreadedWatcherTests): its setUp makes the loop with
-asyncio.get_event_loop_policy().new_event_loop(), which the binding's policy
-turns into the loop under test.
+CPython binds the mixin through SubprocessWatcherMixin on 3.11-3.13 (a child
+watcher per test; 3.12 changed its hook from ``Watcher`` to ``_get_watcher``)
+and directly on 3.14, where child watchers are gone.  ringline needs no child
+watcher (the pidfd is polled in the ring), so the binding is 3.14's on every
+version: ``setUp`` makes the loop under test and sets it as the current loop,
+as SubprocessWatcherMixin does minus the watcher.
 """
 
 import sys
@@ -17,8 +19,14 @@ import _conformance
 if sys.platform == "win32":  # pragma: no cover - ringline is Linux-only
     raise unittest.SkipTest("ringline is Linux-only")
 
-from asyncio import unix_events  # noqa: E402
 
-_conformance.bind(globals(), "Subprocess", cpython.SubprocessWatcherMixin,
-                  test_utils.TestCase, skip_key="SubprocessMixin",
-                  attrs={"Watcher": unix_events.ThreadedChildWatcher})
+class _LoopSetUp:
+    def setUp(self):
+        super().setUp()
+        self.loop = self.new_loop()
+        self.set_event_loop(self.loop)
+
+
+_conformance.bind(globals(), "Subprocess", cpython.SubprocessMixin,
+                  test_utils.TestCase, before=(_LoopSetUp,),
+                  skip_key="SubprocessMixin")

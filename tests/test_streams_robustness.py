@@ -932,9 +932,19 @@ def test_transport_methods_after_close_match_asyncio(loop, caplog):
         reference = _after_close_observations(reference_loop, caplog)
     finally:
         reference_loop.close()
-    assert reference == _ASYNCIO_AFTER_CLOSE
-    mismatches = {k: (observed.get(k), reference[k])
-                  for k in reference if observed.get(k) != reference[k]}
+    expected = dict(reference)
+    if reference["writelines"] == ("raises", "TypeError"):
+        # CPython gh-136234 (3.12 and 3.13 before the fix): the selector
+        # transport's sendmsg-based writelines() skips write()'s _conn_lost
+        # check, appends to the buffer and calls the _write_ready that
+        # connection_lost cleared (TypeError).  Fixed upstream by treating
+        # writelines() as write(); ringline keeps the fixed behaviour.
+        for key in ("writelines", "post_writelines", "get_write_buffer_size",
+                    "post_get_write_buffer_size"):
+            expected[key] = _ASYNCIO_AFTER_CLOSE[key]
+    assert expected == _ASYNCIO_AFTER_CLOSE
+    mismatches = {k: (observed.get(k), expected[k])
+                  for k in expected if observed.get(k) != expected[k]}
     assert not mismatches, f"(loop under test, asyncio): {mismatches}"
 
 
@@ -1071,10 +1081,19 @@ def test_randomized_echo_with_pauses_and_half_closes(loop, run):
         assert (n, got.digest()) == (n_sent, sent.digest())
 
     async def main():
-        srv = await loop.create_server(lambda: JitteryEcho(random.Random(rnd.random())),
-                                       "127.0.0.1", 0)
+        protos = []
+
+        def factory():
+            protos.append(JitteryEcho(random.Random(rnd.random())))
+            return protos[-1]
+
+        srv = await loop.create_server(factory, "127.0.0.1", 0)
         port = srv.sockets[0].getsockname()[1]
         await asyncio.gather(*(client(port, random.Random(rnd.random())) for _ in range(100)))
+        # The server's transports stay open after the half-close (eof_received
+        # returned True); 3.12+'s wait_closed() waits for them.
+        for p in protos:
+            p.t.close()
         srv.close()
         await srv.wait_closed()
 

@@ -590,8 +590,8 @@ def _process_main(worker_id, cpu, cfg, handler_cls, listeners, other_socks, cont
             pass
     # launch() may have been called from a running loop: that loop is the
     # parent's, not ours to run or touch here.
-    import asyncio.events
-    asyncio.events._set_running_loop(None)
+    from . import _compat
+    _compat.set_running_loop(None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the launcher handles Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if cpu is not None:

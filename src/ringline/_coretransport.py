@@ -11,7 +11,8 @@ info as asyncio's _SelectorTransport does.
 from __future__ import annotations
 
 import warnings
-from asyncio import trsock
+
+from . import _compat
 
 
 def water_marks(high=None, low=None):
@@ -30,7 +31,7 @@ class CoreTransport:
     def _init_socket(self, sock):
         self._sock = sock
         self._sock_fd = sock.fileno()
-        self._extra["socket"] = trsock.TransportSocket(sock)
+        self._extra["socket"] = _compat.TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
         except OSError:
@@ -52,7 +53,7 @@ class CoreTransport:
             self._loop = None
             server = self._server
             if server is not None:
-                server._detach()
+                _compat.server_detach(server, self)
                 self._server = None
 
 

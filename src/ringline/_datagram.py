@@ -8,15 +8,16 @@ method bound on the instance, so sending a datagram costs no Python frame.
 
 from __future__ import annotations
 
-from asyncio import futures, transports
+from asyncio import DatagramTransport as _DatagramTransport
 
+from . import _compat
 from ._core.core import DgramCore
 from ._coretransport import CoreTransport
 
 __all__ = ("DatagramTransport",)
 
 
-class DatagramTransport(CoreTransport, transports._FlowControlMixin, transports.DatagramTransport):
+class DatagramTransport(CoreTransport, _compat.FlowControlMixin, _DatagramTransport):
 
     max_size = 256 * 1024       # asyncio's selector transport has it; unused here
 
@@ -34,4 +35,4 @@ class DatagramTransport(CoreTransport, transports._FlowControlMixin, transports.
         # Reading starts once connection_made() has run, as in asyncio.
         loop.call_soon(core.start_reading)
         if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            loop.call_soon(_compat.set_result_unless_cancelled, waiter, None)

@@ -18,10 +18,9 @@ import socket
 import sys
 import threading
 import weakref
-from asyncio import (base_events, constants, coroutines, events, exceptions, selector_events,
-                     sslproto, trsock, unix_events)
+from asyncio import BaseEventLoop, SendfileNotAvailableError, TimerHandle
 
-from . import _sslproto, _subprocess
+from . import _compat, _sslproto, _subprocess
 from ._datagram import DatagramTransport
 from ._core import core as _core
 from ._core.core import LoopCore, _serve_accept
@@ -33,7 +32,7 @@ _POLLIN = 0x001
 _POLLOUT = 0x004
 
 
-class EventLoop(LoopCore, base_events.BaseEventLoop):
+class EventLoop(LoopCore, _compat.SelectorLoopMethods, BaseEventLoop):
     """An asyncio event loop whose I/O goes through io_uring."""
 
     def __init__(self, backend: str | None = None) -> None:
@@ -42,30 +41,12 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
         except BaseException:
             self._closed = True     # nothing to close: __del__ must not try
             raise
-        # BaseEventLoop.__init__ without the fields LoopCore owns (_ready,
-        # _scheduled): same names, same defaults.
-        self._timer_cancelled_count = 0
-        self._closed = False
-        self._stopping = False
-        self._default_executor = None
-        self._internal_fds = 0
-        self._thread_id = None
-        self._exception_handler = None
-        self.set_debug(coroutines._is_debug_mode())
-        self.slow_callback_duration = 0.1
-        self._current_handle = None
-        self._task_factory = None
-        self._coroutine_origin_tracking_enabled = False
-        self._coroutine_origin_tracking_saved_depth = None
-        self._asyncgens = weakref.WeakSet()
-        self._asyncgens_shutdown_called = False
-        self._executor_shutdown_called = False
+        _compat.init_loop_state(self, _compat.is_debug_mode())
         # fd -> transport, so add_reader() on a transport's fd is refused
         # as asyncio's selector loop refuses it.
         self._transports = weakref.WeakValueDictionary()
         # listening fd -> multishot accept op (or its retry timer)
         self._serving = {}
-        self._signal_handlers = {}
         self._make_self_pipe()
 
     def __repr__(self) -> str:
@@ -93,12 +74,12 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
             self._thread_id = threading.get_ident()
             sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
                                    finalizer=self._asyncgen_finalizer_hook)
-            events._set_running_loop(self)
+            _compat.set_running_loop(self)
             self._run_forever_inner()
         finally:
             self._stopping = False
             self._thread_id = None
-            events._set_running_loop(None)
+            _compat.set_running_loop(None)
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_agen_hooks)
 
@@ -108,7 +89,7 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
         if self._closed:
             return
         if self._debug:
-            base_events.logger.debug("Close %r", self)
+            _compat.logger.debug("Close %r", self)
         self._closed = True
         self._close_self_pipe()
         if self._signal_handlers:
@@ -135,8 +116,8 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
             self, rawsock, protocol, sslcontext, waiter=None,
             *, server_side=False, server_hostname=None,
             extra=None, server=None,
-            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
-            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+            ssl_handshake_timeout=_compat.SSL_HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout=_compat.SSL_SHUTDOWN_TIMEOUT):
         # TLS is asyncio's own SSLProtocol, its per-record path compiled
         # (_sslproto.py), over a ring transport.
         ssl_protocol = _sslproto.SSLProtocol(
@@ -150,9 +131,10 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
                         server_side=False, server_hostname=None,
                         ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
         # BaseEventLoop.start_tls (3.11), with _sslproto's SSLProtocol.
-        ssl = base_events.ssl
-        if ssl is None:
-            raise RuntimeError('Python ssl module is not available')
+        try:
+            import ssl
+        except ImportError:  # pragma: no cover - Python built without ssl
+            raise RuntimeError('Python ssl module is not available') from None
         if not isinstance(sslcontext, ssl.SSLContext):
             raise TypeError(
                 f'sslcontext is expected to be an instance of ssl.SSLContext, '
@@ -183,8 +165,8 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
 
     def _start_serving(self, protocol_factory, sock,
                        sslcontext=None, server=None, backlog=100,
-                       ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
-                       ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+                       ssl_handshake_timeout=_compat.SSL_HANDSHAKE_TIMEOUT,
+                       ssl_shutdown_timeout=_compat.SSL_SHUTDOWN_TIMEOUT):
         key = sock.fileno()
         if key in self._serving:
             return
@@ -199,7 +181,7 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
             except OSError:
                 extra = {"peername": None}
             if self._debug:
-                base_events.logger.debug("%r got a new connection from %r: %r",
+                _compat.logger.debug("%r got a new connection from %r: %r",
                                          server, extra["peername"], conn)
             self.create_task(self._accept_connection2(
                 protocol_factory, conn, extra, sslcontext, server,
@@ -213,15 +195,15 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
                 self.call_exception_handler({
                     "message": "socket.accept() out of system resource",
                     "exception": exc,
-                    "socket": trsock.TransportSocket(sock),
+                    "socket": _compat.TransportSocket(sock),
                 })
                 self._serving[key] = self.call_later(
-                    constants.ACCEPT_RETRY_DELAY, self._retry_serving, key, args)
+                    _compat.ACCEPT_RETRY_DELAY, self._retry_serving, key, args)
             else:
                 self.call_exception_handler({
                     "message": "accept() failed on a listening socket",
                     "exception": exc,
-                    "socket": trsock.TransportSocket(sock),
+                    "socket": _compat.TransportSocket(sock),
                 })
 
         self._serving[key] = _serve_accept(self, sock, on_accept, on_error)
@@ -234,17 +216,19 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
     def _stop_serving(self, sock):
         entry = self._serving.pop(sock.fileno(), None)
         if entry is not None:
-            if isinstance(entry, events.TimerHandle) or hasattr(entry, "when"):
+            if isinstance(entry, TimerHandle) or hasattr(entry, "when"):
                 entry.cancel()
             else:
                 entry.stop()
                 self._flush()
+        path = _compat.unix_server_cleanup_begin(self, sock)
         sock.close()
+        if path is not None:
+            _compat.unix_server_cleanup_end(self, sock, path)
 
     # sendfile: transports hand their socket over while the file goes out
-    # (asyncio's _sendfile_native); the socket path is below.
-    _sendfile_native = selector_events.BaseSelectorEventLoop._sendfile_native
-    _sock_sendfile_readiness = unix_events._UnixSelectorEventLoop._sock_sendfile_native
+    # (asyncio's _sendfile_native, _compat.SelectorLoopMethods); the socket
+    # path is below.
 
     async def _sock_sendfile_native(self, sock, file, offset, count):
         # io_uring: zero-copy in the ring, SPLICE file -> pipe -> socket.
@@ -252,15 +236,6 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
         if self._backend != "io_uring":
             return await self._sock_sendfile_readiness(sock, file, offset, count)
         return await _sendfile_splice(self, sock, file, offset, count)
-
-    _sock_sendfile_native_impl = unix_events._UnixSelectorEventLoop._sock_sendfile_native_impl
-    _sock_sendfile_update_filepos = unix_events._UnixSelectorEventLoop._sock_sendfile_update_filepos
-    _sock_add_cancellation_callback = unix_events._UnixSelectorEventLoop._sock_add_cancellation_callback
-
-    _accept_connection2 = selector_events.BaseSelectorEventLoop._accept_connection2
-    _ensure_fd_no_transport = selector_events.BaseSelectorEventLoop._ensure_fd_no_transport
-    create_unix_connection = unix_events._UnixSelectorEventLoop.create_unix_connection
-    create_unix_server = unix_events._UnixSelectorEventLoop.create_unix_server
 
     # ---- signals ---------------------------------------------------------------
     # The C-level signal handler writes the signal number to _csock
@@ -295,19 +270,12 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
         if not handle._cancelled:
             self._call_soon(handle._run, (), None)
 
-    _read_from_self = selector_events.BaseSelectorEventLoop._read_from_self
-    _process_self_data = unix_events._UnixSelectorEventLoop._process_self_data
-    add_signal_handler = unix_events._UnixSelectorEventLoop.add_signal_handler
-    remove_signal_handler = unix_events._UnixSelectorEventLoop.remove_signal_handler
-    _handle_signal = unix_events._UnixSelectorEventLoop._handle_signal
-    _check_signal = unix_events._UnixSelectorEventLoop._check_signal
+    # add_signal_handler & co: asyncio's unix loop's (_compat.SelectorLoopMethods).
 
     # ---- pipes and datagrams ---------------------------------------------------
-    # Pipes: asyncio's own pipe transports, driven by readiness polls in the
-    # ring (add_reader/add_writer are POLL_ADD ops).  Datagrams: _datagram.py.
-
-    _make_read_pipe_transport = unix_events._UnixSelectorEventLoop._make_read_pipe_transport
-    _make_write_pipe_transport = unix_events._UnixSelectorEventLoop._make_write_pipe_transport
+    # Pipes: asyncio's own pipe transports (_compat.SelectorLoopMethods),
+    # driven by readiness polls in the ring (add_reader/add_writer are
+    # POLL_ADD ops).  Datagrams: _datagram.py.
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         return DatagramTransport(self, sock, protocol, address, waiter, extra)
@@ -346,11 +314,11 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
         return await self._sock_accept(sock)
 
     async def sock_connect(self, sock, address):
-        base_events._check_ssl_socket(sock)
+        _compat.check_ssl_socket(sock)
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
         if sock.family == socket.AF_INET or (
-                base_events._HAS_IPv6 and sock.family == socket.AF_INET6):
+                _compat.HAS_IPv6 and sock.family == socket.AF_INET6):
             resolved = await self._ensure_resolved(
                 address, family=sock.family, type=sock.type, proto=sock.proto,
                 loop=self)
@@ -415,7 +383,7 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
                                           flags | socket.AI_NUMERICHOST)
             except socket.gaierror:
                 pass
-        return await base_events.BaseEventLoop.getaddrinfo(
+        return await _compat.base_getaddrinfo(
             self, host, port, family=family, type=type, proto=proto, flags=flags)
 
 
@@ -430,11 +398,11 @@ async def _sendfile_splice(loop, sock, file, offset, count):
     try:
         fileno = file.fileno()
     except (AttributeError, io.UnsupportedOperation) as err:
-        raise exceptions.SendfileNotAvailableError("not a regular file") from err
+        raise SendfileNotAvailableError("not a regular file") from err
     try:
         fsize = os.fstat(fileno).st_size
     except OSError:
-        raise exceptions.SendfileNotAvailableError("not a regular file")
+        raise SendfileNotAvailableError("not a regular file")
     blocksize = count if count else fsize
     if not blocksize:
         return 0
@@ -451,7 +419,7 @@ async def _sendfile_splice(loop, sock, file, offset, count):
                 moved = await _core.fs_splice(loop, fileno, offset + total, w, -1, want)
             except OSError as exc:
                 if total == 0 and exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                    raise exceptions.SendfileNotAvailableError(
+                    raise SendfileNotAvailableError(
                         f"splice() cannot read this file: {exc}") from exc
                 raise
             if moved == 0:

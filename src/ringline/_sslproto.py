@@ -10,8 +10,7 @@ asyncio's code calling ``self._do_read()`` or the app calling
 
 from __future__ import annotations
 
-from asyncio import sslproto
-
+from . import _compat
 from ._core import core
 
 __all__ = ("SSLProtocol",)
@@ -23,7 +22,7 @@ _FIELDS = ("_state", "_app_reading_paused", "_ssl_reading_paused",
            "_outgoing_high_water", "_outgoing_low_water", "_transport", "_app_protocol")
 
 
-class SSLProtocol(sslproto.SSLProtocol):
+class SSLProtocol(_compat.SSLProtocol):
     def __init__(self, *args, **kwargs):
         # First: asyncio's __init__ already assigns the fields.
         self._ringline_tls = tls = core.SSLCore(self)
@@ -37,3 +36,8 @@ class SSLProtocol(sslproto.SSLProtocol):
 for _name in _FIELDS:
     setattr(SSLProtocol, _name, core.TLSField(_name))
 del _name
+
+if not _compat.SSL_RECORD_PATH:
+    # This interpreter's SSLProtocol is not the shape SSLCore was written
+    # against (_compat's shape check): asyncio's own, uncompiled.
+    SSLProtocol = _compat.SSLProtocol  # type: ignore[misc]  # noqa: F811

@@ -12,14 +12,13 @@ mark.
 from __future__ import annotations
 
 import asyncio
-from asyncio import streams, transports
 
 from ._coretransport import water_marks
 
 __all__ = ("open_streams",)
 
 
-class ConnStreamReader(streams.StreamReader):
+class ConnStreamReader(asyncio.StreamReader):
     def __init__(self, conn, limit, loop):
         super().__init__(limit=limit, loop=loop)
         self._conn = conn
@@ -46,7 +45,7 @@ class ConnStreamReader(streams.StreamReader):
             self.feed_eof()
 
 
-class _ConnTransport(transports.Transport):
+class _ConnTransport(asyncio.Transport):
     def __init__(self, conn):
         super().__init__({
             "peername": conn.peer_addr,
@@ -125,5 +124,5 @@ def open_streams(conn, limit: int = 2 ** 16):
     reader = ConnStreamReader(conn, limit, loop)
     transport = _ConnTransport(conn)
     protocol = _ConnStreamProtocol(conn, transport)
-    writer = streams.StreamWriter(transport, protocol, reader, loop)
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     return reader, writer

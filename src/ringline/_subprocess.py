@@ -53,8 +53,8 @@ import sys
 import threading
 import time
 import warnings
-from asyncio import base_subprocess
-from asyncio.log import logger
+from . import _compat
+from ._compat import logger
 
 from . import _spawn
 
@@ -589,7 +589,7 @@ def _popen_spawn(args, shell, stdin, stdout, stderr, bufsize, kwargs):
                             stderr=stderr, bufsize=bufsize, **kwargs)
     # From here on the child is ours alone: Popen must not reap it (its
     # __del__ would queue it for subprocess._cleanup(), racing our watcher).
-    proc._child_created = False
+    _compat.popen_disown(proc)
     files = (proc.stdin, proc.stdout, proc.stderr)
     try:
         pidfd = _open_pidfd(proc.pid)
@@ -640,7 +640,7 @@ async def spawn(loop, args, shell, stdin, stdout, stderr, bufsize, kwargs):
         raise
 
 
-class SubprocessTransport(base_subprocess.BaseSubprocessTransport):
+class SubprocessTransport(_compat.BaseSubprocessTransport):
     """asyncio's subprocess transport over a child spawned off-loop."""
 
     def _start(self, args, shell, stdin, stdout, stderr, bufsize, _popen=None, **kwargs):

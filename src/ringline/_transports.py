@@ -10,20 +10,21 @@ so a write costs no Python frame.
 from __future__ import annotations
 
 import socket
-from asyncio import constants, futures, transports
+from asyncio import Transport
 
+from . import _compat
 from ._core.core import StreamCore
 from ._coretransport import CoreTransport
 
 __all__ = ("SocketTransport",)
 
 
-class SocketTransport(CoreTransport, transports._FlowControlMixin, transports.Transport):
+class SocketTransport(CoreTransport, _compat.FlowControlMixin, Transport):
     """A TCP or Unix stream connection whose I/O goes through the ring."""
 
     _start_tls_compatible = True
     # loop.sendfile(): the loop's _sendfile_native serves this transport.
-    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    _sendfile_compatible = _compat.SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         super().__init__(extra, loop)
@@ -36,7 +37,7 @@ class SocketTransport(CoreTransport, transports._FlowControlMixin, transports.Tr
         self.is_closing = core.is_closing      # StreamWriter.drain() asks every time
         self._server = server
         if server is not None:
-            server._attach()
+            _compat.server_attach(server, self)
         loop._transports[self._sock_fd] = self
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # Nagle off: small writes go out without waiting for an ACK.
@@ -47,7 +48,7 @@ class SocketTransport(CoreTransport, transports._FlowControlMixin, transports.Tr
         loop.call_soon(protocol.connection_made, self)
         loop.call_soon(core.start_reading)
         if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            loop.call_soon(_compat.set_result_unless_cancelled, waiter, None)
 
     # ---- writing -------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import asyncio
 import os
 import signal as _signal
 import subprocess
-from asyncio import streams
+from . import _compat
 
 from . import _subprocess
 
@@ -242,7 +242,7 @@ class Command:
         return await child.wait()
 
 
-class _WritePipeProtocol(streams.FlowControlMixin, asyncio.Protocol):
+class _WritePipeProtocol(_compat.StreamFlowControlMixin, asyncio.Protocol):
     """Write side of a pipe for an asyncio StreamWriter."""
 
     def __init__(self, loop):
@@ -297,14 +297,14 @@ class Child:
             tr, proto = await loop.connect_write_pipe(lambda: _WritePipeProtocol(loop),
                                                       proc.stdin)
             self._transports.append(tr)
-            self.stdin = streams.StreamWriter(tr, proto, None, loop)
+            self.stdin = asyncio.StreamWriter(tr, proto, None, loop)
         for name in ("stdout", "stderr"):
             pipe = getattr(proc, name)
             if pipe is None:
                 continue
-            reader = streams.StreamReader(limit=streams._DEFAULT_LIMIT, loop=loop)
+            reader = asyncio.StreamReader(limit=_compat.STREAM_DEFAULT_LIMIT, loop=loop)
             tr, _ = await loop.connect_read_pipe(
-                lambda r=reader: streams.StreamReaderProtocol(r, loop=loop), pipe)
+                lambda r=reader: asyncio.StreamReaderProtocol(r, loop=loop), pipe)
             self._transports.append(tr)
             setattr(self, name, reader)
 

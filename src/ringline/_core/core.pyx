@@ -41,7 +41,10 @@ import socket as socket_mod
 import sys
 from weakref import ref as _weakref
 
-from asyncio import base_events, format_helpers, futures
+from asyncio import Future as _Future
+# Private CPython names: from ringline._compat only (its comments say which
+# versions have each shape).
+from ringline import _compat
 
 try:
     import ssl as _ssl

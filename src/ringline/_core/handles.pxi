@@ -22,7 +22,7 @@ cdef class Handle:
         self._cancelled = False
         self._repr = None
         if loop._debug:
-            self._source_traceback = format_helpers.extract_stack(sys._getframe(1))
+            self._source_traceback = _compat.extract_stack(sys._getframe(1))
         else:
             self._source_traceback = None
 
@@ -46,7 +46,7 @@ cdef class Handle:
         if self._cancelled:
             info.append('cancelled')
         if self._callback is not None:
-            info.append(format_helpers._format_callback_source(
+            info.append(_compat.format_callback_source(
                 self._callback, self._args))
         if self._source_traceback:
             frame = self._source_traceback[-1]
@@ -66,19 +66,26 @@ cdef class Handle:
         cdef tuple args = self._args
         cdef object context = self._context
         cdef Py_ssize_t n
-        PyContext_Enter(context)
         try:
-            n = len(args)
-            if n == 0:
-                callback()
-            elif n == 1:
-                callback(args[0])
-            else:
-                callback(*args)
+            # The callback runs in its context; the exception handler
+            # outside it, as asyncio's Handle._run (context.run(...) inside
+            # the try).  3.12+'s call_exception_handler enters the handle's
+            # context itself: entering it twice raises RuntimeError.
+            PyContext_Enter(context)
+            try:
+                n = len(args)
+                if n == 0:
+                    callback()
+                elif n == 1:
+                    callback(args[0])
+                else:
+                    callback(*args)
+            finally:
+                PyContext_Exit(context)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            cb = format_helpers._format_callback_source(callback, args)
+            cb = _compat.format_callback_source(callback, args)
             ctx = {
                 'message': f'Exception in callback {cb}',
                 'exception': exc,
@@ -87,8 +94,6 @@ cdef class Handle:
             if self._source_traceback:
                 ctx['source_traceback'] = self._source_traceback
             self._loop.call_exception_handler(ctx)
-        finally:
-            PyContext_Exit(context)
         return 0
 
 

@@ -26,7 +26,7 @@ cdef class LoopCore:
         self._rearm = []
         self._stash = {}
         self._recv_cancelling = {}
-        self._future_type = futures.Future
+        self._future_type = _Future
         self._fork_gen = _fork_generation
         self._clock_resolution = 1e-9
         self.slow_callback_duration = 0.1
@@ -64,7 +64,7 @@ cdef class LoopCore:
     def create_future(self):
         # BaseEventLoop.create_future, compiled: asyncio's streams create
         # one per read that has to wait (StreamReader._wait_for_data).
-        return futures.Future(loop=self)
+        return _Future(loop=self)
 
     cdef inline Handle _call_soon_c(self, object callback, tuple args, object context):
         cdef Handle h = Handle.__new__(Handle)
@@ -202,9 +202,9 @@ cdef class LoopCore:
                             handle.run()
                             dt = self.time() - t0
                             if dt >= self.slow_callback_duration:
-                                base_events.logger.warning(
+                                _compat.logger.warning(
                                     'Executing %s took %.3f seconds',
-                                    base_events._format_handle(handle), dt)
+                                    _compat.format_handle(handle), dt)
                         finally:
                             self._current_handle = None
                 else:
@@ -307,9 +307,6 @@ cdef class LoopCore:
 
     def _remove_writer(self, fd):
         return self._remove_poller(fd, self._writers)
-
-    def _ensure_fd_no_transport(self, fd):
-        pass
 
     def _poller_events(self, int fd):
         """selectors.EVENT_READ | EVENT_WRITE for fd's registered pollers."""

@@ -52,15 +52,14 @@ cdef inline object _deref(object ref):
 cdef _init_ssl_names():
     global _WRAPPED, _DO_HANDSHAKE, _FLUSHING, _SHUTDOWN, _SSLAgainErrors
     global _SSLProtocolTransport_write, _base_do_read
-    from asyncio import sslproto
-    st = sslproto.SSLProtocolState
+    st = _compat.SSLProtocolState
     _WRAPPED = st.WRAPPED
     _DO_HANDSHAKE = st.DO_HANDSHAKE
     _FLUSHING = st.FLUSHING
     _SHUTDOWN = st.SHUTDOWN
-    _SSLAgainErrors = sslproto.SSLAgainErrors
-    _SSLProtocolTransport_write = sslproto._SSLProtocolTransport.write
-    _base_do_read = sslproto.SSLProtocol._do_read
+    _SSLAgainErrors = _compat.SSLAgainErrors
+    _SSLProtocolTransport_write = _compat.SSLProtocolTransport_write
+    _base_do_read = _compat.SSLProtocol_do_read
 
 
 @cython.final

@@ -268,7 +268,10 @@ cdef class StreamCore:
         # bytes to its reader's feed_data (Lib/asyncio/streams.py, 3.8+);
         # calling feed_data ourselves saves two Python frames per message.
         # Only the exact class (a subclass may override data_received).
-        self.srp = protocol if (type(protocol) is _StreamReaderProtocol and
+        # (_compat.STREAM_READER_FAST: this interpreter's reader has the
+        # attributes _feed_reader writes.)
+        self.srp = protocol if (_STREAM_READER_FAST and
+                                type(protocol) is _StreamReaderProtocol and
                                 hasattr(protocol, '_stream_reader_wr')) else None
         # TLS: ciphertext goes from the kernel buffer into the incoming BIO
         # (sslproto.pxi), not through get_buffer()/buffer_updated().
@@ -721,19 +724,19 @@ cdef class StreamCore:
 cdef object _get_logger():
     global _logger
     if _logger is None:
-        from asyncio.log import logger
-        _logger = logger
+        _logger = _compat.logger
     return _logger
 
 
-from asyncio.protocols import BufferedProtocol as _BufferedProtocol
-from asyncio.streams import StreamReaderProtocol as _StreamReaderProtocol
-from asyncio.streams import StreamReader as _StreamReader
+from asyncio import BufferedProtocol as _BufferedProtocol
+from asyncio import StreamReaderProtocol as _StreamReaderProtocol
+from asyncio import StreamReader as _StreamReader
+cdef bint _STREAM_READER_FAST = _compat.STREAM_READER_FAST
 from cpython.bytearray cimport PyByteArray_Resize, PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 
 
 cdef int _feed_reader(object reader, char *ptr, Py_ssize_t n) except -1:
-    # asyncio.StreamReader.feed_data (Lib/asyncio/streams.py, 3.8-3.13) and
+    # asyncio.StreamReader.feed_data (Lib/asyncio/streams.py, 3.8-3.14) and
     # its _wakeup_waiter, for the exact class: the bytes go from the kernel
     # buffer into the reader's bytearray, with no bytes object in between
     # and no Python frame.

@@ -1,0 +1,310 @@
+"""Every private CPython name ringline relies on, in one place.
+
+ringline's loop is compiled LoopCore + asyncio's own BaseEventLoop, and it
+borrows selector-loop methods, transports' mixins and SSLProtocol's state
+machine from asyncio so that asyncio's behaviour (and CPython's own tests)
+carry over unchanged.  Those are private names: they move between releases.
+Nothing else in the package imports an asyncio submodule, names a private
+asyncio function or class, or touches the private attributes listed in
+OBJECT_INTERNALS except through this module (tests/test_compat.py greps for
+it).  A new CPython release is a change here.
+
+Each name carries a comment: what it is, and the versions in which it has the
+shape relied on.  "3.11-3.14" means read in CPython's source of each of those
+(3.14 from the 3.14 branch; the interpreters on the development machines are
+3.11.7, 3.12.1 and 3.13.0).  Fast paths that rest on an object's private
+attributes are switched on by a shape check at import, so an interpreter
+whose object looks different gets asyncio's public path, not a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import weakref
+from asyncio import (base_events, base_subprocess, constants, coroutines, events,
+                     format_helpers, futures, log, selector_events, sslproto, streams,
+                     transports, trsock, unix_events)
+
+PY312 = sys.version_info >= (3, 12)
+PY313 = sys.version_info >= (3, 13)
+PY314 = sys.version_info >= (3, 14)
+
+#: Minor versions whose suite ran green (every backend, CPython's loop-generic
+#: tests bound) before a release; `python -m ringline info` reports it.
+TESTED_VERSIONS = ((3, 11), (3, 12), (3, 13))
+#: Built with the GIL disabled (3.13t/3.14t).  The core is not marked
+#: freethreading_compatible (core.pyx): importing it re-enables the GIL.
+FREE_THREADED = bool(getattr(sys, "_is_gil_enabled", lambda: True)() is False)
+
+
+def tested() -> bool:
+    return sys.version_info[:2] in TESTED_VERSIONS
+
+
+# ---------------------------------------------------------------------------
+# Module-level names
+# ---------------------------------------------------------------------------
+
+#: asyncio.log.logger, the "asyncio" logger asyncio's loops report on. 3.11-3.14.
+logger = log.logger
+
+#: events._set_running_loop(loop | None): what run_forever sets.  3.11-3.14
+#: (3.12+ is the C accelerator's, same signature).
+set_running_loop = events._set_running_loop
+
+#: coroutines._is_debug_mode(): PYTHONASYNCIODEBUG / -X dev.  3.11-3.14.
+is_debug_mode = coroutines._is_debug_mode
+
+#: base_events._format_handle(handle): the slow-callback warning's text. 3.11-3.14.
+format_handle = base_events._format_handle
+
+#: base_events._check_ssl_socket(sock): sock_* refuse an ssl.SSLSocket. 3.11-3.14.
+check_ssl_socket = base_events._check_ssl_socket
+
+#: base_events._HAS_IPv6: socket.has_ipv6, as the sock_connect resolver checks. 3.11-3.14.
+HAS_IPv6 = base_events._HAS_IPv6
+
+#: format_helpers.extract_stack(frame, limit=None) (public name in a private
+#: module; 3.11-3.14) and _format_callback_source(func, args) (3.11: two
+#: arguments; 3.12+ adds an optional debug keyword, unused here).
+extract_stack = format_helpers.extract_stack
+format_callback_source = format_helpers._format_callback_source
+
+#: futures._set_result_unless_cancelled(fut, result): the transports' waiter. 3.11-3.14.
+set_result_unless_cancelled = futures._set_result_unless_cancelled
+
+#: transports._FlowControlMixin: write-side water marks on a transport.  The
+#: cores keep the marks themselves (CoreTransport maps the mixin's attributes);
+#: the mixin stays a base so isinstance and asyncio's reads of it hold. 3.11-3.14.
+FlowControlMixin = transports._FlowControlMixin
+
+#: streams.FlowControlMixin: a protocol's drain() support (pipes). 3.11-3.14.
+StreamFlowControlMixin = streams.FlowControlMixin
+
+#: streams._DEFAULT_LIMIT: StreamReader's default limit (64 KiB). 3.11-3.14.
+STREAM_DEFAULT_LIMIT = streams._DEFAULT_LIMIT
+
+#: trsock.TransportSocket: the socket wrapper in get_extra_info('socket'). 3.11-3.14.
+TransportSocket = trsock.TransportSocket
+
+#: constants: _SendfileMode (a transport's _sendfile_compatible) 3.11-3.14;
+#: the accept retry delay and TLS timeouts asyncio uses as defaults.
+SendfileMode = constants._SendfileMode
+ACCEPT_RETRY_DELAY = constants.ACCEPT_RETRY_DELAY
+SSL_HANDSHAKE_TIMEOUT = constants.SSL_HANDSHAKE_TIMEOUT
+SSL_SHUTDOWN_TIMEOUT = constants.SSL_SHUTDOWN_TIMEOUT
+
+#: base_subprocess.BaseSubprocessTransport(loop, protocol, args, shell, stdin,
+#: stdout, stderr, bufsize, waiter=None, extra=None, **kwargs); its _start()
+#: is given a ready Popen by ringline's subclass. 3.11-3.14.
+BaseSubprocessTransport = base_subprocess.BaseSubprocessTransport
+
+#: sslproto: SSLProtocol (3.11's rewrite: SSLProtocolState, _do_read,
+#: _process_outgoing...; same shape 3.11-3.14), SSLAgainErrors and
+#: _SSLProtocolTransport.write, which the compiled record path replaces.
+SSLProtocol = sslproto.SSLProtocol
+SSLProtocolState = sslproto.SSLProtocolState
+SSLAgainErrors = sslproto.SSLAgainErrors
+SSLProtocolTransport_write = sslproto._SSLProtocolTransport.write
+SSLProtocol_do_read = sslproto.SSLProtocol._do_read
+
+#: BaseEventLoop.getaddrinfo (public method, called unbound for the
+#: resolver thread path). 3.11-3.14.
+base_getaddrinfo = base_events.BaseEventLoop.getaddrinfo
+
+
+# ---------------------------------------------------------------------------
+# BaseEventLoop's state
+# ---------------------------------------------------------------------------
+
+def init_loop_state(loop, debug: bool) -> None:
+    """BaseEventLoop.__init__ without _ready/_scheduled, which LoopCore owns
+    (same names, same defaults), plus _UnixSelectorEventLoop's fields that
+    the borrowed unix methods read."""
+    loop._timer_cancelled_count = 0
+    loop._closed = False
+    loop._stopping = False
+    loop._default_executor = None
+    loop._internal_fds = 0
+    loop._thread_id = None
+    loop._exception_handler = None
+    loop.set_debug(debug)
+    loop.slow_callback_duration = 0.1
+    loop._current_handle = None
+    loop._task_factory = None
+    loop._coroutine_origin_tracking_enabled = False
+    loop._coroutine_origin_tracking_saved_depth = None
+    loop._asyncgens = weakref.WeakSet()
+    loop._asyncgens_shutdown_called = False
+    loop._executor_shutdown_called = False
+    loop._signal_handlers = {}
+    if PY313:
+        # 3.13+: run_forever's setup/cleanup halves keep the old asyncgen
+        # hooks here; _UnixSelectorEventLoop.create_unix_server records a
+        # path socket's inode for _stop_serving to unlink it.
+        loop._old_agen_hooks = None
+        loop._unix_server_sockets = {}
+
+
+# ---------------------------------------------------------------------------
+# Server (base_events.Server) tracking of its transports
+# ---------------------------------------------------------------------------
+
+if PY313:
+    # 3.13+: Server._attach(transport)/_detach(transport) keep a WeakSet of
+    # client transports for close_clients()/abort_clients().
+    def server_attach(server, transport) -> None:
+        server._attach(transport)
+
+    def server_detach(server, transport) -> None:
+        server._detach(transport)
+else:
+    # 3.11-3.12: a count (_active_count) only.
+    def server_attach(server, transport) -> None:
+        server._attach()
+
+    def server_detach(server, transport) -> None:
+        server._detach()
+
+
+def unix_server_cleanup_begin(loop, sock):
+    """3.13+: _UnixSelectorEventLoop._stop_serving unlinks the socket file a
+    create_unix_server(cleanup_socket=True) made.  The first half: the path
+    to unlink (or None), read before the socket is closed."""
+    if PY313 and sock in loop._unix_server_sockets:
+        return sock.getsockname()
+    return None
+
+
+def unix_server_cleanup_end(loop, sock, path) -> None:
+    # 3.13's _UnixSelectorEventLoop._stop_serving, second half.
+    prev_ino = loop._unix_server_sockets.pop(sock)
+    try:
+        if os.stat(path).st_ino == prev_ino:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
+
+
+# ---------------------------------------------------------------------------
+# Selector-loop methods the loop borrows (asyncio's own code, unchanged)
+# ---------------------------------------------------------------------------
+
+_Sel = selector_events.BaseSelectorEventLoop
+_Unix = unix_events._UnixSelectorEventLoop
+
+
+class SelectorLoopMethods:
+    """Methods of asyncio's selector loops that run unchanged on ringline's
+    primitives (add_reader/add_writer, sock_*, _make_*_transport).  A base of
+    EventLoop placed after LoopCore, so the compiled methods win."""
+
+    # _UnixSelectorEventLoop (unix_events.py), 3.11-3.14 unless noted.
+    create_unix_connection = _Unix.create_unix_connection
+    # 3.13+: cleanup_socket=True and _unix_server_sockets (init_loop_state).
+    create_unix_server = _Unix.create_unix_server
+    add_signal_handler = _Unix.add_signal_handler
+    remove_signal_handler = _Unix.remove_signal_handler
+    _handle_signal = _Unix._handle_signal
+    _check_signal = _Unix._check_signal
+    _process_self_data = _Unix._process_self_data
+    _make_read_pipe_transport = _Unix._make_read_pipe_transport
+    _make_write_pipe_transport = _Unix._make_write_pipe_transport
+    # os.sendfile over writability (the poll backend's sock_sendfile).
+    _sock_sendfile_readiness = _Unix._sock_sendfile_native
+    _sock_sendfile_native_impl = _Unix._sock_sendfile_native_impl
+    _sock_sendfile_update_filepos = _Unix._sock_sendfile_update_filepos
+    _sock_add_cancellation_callback = _Unix._sock_add_cancellation_callback
+
+    # BaseSelectorEventLoop (selector_events.py), 3.11-3.14.
+    # _sendfile_native: a transport hands its socket over (empty waiter).
+    _sendfile_native = _Sel._sendfile_native
+    # _accept_connection2(protocol_factory, conn, extra, sslcontext, server,
+    # ssl_handshake_timeout, ssl_shutdown_timeout): same signature 3.11-3.14.
+    _accept_connection2 = _Sel._accept_connection2
+    _ensure_fd_no_transport = _Sel._ensure_fd_no_transport
+    _read_from_self = _Sel._read_from_self
+
+
+# ---------------------------------------------------------------------------
+# subprocess.Popen
+# ---------------------------------------------------------------------------
+
+def popen_disown(proc) -> None:
+    """Popen._child_created = False: the child is ringline's to reap, so
+    Popen.__del__ must not queue it for subprocess._cleanup().  3.11-3.14."""
+    proc._child_created = False
+
+
+# ---------------------------------------------------------------------------
+# Private attributes of asyncio objects that compiled fast paths touch
+# ---------------------------------------------------------------------------
+
+#: Attribute names read or written on asyncio objects, by class.  The files
+#: named may use these (and only these) private names of those objects; the
+#: shape checks below switch a fast path off where one is missing.
+OBJECT_INTERNALS = {
+    # StreamReader (streams.py): feed_data/_wakeup_waiter done in C
+    # (_core/stream.pxi) and ConnStreamReader._wait_for_data (_streams.py).
+    # Same attributes 3.11-3.14.
+    "StreamReader": ("_buffer", "_waiter", "_limit", "_eof", "_paused",
+                     "_transport", "_wait_for_data", "_exception"),
+    # StreamReaderProtocol: the reader behind a weak reference. 3.11-3.14.
+    "StreamReaderProtocol": ("_stream_reader_wr",),
+    # SSLProtocol (sslproto.py, 3.11's rewrite, unchanged in shape through
+    # 3.14): the record path in _core/sslproto.pxi and _sslproto.py.
+    "SSLProtocol": (
+        "_state", "_app_reading_paused", "_ssl_reading_paused", "_app_writing_paused",
+        "_ssl_writing_paused", "_app_protocol_is_buffer", "_write_buffer_size",
+        "_incoming_high_water", "_incoming_low_water", "_outgoing_high_water",
+        "_outgoing_low_water", "_transport", "_app_protocol", "_app_transport",
+        "_sslobj", "_incoming", "_outgoing", "_write_backlog", "_do_read",
+        "_process_outgoing", "_fatal_error", "_control_ssl_reading",
+        "_control_app_writing", "_write_appdata", "_start_shutdown", "_do_write",
+        "_do_shutdown", "_do_handshake", "_do_flush", "_call_eof_received"),
+    # Future/Task protocol: the flag a Task reads from an awaited future
+    # (documented in asyncio's futures.py; 3.11-3.14).
+    "Future": ("_asyncio_future_blocking",),
+}
+
+
+def _has(obj, names) -> bool:
+    return all(hasattr(obj, n) for n in names)
+
+
+def _streamreader_shape_ok() -> bool:
+    # Instance attributes: check a reader made without a loop argument
+    # (3.10+ takes the running loop lazily).
+    try:
+        r = streams.StreamReader()
+    except Exception:  # pragma: no cover - a future signature change
+        return False
+    return (_has(r, OBJECT_INTERNALS["StreamReader"])
+            and isinstance(r._buffer, bytearray)
+            and hasattr(streams.StreamReaderProtocol, "_stream_reader"))
+
+
+def _sslprotocol_shape_ok() -> bool:
+    methods = [n for n in OBJECT_INTERNALS["SSLProtocol"] if n.startswith("_do_")
+               or n in ("_fatal_error", "_control_ssl_reading", "_control_app_writing",
+                        "_write_appdata", "_start_shutdown", "_process_outgoing",
+                        "_call_eof_received")]
+    return (_has(sslproto.SSLProtocol, methods)
+            and _has(sslproto.SSLProtocolState, ("WRAPPED", "DO_HANDSHAKE", "FLUSHING",
+                                                 "SHUTDOWN")))
+
+
+#: Feed an exact StreamReader's buffer in C (stream.pxi).
+STREAM_READER_FAST = _streamreader_shape_ok()
+#: Compile SSLProtocol's per-record path (_sslproto.py, sslproto.pxi).
+SSL_RECORD_PATH = _sslprotocol_shape_ok()
+
+
+# ---------------------------------------------------------------------------
+# 3.14 (read in CPython's 3.14 source; no 3.14 interpreter here)
+# ---------------------------------------------------------------------------
+# See CPY314_NOTES below, filled from the 3.14 branch.
+CPY314_NOTES = ""
