@@ -51,11 +51,14 @@ def _sysctl(name: str) -> str | None:
 
 def collect() -> dict:
     import ringline
-    from ringline import _backend
+    from ringline import _backend, _compat
 
     info: dict = {
         "ringline": ringline.__version__,
         "python": sys.version.split()[0],
+        "python_tested": _compat.tested(),
+        "python_tested_versions": [f"{a}.{b}" for a, b in _compat.TESTED_VERSIONS],
+        "free_threaded": _compat.FREE_THREADED,
         "platform": platform.platform(),
         "kernel": f"{platform.system()} {platform.release()} {platform.machine()}",
         "io_uring_disabled": _sysctl("kernel.io_uring_disabled"),
@@ -99,6 +102,11 @@ def collect() -> dict:
 def _print_text(info: dict) -> None:
     w = sys.stdout.write
     w(f"ringline {info['ringline']} (Python {info['python']})\n")
+    tested = ", ".join(info["python_tested_versions"])
+    w(f"python:   {info['python']}: "
+      + ("tested" if info["python_tested"] else "NOT tested")
+      + f" (the suite runs on {tested})"
+      + (", free-threaded build" if info["free_threaded"] else "") + "\n")
     w(f"kernel:   {info['kernel']}\n")
     if info["io_uring_disabled"] is not None:
         w(f"          kernel.io_uring_disabled = {info['io_uring_disabled']}\n")

@@ -50,7 +50,9 @@ def tested() -> bool:
 logger = log.logger
 
 #: events._set_running_loop(loop | None): what run_forever sets.  3.11-3.14
-#: (3.12+ is the C accelerator's, same signature).
+#: (the C accelerator's; 3.13+ keeps it in the thread state).  3.14's C Task
+#: refuses to step unless the running loop is the task's: run_forever must
+#: set it before the first callback (it does).
 set_running_loop = events._set_running_loop
 
 #: coroutines._is_debug_mode(): PYTHONASYNCIODEBUG / -X dev.  3.11-3.14.
@@ -66,8 +68,8 @@ check_ssl_socket = base_events._check_ssl_socket
 HAS_IPv6 = base_events._HAS_IPv6
 
 #: format_helpers.extract_stack(frame, limit=None) (public name in a private
-#: module; 3.11-3.14) and _format_callback_source(func, args) (3.11: two
-#: arguments; 3.12+ adds an optional debug keyword, unused here).
+#: module; 3.11-3.14) and _format_callback_source(func, args) (3.13+ adds
+#: an optional debug keyword, unused here).
 extract_stack = format_helpers.extract_stack
 format_callback_source = format_helpers._format_callback_source
 
@@ -230,6 +232,43 @@ class SelectorLoopMethods:
 
 
 # ---------------------------------------------------------------------------
+# The policy system (deprecated in 3.14, to be removed in 3.16)
+# ---------------------------------------------------------------------------
+
+if PY314:
+    # 3.14: asyncio.DefaultEventLoopPolicy warns on access; the base class
+    # was renamed _BaseDefaultEventLoopPolicy and child watchers are gone.
+    BasePolicy = events._BaseDefaultEventLoopPolicy
+else:
+    # 3.11-3.13: the unix policy, so get_child_watcher() still answers for
+    # code that asks (deprecated from 3.12).
+    BasePolicy = unix_events._UnixDefaultEventLoopPolicy
+
+#: Set the policy without 3.14's DeprecationWarning (ringline.install()
+#: warns once itself): events._set_event_loop_policy in 3.14.
+set_event_loop_policy = (events._set_event_loop_policy if PY314
+                         else events.set_event_loop_policy)
+
+
+# ---------------------------------------------------------------------------
+# BaseEventLoop's hooks: private method names asyncio's own code calls on a
+# loop, which EventLoop (or LoopCore) implements.  Same names and signatures
+# 3.11-3.14; tests/test_compat.py checks that each still exists upstream.
+# ---------------------------------------------------------------------------
+
+LOOP_HOOKS = (
+    "_make_socket_transport", "_make_ssl_transport", "_make_datagram_transport",
+    "_make_subprocess_transport", "_start_serving", "_stop_serving",
+    "_sock_sendfile_native", "_make_self_pipe", "_close_self_pipe", "_add_callback",
+    "_selector", "_process_events", "_write_to_self", "_run_once",
+    "_add_reader", "_remove_reader", "_add_writer", "_remove_writer",
+    "_ensure_resolved", "_timer_handle_cancelled", "_check_closed", "_check_running",
+    "_set_coroutine_origin_tracking", "_asyncgen_firstiter_hook",
+    "_asyncgen_finalizer_hook",
+)
+
+
+# ---------------------------------------------------------------------------
 # subprocess.Popen
 # ---------------------------------------------------------------------------
 
@@ -275,11 +314,18 @@ def _has(obj, names) -> bool:
     return all(hasattr(obj, n) for n in names)
 
 
+class _NoLoop:
+    # StreamReader.__init__ asks its loop get_debug() only; without a loop
+    # argument it would call get_event_loop(), which makes a loop (3.12,
+    # 3.13, with a DeprecationWarning) or raises (3.14).
+    def get_debug(self):
+        return False
+
+
 def _streamreader_shape_ok() -> bool:
-    # Instance attributes: check a reader made without a loop argument
-    # (3.10+ takes the running loop lazily).
+    # Instance attributes: check a reader made at import, on no loop.
     try:
-        r = streams.StreamReader()
+        r = streams.StreamReader(loop=_NoLoop())
     except Exception:  # pragma: no cover - a future signature change
         return False
     return (_has(r, OBJECT_INTERNALS["StreamReader"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Coroutine, TypeVar
 
+from . import _compat
 from ._loop import EventLoop
 
 _T = TypeVar("_T")
@@ -30,9 +31,10 @@ def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None,
         return runner.run(main)
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+class EventLoopPolicy(_compat.BasePolicy):
     """Policy whose new loops are ringline's.  The policy system is
-    deprecated from Python 3.14: prefer ``asyncio.Runner(loop_factory=...)``
+    deprecated from Python 3.14: prefer ``asyncio.Runner(loop_factory=...)``,
+    ``asyncio.run(main(), loop_factory=ringline.new_event_loop)`` (3.12+)
     or :func:`ringline.run`."""
 
     def _loop_factory(self) -> EventLoop:  # type: ignore[override]
@@ -40,5 +42,14 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
 
 
 def install() -> None:
-    """Make ``asyncio.new_event_loop()`` and ``asyncio.run()`` use ringline."""
-    asyncio.set_event_loop_policy(EventLoopPolicy())
+    """Make ``asyncio.new_event_loop()`` and ``asyncio.run()`` use ringline.
+
+    This sets the event loop policy, which Python 3.14 deprecates (removal in
+    3.16); there it warns and points at the loop_factory spelling."""
+    if _compat.PY314:
+        import warnings
+        warnings.warn("ringline.install() sets the event loop policy, deprecated from "
+                      "Python 3.14: use ringline.run(main()) or asyncio.run(main(), "
+                      "loop_factory=ringline.new_event_loop)", DeprecationWarning,
+                      stacklevel=2)
+    _compat.set_event_loop_policy(EventLoopPolicy())
