@@ -121,7 +121,7 @@ def test_private_names_only_in_compat():
 def test_object_internals_exist_on_this_version():
     from ringline import _compat
 
-    r = asyncio.StreamReader()
+    r = asyncio.StreamReader(loop=_compat._NoLoop())
     missing = [n for n in _compat.OBJECT_INTERNALS["StreamReader"] if not hasattr(r, n)]
     missing += [n for n in _compat.OBJECT_INTERNALS["SSLProtocol"]
                 if n.startswith("_do_") and not hasattr(_compat.SSLProtocol, n)]

@@ -381,3 +381,46 @@ def test_tls_garbage_after_handshake_fails_only_that_connection(loop, run):
         await srv.wait_closed()
 
     run(main(), timeout=30)
+
+
+def test_closed_client_releases_sslcontext(loop, run):
+    # CPython's test_ssl memory-leak check, with the one loop iteration
+    # ringline takes to release a closed TLS connection: afterwards nothing
+    # (no cycle, no kernel-side op) keeps the client's SSLContext alive.
+    import gc
+    import weakref
+    server_ctx, client_ctx = _contexts()
+
+    class Client(asyncio.Protocol):
+        def __init__(self, on_data, on_eof):
+            self.on_data, self.on_eof = on_data, on_eof
+
+        def connection_made(self, tr):
+            self.tr = tr                     # the app keeps its transport
+
+        def data_received(self, data):
+            self.on_data.set_result(data)
+
+        def eof_received(self):
+            self.on_eof.set_result(True)
+
+    async def main():
+        srv, port, made = await _serve(loop, JitteryEcho, ssl=server_ctx)
+        on_data, on_eof = loop.create_future(), loop.create_future()
+        tr, proto = await loop.create_connection(lambda: Client(on_data, on_eof),
+                                                 "127.0.0.1", port, ssl=client_ctx)
+        tr.write(b"ping")
+        assert await on_data == b"ping"
+        tr.close()
+        await asyncio.sleep(0.05)
+        srv.close()
+        for p in made:
+            p.t.close()
+        await srv.wait_closed()
+
+    run(main())
+    loop.run_until_complete(asyncio.sleep(0))
+    ref = weakref.ref(client_ctx)
+    del client_ctx
+    gc.collect()
+    assert ref() is None

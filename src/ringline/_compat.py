@@ -55,8 +55,10 @@ logger = log.logger
 #: set it before the first callback (it does).
 set_running_loop = events._set_running_loop
 
-#: coroutines._is_debug_mode(): PYTHONASYNCIODEBUG / -X dev.  3.11-3.14.
-is_debug_mode = coroutines._is_debug_mode
+def is_debug_mode() -> bool:
+    """coroutines._is_debug_mode(): PYTHONASYNCIODEBUG / -X dev.  3.11-3.14.
+    Looked up at each call: CPython's test_runners patches it."""
+    return coroutines._is_debug_mode()
 
 #: base_events._format_handle(handle): the slow-callback warning's text. 3.11-3.14.
 format_handle = base_events._format_handle

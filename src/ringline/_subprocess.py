@@ -647,6 +647,25 @@ class SubprocessTransport(_compat.BaseSubprocessTransport):
         # The child already exists (created by the spawner pool).
         self._proc = _popen
 
+    # Signals go through the Process (pidfd_send_signal, nothing once
+    # reaped), as asyncio 3.11/3.12 route them through Popen.  3.13+'s
+    # BaseSubprocessTransport calls os.kill(pid) itself, which can signal
+    # an unrelated process that reused the pid of a child reaped elsewhere.
+    def send_signal(self, signal):
+        self._proc_or_raise().send_signal(signal)
+
+    def terminate(self):
+        self._proc_or_raise().terminate()
+
+    def kill(self):
+        self._proc_or_raise().kill()
+
+    def _proc_or_raise(self):
+        # ProcessLookupError once closed, as asyncio's _check_proc.
+        if self._proc is None:
+            raise ProcessLookupError()
+        return self._proc
+
 
 def watch_exit(loop, transport, proc, pidfd) -> None:
     """Reap proc when its pidfd turns readable; tell the transport (anything

@@ -222,6 +222,8 @@ cdef class LoopCore:
     cdef inline int _check_closed_c(self) except -1
     cdef inline Handle _call_soon_c(self, object callback, tuple args, object context)
     cdef int _run_once_c(self) except -1
+    cdef int _run_ready(self) except -1
+    cdef int _run_handles(self, list todo) except -1
     cdef int _check_fork(self) except -1
     cdef object _new_future(self)
     cdef int _sock_fd(self, object sock) except -1

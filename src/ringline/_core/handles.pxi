@@ -22,7 +22,7 @@ cdef class Handle:
         self._cancelled = False
         self._repr = None
         if loop._debug:
-            self._source_traceback = _compat.extract_stack(sys._getframe(1))
+            self._source_traceback = _caller_stack()
         else:
             self._source_traceback = None
 
@@ -95,6 +95,18 @@ cdef class Handle:
                 ctx['source_traceback'] = self._source_traceback
             self._loop.call_exception_handler(ctx)
         return 0
+
+
+cdef object _caller_stack():
+    # Debug mode's _source_traceback, last frame the caller's, as asyncio's
+    # (its Handle.__init__ skips its own frames; call_soon/_call_at drop
+    # theirs).  Compiled methods have no frame: the innermost Python frame
+    # is the code that called call_soon/call_later/add_reader.
+    try:
+        f = sys._getframe(0)
+    except ValueError:       # called from C with no Python frame at all
+        return []
+    return _compat.extract_stack(f)
 
 
 @cython.final

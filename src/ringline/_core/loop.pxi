@@ -78,8 +78,6 @@ cdef class LoopCore:
             self._check_thread()
             self._check_callback(callback, 'call_soon')
         h = self._call_soon_c(callback, args, context)
-        if h._source_traceback:
-            del h._source_traceback[-1]
         return h
 
     def _call_soon(self, callback, args, context):
@@ -90,8 +88,6 @@ cdef class LoopCore:
         if self._debug:
             self._check_callback(callback, 'call_soon_threadsafe')
         h = self._call_soon_c(callback, args, context)
-        if h._source_traceback:
-            del h._source_traceback[-1]
         self._write_to_self()
         return h
 
@@ -131,8 +127,6 @@ cdef class LoopCore:
         t._init(callback, args, self, context)
         t._when = when
         t._heap_index = -1
-        if t._source_traceback:
-            del t._source_traceback[-1]
         self._timers.push(t)
         return t
 
@@ -147,16 +141,21 @@ cdef class LoopCore:
 
     cdef int _run_once_c(self) except -1:
         cdef list ready = self._ready
-        cdef list todo
         cdef TimerHeap timers = self._timers
         cdef int64_t timeout_ns, trim_ns
-        cdef double now, end, dt
-        cdef Handle handle
-        cdef Py_ssize_t i, ntodo
-        cdef list rearm
+        cdef double end, dt
+        cdef list expired
+        cdef bint ran_first = False
 
         if len(ready) or self._stopping:
             timeout_ns = 0
+            # asyncio runs what was queued before an iteration's poll ahead
+            # of the I/O callbacks that poll produces (its handles go to the
+            # back of the ready queue).  Completions here run their
+            # callbacks as they are reaped, so the earlier queue runs first.
+            if len(ready):
+                self._run_ready()
+                ran_first = True
         elif len(timers.items):
             dt = (<TimerHandle>timers.items[0])._when - rl_monotonic_ns() * 1e-9
             if dt <= 0:
@@ -176,51 +175,22 @@ cdef class LoopCore:
         self._driver.wait(timeout_ns)
 
         if len(timers.items):
+            # Expired timers next, ahead of what the I/O callbacks queued
+            # (asyncio: [queued, I/O, timers], then the next iteration).
             end = rl_monotonic_ns() * 1e-9 + self._clock_resolution
-            while len(timers.items) and (<TimerHandle>timers.items[0])._when < end:
-                ready.append(timers.pop())
-
-        # Run what is ready now; callbacks scheduled meanwhile go to the
-        # other list and run next iteration (asyncio's ntodo snapshot).
-        todo = self._ready
-        ntodo = len(todo)
-        if ntodo == 0:
-            pass
-        else:
-            self._ready = self._ready_spare
-            i = 0
-            try:
-                if self._debug:
-                    while i < ntodo:
-                        handle = <Handle?>todo[i]
-                        i += 1
-                        if handle._cancelled:
-                            continue
-                        try:
-                            self._current_handle = handle
-                            t0 = self.time()
-                            handle.run()
-                            dt = self.time() - t0
-                            if dt >= self.slow_callback_duration:
-                                _compat.logger.warning(
-                                    'Executing %s took %.3f seconds',
-                                    _compat.format_handle(handle), dt)
-                        finally:
-                            self._current_handle = None
+            if (<TimerHandle>timers.items[0])._when < end:
+                expired = []
+                while len(timers.items) and (<TimerHandle>timers.items[0])._when < end:
+                    expired.append(timers.pop())
+                if ran_first:
+                    self._run_handles(expired)
                 else:
-                    while i < ntodo:
-                        handle = <Handle?>todo[i]
-                        i += 1
-                        if not handle._cancelled:
-                            handle.run()
-            finally:
-                handle = None
-                if i < ntodo:
-                    # Interrupted (KeyboardInterrupt, SystemExit): what did
-                    # not run stays first in line.
-                    self._ready[0:0] = todo[i:]
-                del todo[:]
-                self._ready_spare = todo
+                    self._ready[0:0] = expired
+        if not ran_first and len(self._ready):
+            # What the I/O callbacks queued runs in this iteration (one
+            # io_uring_enter fewer per message for streams; asyncio runs it
+            # after its next poll, which finds nothing new in between).
+            self._run_ready()
 
         if self._rearm:
             rearm = self._rearm
@@ -232,6 +202,54 @@ cdef class LoopCore:
         if self._iter_hook is not None:
             # The runtime API's per-iteration work (metrics, on_tick).
             self._iter_hook()
+        return 0
+
+    cdef int _run_ready(self) except -1:
+        # Run what is ready now; callbacks scheduled meanwhile go to the
+        # other list and run next time (asyncio's ntodo snapshot).
+        cdef list todo = self._ready
+        self._ready = self._ready_spare
+        try:
+            self._run_handles(todo)
+        finally:
+            del todo[:]
+            self._ready_spare = todo
+        return 0
+
+    cdef int _run_handles(self, list todo) except -1:
+        cdef Py_ssize_t i = 0, ntodo = len(todo)
+        cdef Handle handle = None
+        cdef double t0, dt
+        try:
+            if self._debug:
+                while i < ntodo:
+                    handle = <Handle?>todo[i]
+                    i += 1
+                    if handle._cancelled:
+                        continue
+                    try:
+                        self._current_handle = handle
+                        t0 = self.time()
+                        handle.run()
+                        dt = self.time() - t0
+                        if dt >= self.slow_callback_duration:
+                            _compat.logger.warning(
+                                'Executing %s took %.3f seconds',
+                                _compat.format_handle(handle), dt)
+                    finally:
+                        self._current_handle = None
+            else:
+                while i < ntodo:
+                    handle = <Handle?>todo[i]
+                    i += 1
+                    if not handle._cancelled:
+                        handle.run()
+        finally:
+            handle = None
+            if i < ntodo:
+                # Interrupted (KeyboardInterrupt, SystemExit): what did
+                # not run stays first in line.
+                self._ready[0:0] = todo[i:]
         return 0
 
     def _run_once(self):
