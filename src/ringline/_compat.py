@@ -352,7 +352,39 @@ SSL_RECORD_PATH = _sslprotocol_shape_ok()
 
 
 # ---------------------------------------------------------------------------
-# 3.14 (read in CPython's 3.14 source; no 3.14 interpreter here)
-# ---------------------------------------------------------------------------
-# See CPY314_NOTES below, filled from the 3.14 branch.
-CPY314_NOTES = ""
+# 3.14: read in CPython 3.14.0rc1's Lib/asyncio (no 3.14 interpreter on the
+# development machines, and no 3.14 release branch reachable; rc1 is past the
+# feature freeze).  Of the names above:
+#
+# Unchanged 3.13 -> 3.14: BaseEventLoop.__init__ (so init_loop_state), Server
+#   (_attach/_detach take the transport, as in 3.13), getaddrinfo, start_tls,
+#   _format_handle, _check_ssl_socket, _HAS_IPv6, every SelectorLoopMethods
+#   entry but add_signal_handler (which now calls the internal
+#   _iscoroutinefunction, same behaviour), transports.py (_FlowControlMixin),
+#   trsock.py, constants.py, streams.py (StreamReader's internals,
+#   _DEFAULT_LIMIT, FlowControlMixin), format_helpers.py, base_subprocess's
+#   constructor and _start, Popen._child_created, SSLProtocol's internals.
+# Changed in 3.14, and what ringline does about it:
+#   - policies deprecated (removal in 3.16), DefaultEventLoopPolicy warns on
+#     access, BaseDefaultEventLoopPolicy renamed _BaseDefaultEventLoopPolicy:
+#     BasePolicy / set_event_loop_policy above; ringline.install() warns and
+#     points at run()/loop_factory; run() and the CLI use asyncio.Runner.
+#   - child watchers removed: ringline has none (pidfd in the ring); the
+#     conformance binding of test_subprocess is 3.14's on every version.
+#   - asyncio.get_event_loop() no longer creates a loop: the StreamReader
+#     shape check passes a stub loop.
+#   - asyncio.iscoroutinefunction deprecated: unused here.
+#   - the C Task steps only while its loop is the thread's running loop:
+#     run_forever sets it first (set_running_loop).
+#   - call_soon_threadsafe builds _ThreadSafeHandle and appends to _ready
+#     itself: LoopCore overrides call_soon_threadsafe, so unaffected.
+#   - create_task(coro, **kwargs) passes eager_start etc. to the factory:
+#     BaseEventLoop.create_task is inherited, so it follows.
+#   - _SSLProtocolTransport.is_closing() also asks SSLProtocol._transport:
+#     SSLCore keeps _transport readable (a TLSField).
+#   - run_forever calls _run_forever_setup before its try (gh-130145):
+#     ringline's run_forever checks closed/running before its try already.
+#   - BaseSubprocessTransport.send_signal uses os.kill (3.13+): overridden in
+#     _subprocess.SubprocessTransport to signal through the pidfd.
+# C API: PyWeakref_GetObject (sslproto.pxi's _deref) is deprecated since 3.13
+#   and removed in 3.15; PyWeakref_GetRef replaces it there.
