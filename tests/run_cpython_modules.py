@@ -4,6 +4,7 @@
     python tests/run_cpython_modules.py                       # the issue-5 modules, all loops
     python tests/run_cpython_modules.py --modules test_streams --loops ringline-poll -v
     python tests/run_cpython_modules.py --failures            # + one line per failure
+    python tests/run_cpython_modules.py --modules all         # every module of test_asyncio
 
 Each module of ``test.test_asyncio`` (default: test_ssl, test_streams,
 test_subprocess, test_taskgroups, test_runners, test_timeouts) runs with
@@ -152,6 +153,14 @@ def run_one(module, loop, args):
     return data
 
 
+def all_modules():
+    """Every test module of this interpreter's test.test_asyncio."""
+    import pkgutil
+    import test.test_asyncio as pkg
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
+                  if m.name.startswith("test_"))
+
+
 def available_loops(wanted):
     loops = []
     for loop in wanted:
@@ -189,6 +198,8 @@ def main():
         return 0
 
     modules = [m.strip() for m in args.modules.split(",") if m.strip()]
+    if modules == ["all"]:
+        modules = all_modules()
     loops = available_loops([l.strip() for l in args.loops.split(",") if l.strip()])
     results = {}
     for module in modules:

@@ -276,8 +276,8 @@ def test_signal_dispositions_as_popen(run, spawn_path):
     # them as its children get them: the Popen path matches Popen.)
     internal = 0 if spawn_path == "os.posix_spawn" else bit(32) | bit(33)
     if spawn_path == "popen" and sys.version_info >= (3, 13):
-        out = subprocess.run(["grep", "SigIgn", "/proc/self/status"],
-                             capture_output=True, check=True).stdout
+        out = subprocess.run("grep SigIgn /proc/self/status", shell=True,
+                             stdout=subprocess.PIPE, check=True).stdout
         internal &= ~int(out.split()[1], 16)
     restored = _sigign(run)
     assert not restored & (bit(signal.SIGPIPE) | bit(signal.SIGXFSZ))
