@@ -249,3 +249,100 @@ def test_unix_server_unlinks_its_socket_file(factory, tmp_path):
         return pathlib.Path(path).exists()
     with asyncio.Runner(loop_factory=factory) as runner:
         assert runner.run(main()) is False
+
+
+# ---- transport methods: ringline's results against the running asyncio's ----
+
+def _transport_observations(loop):
+    """Call every public method of an open stream and datagram transport
+    and record what each returns or raises."""
+    import socket
+    obs = {}
+
+    def attempt(name, fn):
+        try:
+            r = fn()
+        except Exception as exc:  # noqa: BLE001
+            obs[name] = ("raises", type(exc).__name__)
+        else:
+            obs[name] = ("returns", r if isinstance(r, (bool, int, float, str, type(None), tuple))
+                         else type(r).__name__)
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        tr, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        attempt("is_closing", tr.is_closing)
+        attempt("is_reading", tr.is_reading)
+        attempt("can_write_eof", tr.can_write_eof)
+        attempt("get_write_buffer_limits", tr.get_write_buffer_limits)
+        attempt("set_write_buffer_limits", lambda: tr.set_write_buffer_limits(1000, 100))
+        attempt("limits_after_set", tr.get_write_buffer_limits)
+        attempt("set_write_buffer_limits_bad", lambda: tr.set_write_buffer_limits(1, 100))
+        attempt("set_write_buffer_limits_high", lambda: tr.set_write_buffer_limits(high=400))
+        attempt("limits_high_only", tr.get_write_buffer_limits)
+        attempt("write_str", lambda: tr.write("text"))
+        attempt("write_int", lambda: tr.write(1))
+        attempt("write_empty", lambda: tr.write(b""))
+        attempt("writelines_empty", lambda: tr.writelines([]))
+        attempt("writelines_bad", lambda: tr.writelines(["x"]))
+        attempt("writelines_gen", lambda: tr.writelines(b for b in [b"a", b"b"]))
+        attempt("pause_reading", tr.pause_reading)
+        attempt("pause_reading_twice", tr.pause_reading)
+        attempt("is_reading_paused", tr.is_reading)
+        attempt("resume_reading", tr.resume_reading)
+        attempt("resume_reading_twice", tr.resume_reading)
+        attempt("get_protocol", lambda: isinstance(tr.get_protocol(), asyncio.Protocol))
+        attempt("set_protocol", lambda: tr.set_protocol(tr.get_protocol()))
+        attempt("extra_socket", lambda: type(tr.get_extra_info("socket")).__name__)
+        attempt("extra_sockname", lambda: tr.get_extra_info("sockname") is not None)
+        attempt("extra_peername", lambda: tr.get_extra_info("peername") is not None)
+        attempt("extra_missing", lambda: tr.get_extra_info("nope", 5))
+        attempt("is_transport", lambda: isinstance(tr, asyncio.Transport))
+        attempt("write_eof", tr.write_eof)
+        attempt("write_after_eof", lambda: tr.write(b"x"))
+        attempt("writelines_after_eof", lambda: tr.writelines([b"x"]))
+        attempt("write_eof_twice", tr.write_eof)
+        tr.close()
+        srv.close()
+        await srv.wait_closed()
+
+        dtr, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                     local_addr=("127.0.0.1", 0))
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind(("127.0.0.1", 0))
+        attempt("d_is_closing", dtr.is_closing)
+        attempt("d_limits", dtr.get_write_buffer_limits)
+        attempt("d_buffer_size", dtr.get_write_buffer_size)
+        attempt("d_sendto", lambda: dtr.sendto(b"x", peer.getsockname()))
+        attempt("d_sendto_str", lambda: dtr.sendto("x", peer.getsockname()))
+        attempt("d_sendto_empty", lambda: dtr.sendto(b"", peer.getsockname()))
+        attempt("d_sendto_noaddr", lambda: dtr.sendto(b"x"))
+        attempt("d_is_datagram", lambda: isinstance(dtr, asyncio.DatagramTransport))
+        attempt("d_extra_peername", lambda: dtr.get_extra_info("peername"))
+        dtr.close()
+        attempt("d_sendto_closed", lambda: dtr.sendto(b"x", peer.getsockname()))
+        peer.close()
+        await asyncio.sleep(0.01)
+
+    loop.run_until_complete(asyncio.wait_for(main(), 10))
+    return obs
+
+
+def test_transport_methods_match_asyncio(factory):
+    loop = factory()
+    try:
+        observed = _transport_observations(loop)
+    finally:
+        loop.close()
+    ref_loop = asyncio.SelectorEventLoop()
+    try:
+        reference = _transport_observations(ref_loop)
+    finally:
+        ref_loop.close()
+    if sys.version_info < (3, 12):
+        # 3.11's _SelectorDatagramTransport does not derive from
+        # asyncio.DatagramTransport (3.12 added the base); ringline's does.
+        assert reference["d_is_datagram"] == ("returns", False)
+        reference["d_is_datagram"] = ("returns", True)
+    mismatches = {k: (observed.get(k), v) for k, v in reference.items() if observed.get(k) != v}
+    assert not mismatches, f"(ringline, asyncio {sys.version.split()[0]}): {mismatches}"
