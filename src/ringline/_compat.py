@@ -69,11 +69,20 @@ check_ssl_socket = base_events._check_ssl_socket
 #: base_events._HAS_IPv6: socket.has_ipv6, as the sock_connect resolver checks. 3.11-3.14.
 HAS_IPv6 = base_events._HAS_IPv6
 
-#: format_helpers.extract_stack(frame, limit=None) (public name in a private
-#: module; 3.11-3.14) and _format_callback_source(func, args) (3.13+ adds
-#: an optional debug keyword, unused here).
+#: format_helpers.extract_stack(frame, limit=None): public name in a private
+#: module; 3.11-3.14.
 extract_stack = format_helpers.extract_stack
-format_callback_source = format_helpers._format_callback_source
+
+if PY313:
+    def format_callback_source(func, args, debug: bool) -> str:
+        """format_helpers._format_callback_source(func, args, *, debug):
+        3.13+ shows the arguments only in debug mode (Handle's repr and the
+        'Exception in callback' message pass the loop's debug flag)."""
+        return format_helpers._format_callback_source(func, args, debug=debug)
+else:
+    def format_callback_source(func, args, debug: bool) -> str:
+        # 3.11-3.12: (func, args), arguments always shown.
+        return format_helpers._format_callback_source(func, args)
 
 #: futures._set_result_unless_cancelled(fut, result): the transports' waiter. 3.11-3.14.
 set_result_unless_cancelled = futures._set_result_unless_cancelled

@@ -47,7 +47,7 @@ cdef class Handle:
             info.append('cancelled')
         if self._callback is not None:
             info.append(_compat.format_callback_source(
-                self._callback, self._args))
+                self._callback, self._args, self._loop._debug))
         if self._source_traceback:
             frame = self._source_traceback[-1]
             info.append(f'created at {frame[0]}:{frame[1]}')
@@ -85,7 +85,7 @@ cdef class Handle:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            cb = _compat.format_callback_source(callback, args)
+            cb = _compat.format_callback_source(callback, args, self._loop._debug)
             ctx = {
                 'message': f'Exception in callback {cb}',
                 'exception': exc,
