@@ -53,7 +53,10 @@ logger = log.logger
 #: (the C accelerator's; 3.13+ keeps it in the thread state).  3.14's C Task
 #: refuses to step unless the running loop is the task's: run_forever must
 #: set it before the first callback (it does).
-set_running_loop = events._set_running_loop
+def set_running_loop(loop) -> None:
+    # Looked up at each call, as BaseEventLoop.run_forever does: CPython's
+    # TestPyGetEventLoop swaps in the pure-Python implementation.
+    events._set_running_loop(loop)
 
 def is_debug_mode() -> bool:
     """coroutines._is_debug_mode(): PYTHONASYNCIODEBUG / -X dev.  3.11-3.14.

@@ -223,6 +223,7 @@ cdef class LoopCore:
     cdef inline Handle _call_soon_c(self, object callback, tuple args, object context)
     cdef int _run_once_c(self) except -1
     cdef int _run_ready(self) except -1
+    cdef list _pop_expired(self)
     cdef int _run_handles(self, list todo) except -1
     cdef int _check_fork(self) except -1
     cdef object _new_future(self)

@@ -144,16 +144,19 @@ cdef class LoopCore:
         cdef TimerHeap timers = self._timers
         cdef int64_t timeout_ns, trim_ns
         cdef double end, dt
-        cdef list expired
+        cdef list expired = None
         cdef bint ran_first = False
 
         if len(ready) or self._stopping:
             timeout_ns = 0
             # asyncio runs what was queued before an iteration's poll ahead
             # of the I/O callbacks that poll produces (its handles go to the
-            # back of the ready queue).  Completions here run their
-            # callbacks as they are reaped, so the earlier queue runs first.
+            # back of the ready queue), then the timers due at the poll.
+            # Completions here run their callbacks as they are reaped, so the
+            # earlier queue runs first; the timers due now are taken before
+            # it runs (a timer it creates waits for the next iteration).
             if len(ready):
+                expired = self._pop_expired()
                 self._run_ready()
                 ran_first = True
         elif len(timers.items):
@@ -174,18 +177,15 @@ cdef class LoopCore:
 
         self._driver.wait(timeout_ns)
 
-        if len(timers.items):
+        if ran_first:
+            if expired is not None:
+                self._run_handles(expired)
+        else:
             # Expired timers next, ahead of what the I/O callbacks queued
-            # (asyncio: [queued, I/O, timers], then the next iteration).
-            end = rl_monotonic_ns() * 1e-9 + self._clock_resolution
-            if (<TimerHandle>timers.items[0])._when < end:
-                expired = []
-                while len(timers.items) and (<TimerHandle>timers.items[0])._when < end:
-                    expired.append(timers.pop())
-                if ran_first:
-                    self._run_handles(expired)
-                else:
-                    self._ready[0:0] = expired
+            # (asyncio: [I/O, timers], then the next iteration).
+            expired = self._pop_expired()
+            if expired is not None:
+                self._ready[0:0] = expired
         if not ran_first and len(self._ready):
             # What the I/O callbacks queued runs in this iteration (one
             # io_uring_enter fewer per message for streams; asyncio runs it
@@ -203,6 +203,21 @@ cdef class LoopCore:
             # The runtime API's per-iteration work (metrics, on_tick).
             self._iter_hook()
         return 0
+
+    cdef list _pop_expired(self):
+        # The timers due now (asyncio: _when < time() + clock resolution).
+        cdef TimerHeap timers = self._timers
+        cdef double end
+        cdef list expired
+        if not len(timers.items):
+            return None
+        end = rl_monotonic_ns() * 1e-9 + self._clock_resolution
+        if (<TimerHandle>timers.items[0])._when >= end:
+            return None
+        expired = []
+        while len(timers.items) and (<TimerHandle>timers.items[0])._when < end:
+            expired.append(timers.pop())
+        return expired
 
     cdef int _run_ready(self) except -1:
         # Run what is ready now; callbacks scheduled meanwhile go to the
@@ -224,6 +239,9 @@ cdef class LoopCore:
             if self._debug:
                 while i < ntodo:
                     handle = <Handle?>todo[i]
+                    # Dropped as it runs, as asyncio's popleft() does: what a
+                    # callback held (a finished task) goes before the next.
+                    todo[i] = None
                     i += 1
                     if handle._cancelled:
                         continue
@@ -241,6 +259,7 @@ cdef class LoopCore:
             else:
                 while i < ntodo:
                     handle = <Handle?>todo[i]
+                    todo[i] = None
                     i += 1
                     if not handle._cancelled:
                         handle.run()
