@@ -310,9 +310,6 @@ class EventLoop(LoopCore, _compat.SelectorLoopMethods, BaseEventLoop):
 
     # ---- sockets -------------------------------------------------------------
 
-    async def sock_accept(self, sock):
-        return await self._sock_accept(sock)
-
     async def sock_connect(self, sock, address):
         _compat.check_ssl_socket(sock)
         if self._debug and sock.gettimeout() != 0:
@@ -349,14 +346,6 @@ class EventLoop(LoopCore, _compat.SelectorLoopMethods, BaseEventLoop):
                 return
             if err not in (11, 115, 114, 4):  # EAGAIN, EINPROGRESS, EALREADY, EINTR
                 raise OSError(err, f"Connect call failed {address}")
-
-    async def sock_recvfrom(self, sock, bufsize):
-        return await self._sock_recvmsg(sock, None, bufsize)
-
-    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
-        if not nbytes:
-            nbytes = len(buf)
-        return await self._sock_recvmsg(sock, buf, nbytes)
 
     async def sock_sendto(self, sock, data, address):
         # A socket.socket proper goes through the ring; anything else (a

@@ -66,10 +66,13 @@ cdef class Op:
     cdef LoopCore loop
     cdef object fut
     cdef object owner            # the socket object the op serves, if any
-    cdef Op successor            # a recv waiting for this (cancelled) recv to finish
+    cdef Op successor            # the next op of its lane (ops.pxi: lanes)
     cdef bint wait_first         # poll backend: wait for readiness before trying (just drained)
     cdef int fd
     cdef uint8_t state
+    cdef uint8_t lane            # LANE_READ / LANE_WRITE while in its socket's lane
+    cdef bint held               # its coroutine has yet to take the result
+    cdef bint over               # its kernel part ended (or it was served from the stash)
     cdef bint keep_fut_callback
 
     cdef int prep(self, io_uring_sqe *sqe) except -1
@@ -79,6 +82,9 @@ cdef class Op:
     cdef int finish(self, object result) except -1
     cdef int fail(self, int err) except -1
     cdef inline int bind(self, LoopCore loop, object fut, int fd, object owner=*) except -1
+    cdef int drop(self) except -1
+    cdef int take_kept(self) except -1
+    cdef int keep_unclaimed(self, object result, object buf) except -1
 
 
 cdef class Driver:
@@ -213,7 +219,7 @@ cdef class LoopCore:
     cdef dict _writers
     cdef list _rearm
     cdef dict _stash
-    cdef dict _recv_cancelling
+    cdef dict _lanes
     cdef unsigned long _fork_gen
     cdef bint _wake_pending
     cdef public object _iter_hook    # called after every iteration (runtime API)

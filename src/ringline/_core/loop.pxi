@@ -25,7 +25,7 @@ cdef class LoopCore:
         self._writers = {}
         self._rearm = []
         self._stash = {}
-        self._recv_cancelling = {}
+        self._lanes = {}
         self._future_type = _Future
         self._fork_gen = _fork_generation
         self._clock_resolution = 1e-9
@@ -293,6 +293,7 @@ cdef class LoopCore:
         if self._driver is not None:
             self._driver.shutdown(forked)
         self._stash.clear()
+        self._lanes.clear()
         self._rbufs.release()   # ops hold theirs until their final CQE
 
     def _flush(self):
@@ -412,75 +413,77 @@ cdef class LoopCore:
 
     # The public sock_* are coroutines, as asyncio's are (callers may pass
     # them to create_task); each awaits the future of one op in the ring.
+    # A read's coroutine tells its lane when it is done with the result
+    # (ops.pxi): cancelled after the future got it, it puts it back.
     async def sock_recv(self, sock, n):
-        return await self._sock_recv(sock, n)
+        cdef Op op
+        fut = self._new_future()
+        op = _recv_op(self, fut, sock, n)
+        if op is None:
+            return b''
+        try:
+            result = await fut
+        except BaseException:
+            _lane_unclaimed(op, fut, None)
+            raise
+        _lane_claimed(op)
+        return result
 
     async def sock_recv_into(self, sock, buf):
-        return await self._sock_recv_into(sock, buf)
+        cdef Op op
+        fut = self._new_future()
+        op = _recv_into_op(self, fut, sock, buf)
+        try:
+            result = await fut
+        except BaseException:
+            _lane_unclaimed(op, fut, buf)
+            raise
+        _lane_claimed(op)
+        return result
+
+    async def sock_recvfrom(self, sock, bufsize):
+        cdef Op op
+        fut = self._new_future()
+        op = _recvmsg_op(self, fut, sock, None, bufsize)
+        try:
+            result = await fut
+        except BaseException:
+            _lane_unclaimed(op, fut, None)
+            raise
+        _lane_claimed(op)
+        return result
+
+    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+        cdef Op op
+        if not nbytes:
+            nbytes = len(buf)
+        fut = self._new_future()
+        op = _recvmsg_op(self, fut, sock, buf, nbytes)
+        try:
+            result = await fut
+        except BaseException:
+            _lane_unclaimed(op, fut, buf)
+            raise
+        _lane_claimed(op)
+        return result
+
+    async def sock_accept(self, sock):
+        cdef Op op
+        fut = self._new_future()
+        op = _accept_op(self, fut, sock)
+        try:
+            result = await fut
+        except BaseException:
+            _lane_unclaimed(op, fut, None)
+            raise
+        _lane_claimed(op)
+        return result
 
     async def sock_sendall(self, sock, data):
-        return await self._sock_sendall(sock, data)
-
-    def _sock_recv(self, sock, n):
-        cdef int fd = self._sock_fd(sock)
-        cdef Py_ssize_t nbytes = n
-        cdef RecvOp op
         fut = self._new_future()
-        if nbytes < 0:
-            raise ValueError('negative buffersize in recv')
-        if nbytes == 0:
-            fut.set_result(b'')
-            return fut
-        op = RecvOp.__new__(RecvOp)
-        op.alloc(nbytes)
-        op.bind(self, fut, fd, sock)
-        if self._stash or self._recv_cancelling:
-            _recv_begin(self, op)
-        else:
-            self._driver.start(op)
-        return fut
-
-    def _sock_recv_into(self, sock, buf):
-        cdef int fd = self._sock_fd(sock)
-        cdef RecvIntoOp op
-        fut = self._new_future()
-        op = RecvIntoOp.__new__(RecvIntoOp)
-        op.set_buffer(buf, 0)
-        op.bind(self, fut, fd, sock)
-        if self._stash or self._recv_cancelling:
-            _recv_begin(self, op)
-        else:
-            self._driver.start(op)
-        return fut
-
-    def _sock_sendall(self, sock, data):
-        cdef int fd = self._sock_fd(sock)
-        cdef SendOp op
-        fut = self._new_future()
-        op = SendOp.__new__(SendOp)
-        op.set_buffer(data)
-        if op.view.len == 0:
-            op._release()
-            fut.set_result(None)
-            return fut
-        op.bind(self, fut, fd, sock)
-        self._driver.start(op)
-        return fut
-
-    def _sock_accept(self, sock):
-        cdef int fd = self._sock_fd(sock)
-        cdef AcceptOp op
-        fut = self._new_future()
-        if self._stash:
-            item = _stash_take(self, fd, sock, 'accept')
-            if item is not None:
-                fut.set_result(item)
-                return fut
-        op = AcceptOp.__new__(AcceptOp)
-        op.sock = sock
-        op.bind(self, fut, fd, sock)
-        self._driver.start(op)
-        return fut
+        if _sendall_op(self, fut, sock, data) is None:
+            return None
+        return await fut
 
     def _sock_connect_ring(self, sock, address):
         """Connect in the ring when the address encodes directly; else return
@@ -496,30 +499,6 @@ cdef class LoopCore:
         # callers rely on it (a blocking accept() right after one
         # iteration): hand this SQE to the kernel now, not next iteration.
         self._driver.flush()
-        return fut
-
-    def _sock_recvmsg(self, sock, buf, Py_ssize_t nbytes):
-        cdef int fd = self._sock_fd(sock)
-        cdef RecvMsgOp op = RecvMsgOp.__new__(RecvMsgOp)
-        if buf is None and nbytes < 0:
-            raise ValueError('negative buffersize in recvfrom')
-        if self._stash:
-            item = _stash_take(self, fd, sock, 'recvmsg')
-            if item is not None:
-                fut = self._new_future()
-                data, addr = item
-                if buf is None:
-                    fut.set_result((data[:nbytes], addr))
-                else:
-                    mv = memoryview(buf).cast('B')
-                    n = min(len(mv), len(data), nbytes if nbytes > 0 else len(mv))
-                    mv[:n] = data[:n]
-                    fut.set_result((n, addr))
-                return fut
-        op.setup(sock, buf, nbytes)
-        fut = self._new_future()
-        op.bind(self, fut, fd, sock)
-        self._driver.start(op)
         return fut
 
     def _sock_sendmsg(self, sock, data, address):
@@ -546,12 +525,66 @@ cdef class LoopCore:
         return fut
 
 
-cdef inline int _stash_front(LoopCore loop, int fd, object owner, object kind, object value) except -1:
-    q = loop._stash.get(fd)
-    if q is None:
-        q = loop._stash[fd] = collections.deque()
-    q.appendleft((_weakref(owner), kind, value))
-    return 0
+# The ops of the sock_* coroutines, started in their socket's lane (ops.pxi).
+cdef Op _recv_op(LoopCore loop, object fut, object sock, object n):
+    cdef int fd = loop._sock_fd(sock)
+    cdef Py_ssize_t nbytes = n
+    cdef RecvOp op
+    if nbytes < 0:
+        raise ValueError('negative buffersize in recv')
+    if nbytes == 0:
+        return None
+    op = RecvOp.__new__(RecvOp)
+    op.alloc(nbytes)
+    op.bind(loop, fut, fd, sock)
+    op.held = True
+    _lane_join(loop, op, LANE_READ)
+    return op
+
+
+cdef Op _recv_into_op(LoopCore loop, object fut, object sock, object buf):
+    cdef int fd = loop._sock_fd(sock)
+    cdef RecvIntoOp op = RecvIntoOp.__new__(RecvIntoOp)
+    op.set_buffer(buf, 0)
+    op.bind(loop, fut, fd, sock)
+    op.held = True
+    _lane_join(loop, op, LANE_READ)
+    return op
+
+
+cdef Op _recvmsg_op(LoopCore loop, object fut, object sock, object buf, Py_ssize_t nbytes):
+    cdef int fd = loop._sock_fd(sock)
+    cdef RecvMsgOp op
+    if buf is None and nbytes < 0:
+        raise ValueError('negative buffersize in recvfrom')
+    op = RecvMsgOp.__new__(RecvMsgOp)
+    op.setup(sock, buf, nbytes)
+    op.bind(loop, fut, fd, sock)
+    op.held = True
+    _lane_join(loop, op, LANE_READ)
+    return op
+
+
+cdef Op _accept_op(LoopCore loop, object fut, object sock):
+    cdef int fd = loop._sock_fd(sock)
+    cdef AcceptOp op = AcceptOp.__new__(AcceptOp)
+    op.sock = sock
+    op.bind(loop, fut, fd, sock)
+    op.held = True
+    _lane_join(loop, op, LANE_READ)
+    return op
+
+
+cdef Op _sendall_op(LoopCore loop, object fut, object sock, object data):
+    cdef int fd = loop._sock_fd(sock)
+    cdef SendOp op = SendOp.__new__(SendOp)
+    op.set_buffer(data)
+    if op.view.len == 0:
+        op._release()
+        return None
+    op.bind(loop, fut, fd, sock)
+    _lane_join(loop, op, LANE_WRITE)
+    return op
 
 
 # A poll that resolves a future once (connect fallback, sock_* fallbacks).

@@ -5,14 +5,30 @@
 # Cancellation: the op is registered as a done-callback of its future only
 # to notice cancel(); it removes itself before setting a result, so the
 # normal path schedules no extra callback.  A cancelled op asks the driver
-# to cancel it in the kernel; data that raced the cancel (the recv had
-# already completed) is kept in the loop's stash for the next recv on that
-# socket, so cancelling a recv never loses bytes.
+# to cancel it in the kernel.  What the kernel delivered anyway goes to the
+# loop's stash for the next call on that socket: io_uring still posts the
+# op's own result when its completion won the race with ASYNC_CANCEL, and
+# the poll backend keeps a result it already holds.  So does a result that
+# reached the future after its task was cancelled but before the task
+# resumed (Task.cancel() then throws CancelledError over it): the sock_*
+# coroutine puts it back (_lane_unclaimed).
+#
+# Lanes: the sock_* ops of one socket run one at a time per direction, in
+# call order (reads: recv, recv_into, recvfrom(_into), accept; writes:
+# sendall).  An op leaves its lane after its final completion -- so what a
+# cancelled read got is in the stash before the next read looks there, and
+# a cancelled send's kernel op is over before the next send starts -- and,
+# when its coroutine may still want the result, once that coroutine took
+# it or put it back.
 
 cdef enum:
     OP_IDLE = 0
     OP_INFLIGHT = 1
     OP_CANCELLING = 2
+
+cdef enum:
+    LANE_READ = 1
+    LANE_WRITE = 2
 
 
 cdef class Op:
@@ -34,9 +50,8 @@ cdef class Op:
     cdef int finish(self, object result) except -1:
         cdef object fut = self.fut
         self.fut = None
-        if fut is None:
-            return 0
-        if fut.done():
+        if fut is None or fut.done():
+            self.held = False
             return 0
         fut.remove_done_callback(self)
         fut.set_result(result)
@@ -45,6 +60,7 @@ cdef class Op:
     cdef int fail(self, int err) except -1:
         cdef object fut = self.fut
         self.fut = None
+        self.held = False
         if fut is None or fut.done():
             return 0
         fut.remove_done_callback(self)
@@ -62,16 +78,23 @@ cdef class Op:
         fut.add_done_callback(self)
         return 0
 
+    cdef int drop(self) except -1:
+        # Never to run (cancelled in its lane): let go of its buffers.
+        return 0
+
+    cdef int take_kept(self) except -1:
+        # Served from the stash: 1, else 0.
+        return 0
+
+    cdef int keep_unclaimed(self, object result, object buf) except -1:
+        # The result reached the future, its task did not take it: stash it.
+        return 0
+
     def __call__(self, fut):
         # Done-callback: only reached when the future was cancelled (or
         # completed by someone else) while we were in flight.
         if self.state == OP_INFLIGHT and self.loop._driver is not None:
             self.loop._driver.cancel(self)
-            if isinstance(self, (RecvOp, RecvIntoOp)):
-                # Until the kernel says how this recv ended, a new recv on
-                # the socket waits behind it (see _recv_begin), so bytes it
-                # may still have taken come out first.
-                self.loop._recv_cancelling[self.fd] = self
 
     def __repr__(self):
         return f'<{type(self).__name__} fd={self.fd} state={self.state}>'
@@ -101,16 +124,25 @@ _errno_exc = {
 }
 
 
-# The stash: results that completed in the kernel after their future was
-# cancelled, kept for the next operation of the same kind on the same socket
-# object.  Keyed by fd for lookup, but each entry remembers (weakly) which
-# socket it came from, so a new socket that reuses the fd number never sees
-# another connection's bytes.
+# The stash: results the kernel delivered that no caller took, kept for the
+# next operation of the same kind on the same socket object: 'recv' (every
+# read: (bytes, address, whether the socket keeps message boundaries)) or
+# 'accept' ((socket, address)).  Keyed by fd for lookup, but each entry
+# remembers (weakly) which socket it came from, so a new socket that reuses
+# the fd number never sees another connection's bytes.
 cdef inline int _stash_put(LoopCore loop, int fd, object owner, object kind, object value) except -1:
     q = loop._stash.get(fd)
     if q is None:
         q = loop._stash[fd] = collections.deque()
     q.append((_weakref(owner) if owner is not None else None, kind, value))
+    return 0
+
+
+cdef inline int _stash_front(LoopCore loop, int fd, object owner, object kind, object value) except -1:
+    q = loop._stash.get(fd)
+    if q is None:
+        q = loop._stash[fd] = collections.deque()
+    q.appendleft((_weakref(owner), kind, value))
     return 0
 
 
@@ -128,6 +160,143 @@ cdef object _stash_take(LoopCore loop, int fd, object owner, object kind):
     if not q:
         del loop._stash[fd]
     return result
+
+
+cdef int _keep_read(Op op, object data, object addr, bint front) except -1:
+    # Bytes a read got: a stream's chunk, or one datagram (seqpacket
+    # message) -- a later, shorter read truncates it as recv(2) would.
+    cdef bint message = op.owner is not None and op.owner.type != SOCK_STREAM
+    if not data and not message:
+        return 0        # EOF: the socket says it again
+    if front:
+        return _stash_front(op.loop, op.fd, op.owner, 'recv', (data, addr, message))
+    return _stash_put(op.loop, op.fd, op.owner, 'recv', (data, addr, message))
+
+
+cdef object _kept_read(Op op, Py_ssize_t limit):
+    """(bytes, address) the stash has for a read of up to `limit` bytes, or
+    None.  A stream's bytes past the limit stay first in line."""
+    entry = _stash_take(op.loop, op.fd, op.owner, 'recv')
+    if entry is None:
+        return None
+    data, addr, message = entry
+    if len(data) > limit:
+        if not message:
+            _stash_front(op.loop, op.fd, op.owner, 'recv', (data[limit:], addr, False))
+        data = data[:limit]
+    return data, addr
+
+
+cdef inline object _no_addr(Op op):
+    # What recvfrom() says when the kernel gives no address (a stream).
+    return _decode_sockaddr(NULL, 0, op.owner)
+
+
+cdef bytes _copy_out(object buf, Py_ssize_t n):
+    # The first n bytes of a caller's buffer (a recv_into's result).
+    cdef Py_buffer view
+    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    try:
+        return PyBytes_FromStringAndSize(<char*>view.buf, min(n, view.len))
+    finally:
+        PyBuffer_Release(&view)
+
+
+# ---- lanes ---------------------------------------------------------------------
+
+cdef inline object _lane_key(Op op):
+    return (op.fd << 1) | (op.lane - 1)
+
+
+cdef int _lane_join(LoopCore loop, Op op, int lane) except -1:
+    """Start a sock_* op behind the ops of its socket and direction."""
+    cdef Op tail
+    cdef dict lanes = loop._lanes
+    op.lane = lane
+    key = _lane_key(op)
+    tail = lanes.get(key)
+    lanes[key] = op
+    if tail is not None and tail.owner is op.owner:
+        tail.successor = op
+        return 0
+    # (A tail of another socket object that had this fd number: not ours.)
+    return _lane_run(loop, op, False)
+
+
+cdef int _lane_run(LoopCore loop, Op op, bint waited) except -1:
+    """op is first in its lane: serve it from the stash or start it; go on
+    with the next while the lane need not wait for anyone."""
+    cdef object fut
+    while op is not None:
+        fut = op.fut
+        if fut is None or fut.done():
+            # Cancelled while it waited for its turn.
+            op.fut = None
+            op.held = False
+            op.drop()
+        elif not (loop._stash and op.take_kept()):
+            try:
+                if waited and op.owner.fileno() != op.fd:
+                    # Closed while it waited: the number may name another file.
+                    raise _os_error(errno_mod.EBADF)
+                loop._driver.start(op)
+                return 0
+            except Exception as exc:
+                op.fut = None
+                op.held = False
+                op.drop()
+                fut.remove_done_callback(op)
+                fut.set_exception(exc)
+        op.over = True
+        if op.held:
+            return 0        # its coroutine moves the lane on (_lane_claimed)
+        op = _lane_pop(op)
+        waited = True
+    return 0
+
+
+cdef Op _lane_pop(Op op):
+    """op leaves its lane; the op behind it, if any."""
+    cdef Op nxt = op.successor
+    cdef dict lanes
+    op.successor = None
+    if nxt is None:
+        lanes = op.loop._lanes
+        key = _lane_key(op)
+        if lanes.get(key) is op:
+            del lanes[key]
+    op.lane = 0
+    return nxt
+
+
+cdef int _lane_over(Op op) except -1:
+    """op's final completion came (its result is in its future or stashed)."""
+    op.over = True
+    if op.lane and not op.held:
+        _lane_run(op.loop, _lane_pop(op), True)
+    return 0
+
+
+cdef int _lane_claimed(Op op) except -1:
+    """The coroutine awaiting op is done with it."""
+    op.held = False
+    if op.lane and op.over:
+        _lane_run(op.loop, _lane_pop(op), True)
+    return 0
+
+
+cdef int _lane_unclaimed(Op op, object fut, object buf) except -1:
+    """The coroutine awaiting op ends with an exception (its task was
+    cancelled): a result the future already has goes back to the stash,
+    first in line; an op still pending is cancelled."""
+    try:
+        if not fut.done():
+            fut.cancel()
+        elif op.held and not fut.cancelled() and fut.exception() is None:
+            op.keep_unclaimed(fut.result(), buf)
+    finally:
+        _lane_claimed(op)
+    return 0
 
 
 # recv(n) -> bytes.  The bytes object is allocated at its maximum size and
@@ -174,31 +343,38 @@ cdef class RecvOp(Op):
     cdef int poll_events(self):
         return POLLIN
 
-    cdef int take_from_stash(self, object data) except -1:
-        if len(data) > self.nbytes:
-            _stash_front(self.loop, self.fd, self.owner, 'recv', data[self.nbytes:])
-            data = data[:self.nbytes]
+    cdef int drop(self) except -1:
         if self.buf != NULL:
             Py_XDECREF(self.buf)
             self.buf = NULL
-        return self.finish(data)
+        return 0
+
+    cdef int take_kept(self) except -1:
+        kept = _kept_read(self, self.nbytes)
+        if kept is None:
+            return 0
+        self.drop()
+        self.finish(kept[0])
+        return 1
+
+    cdef int keep_unclaimed(self, object result, object buf) except -1:
+        return _keep_read(self, result, _no_addr(self), True)
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         cdef object data
-        _recv_cancel_done(self)
         try:
             if res < 0:
                 return self.fail(-res)
             data = self.take(res) if res > 0 else b''
             if self.fut is None or self.fut.done():
                 # Cancelled after the kernel already took the bytes: keep them.
-                if res > 0:
-                    _stash_put(self.loop, self.fd, self.owner, 'recv', data)
+                _keep_read(self, data, _no_addr(self), False)
                 self.fut = None
+                self.held = False
                 return 0
             return self.finish(data)
         finally:
-            _recv_successor(self)
+            _lane_over(self)
 
     def __dealloc__(self):
         if self.buf != NULL:
@@ -237,26 +413,36 @@ cdef class RecvIntoOp(Op):
     cdef int poll_events(self):
         return POLLIN
 
-    cdef int take_from_stash(self, object data) except -1:
-        cdef Py_ssize_t n = min(self.view.len, len(data))
-        memcpy(self.view.buf, PyBytes_AS_STRING(data), n)
-        if n < len(data):
-            _stash_front(self.loop, self.fd, self.owner, 'recv', data[n:])
+    cdef int drop(self) except -1:
         self._release()
-        return self.finish(n)
+        return 0
+
+    cdef int take_kept(self) except -1:
+        cdef Py_ssize_t n
+        kept = _kept_read(self, self.view.len)
+        if kept is None:
+            return 0
+        data = kept[0]
+        n = len(data)
+        memcpy(self.view.buf, PyBytes_AS_STRING(data), n)
+        self._release()
+        self.finish(n)
+        return 1
+
+    cdef int keep_unclaimed(self, object result, object buf) except -1:
+        return _keep_read(self, _copy_out(buf, result), _no_addr(self), True)
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         cdef object data
-        _recv_cancel_done(self)
         try:
             if res > 0 and (self.fut is None or self.fut.done()):
                 # Cancelled after the kernel filled the buffer: keep a copy.
                 data = PyBytes_FromStringAndSize(<char*>self.view.buf, res)
-                _stash_put(self.loop, self.fd, self.owner, 'recv', data)
+                _keep_read(self, data, _no_addr(self), False)
             self._release()
             return Op.complete(self, res, flags)
         finally:
-            _recv_successor(self)
+            _lane_over(self)
 
     cdef _release(self):
         if self.has_view:
@@ -268,48 +454,10 @@ cdef class RecvIntoOp(Op):
             PyBuffer_Release(&self.view)
 
 
-cdef inline void _recv_cancel_done(Op op):
-    cdef dict d = op.loop._recv_cancelling
-    if d and d.get(op.fd) is op:
-        del d[op.fd]
-
-
-cdef int _recv_successor(Op op) except -1:
-    cdef Op succ = op.successor
-    if succ is not None:
-        op.successor = None
-        _recv_begin(op.loop, succ)
-    return 0
-
-
-cdef int _recv_begin(LoopCore loop, Op op) except -1:
-    """Start a recv op: behind a recv being cancelled on the same socket,
-    from the stash if bytes are kept, else in the kernel."""
-    cdef Op old
-    cdef object data
-    if op.fut is None or op.fut.done():
-        if isinstance(op, RecvIntoOp):
-            (<RecvIntoOp>op)._release()
-        return 0
-    if loop._recv_cancelling:
-        old = loop._recv_cancelling.get(op.fd)
-        if old is not None and old.owner is op.owner and old.state != OP_IDLE:
-            while old.successor is not None:
-                old = old.successor
-            old.successor = op
-            return 0
-    if loop._stash:
-        data = _stash_take(loop, op.fd, op.owner, 'recv')
-        if data is not None:
-            if isinstance(op, RecvOp):
-                return (<RecvOp>op).take_from_stash(data)
-            return (<RecvIntoOp>op).take_from_stash(data)
-    loop._driver.start(op)
-    return 0
-
-
 # sendall(data): resubmits the remainder after a short send, so bytes go out
-# in order; resolves when the kernel has taken all of them.
+# in order; resolves when the kernel has taken all of them.  Cancelled, it
+# stops after the kernel's last short send: a prefix went out, and the next
+# send of its lane starts only then.
 @cython.final
 cdef class SendOp(Op):
     cdef Py_buffer view
@@ -340,16 +488,23 @@ cdef class SendOp(Op):
     cdef int poll_events(self):
         return POLLOUT
 
+    cdef int drop(self) except -1:
+        self._release()
+        return 0
+
     cdef int complete(self, int res, uint32_t flags) except -1:
         if res >= 0:
             self.offset += res
             if self.offset < self.view.len and self.fut is not None and not self.fut.done():
                 self.loop._driver.start(self)
                 return 0
-        self._release()
-        if res < 0:
-            return self.fail(-res)
-        return self.finish(None)
+        try:
+            self._release()
+            if res < 0:
+                return self.fail(-res)
+            return self.finish(None)
+        finally:
+            _lane_over(self)
 
     cdef _release(self):
         if self.has_view:
@@ -387,19 +542,38 @@ cdef class AcceptOp(Op):
     cdef int poll_events(self):
         return POLLIN
 
-    cdef int complete(self, int res, uint32_t flags) except -1:
-        if res < 0:
-            return self.fail(-res)
-        lsock = self.sock
+    cdef int drop(self) except -1:
         self.sock = None
-        conn = socket_mod.socket(lsock.family, lsock.type, lsock.proto, fileno=res)
-        conn.setblocking(False)
-        addr = _decode_sockaddr(<sockaddr*>&self.addr, self.addrlen, conn)
-        if self.fut is None or self.fut.done():
-            _stash_put(self.loop, self.fd, self.owner, 'accept', (conn, addr))
-            self.fut = None
+        return 0
+
+    cdef int take_kept(self) except -1:
+        item = _stash_take(self.loop, self.fd, self.owner, 'accept')
+        if item is None:
             return 0
-        return self.finish((conn, addr))
+        self.sock = None
+        self.finish(item)
+        return 1
+
+    cdef int keep_unclaimed(self, object result, object buf) except -1:
+        return _stash_front(self.loop, self.fd, self.owner, 'accept', result)
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        try:
+            if res < 0:
+                return self.fail(-res)
+            lsock = self.sock
+            self.sock = None
+            conn = socket_mod.socket(lsock.family, lsock.type, lsock.proto, fileno=res)
+            conn.setblocking(False)
+            addr = _decode_sockaddr(<sockaddr*>&self.addr, self.addrlen, conn)
+            if self.fut is None or self.fut.done():
+                _stash_put(self.loop, self.fd, self.owner, 'accept', (conn, addr))
+                self.fut = None
+                self.held = False
+                return 0
+            return self.finish((conn, addr))
+        finally:
+            _lane_over(self)
 
 
 # connect(address), address already encoded as a sockaddr.
@@ -494,29 +668,60 @@ cdef class RecvMsgOp(Op):
     cdef int poll_events(self):
         return POLLIN
 
-    cdef int complete(self, int res, uint32_t flags) except -1:
-        cdef object kept
-        if res >= 0 and (self.fut is None or self.fut.done()):
-            # Cancelled after the kernel took the datagram: keep it.
-            addr = _decode_sockaddr(<sockaddr*>&self.addr, self.msg.msg_namelen, self.sock)
-            if self.data is not None:
-                kept = self.data[:res]
-            else:
-                kept = PyBytes_FromStringAndSize(<char*>self.iov.iov_base, res)
-            _stash_put(self.loop, self.fd, self.owner, 'recvmsg', (kept, addr))
+    cdef int drop(self) except -1:
         if self.has_view:
             self.has_view = False
             PyBuffer_Release(&self.view)
-        if res < 0:
-            self.data = None
-            return self.fail(-res)
-        addr = _decode_sockaddr(<sockaddr*>&self.addr, self.msg.msg_namelen, self.sock)
+        self.data = None
         self.sock = None
-        if self.data is not None:
-            data = self.data
-            self.data = None
-            return self.finish((data[:res] if res != len(data) else data, addr))
-        return self.finish((res, addr))
+        return 0
+
+    cdef int take_kept(self) except -1:
+        cdef Py_ssize_t n
+        kept = _kept_read(self, self.iov.iov_len)
+        if kept is None:
+            return 0
+        data, addr = kept
+        if self.data is None:
+            n = len(data)
+            memcpy(self.iov.iov_base, PyBytes_AS_STRING(data), n)
+            data = n
+        self.drop()
+        self.finish((data, addr))
+        return 1
+
+    cdef int keep_unclaimed(self, object result, object buf) except -1:
+        data, addr = result
+        if buf is not None:
+            data = _copy_out(buf, data)
+        return _keep_read(self, data, addr, True)
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        cdef object kept
+        try:
+            if res >= 0 and (self.fut is None or self.fut.done()):
+                # Cancelled after the kernel took the datagram: keep it.
+                addr = _decode_sockaddr(<sockaddr*>&self.addr, self.msg.msg_namelen, self.sock)
+                if self.data is not None:
+                    kept = self.data[:res]
+                else:
+                    kept = PyBytes_FromStringAndSize(<char*>self.iov.iov_base, res)
+                _keep_read(self, kept, addr, False)
+            if self.has_view:
+                self.has_view = False
+                PyBuffer_Release(&self.view)
+            if res < 0:
+                self.data = None
+                return self.fail(-res)
+            addr = _decode_sockaddr(<sockaddr*>&self.addr, self.msg.msg_namelen, self.sock)
+            self.sock = None
+            if self.data is not None:
+                data = self.data
+                self.data = None
+                return self.finish((data[:res] if res != len(data) else data, addr))
+            return self.finish((res, addr))
+        finally:
+            _lane_over(self)
 
     def __dealloc__(self):
         if self.has_view:

@@ -347,6 +347,14 @@ cdef class StreamCore:
         cdef Py_buffer view
         cdef Py_ssize_t k
         while n > 0 and not self.conn_lost:
+            if self.paused:
+                # pause_reading() from buffer_updated(): asyncio hands a
+                # paused protocol nothing more, so the rest waits for
+                # resume_reading(), ahead of what was kept since.
+                if self.pending is None:
+                    self.pending = []
+                self.pending.insert(0, PyBytes_FromStringAndSize(ptr, n))
+                return 0
             try:
                 buf = self.get_buffer(n)
                 PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
