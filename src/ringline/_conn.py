@@ -38,6 +38,11 @@ class ConnCtx(ConnCore):
     ``await send_parts(parts)``, ``forward_recv_buf(view)``.  Ending:
     ``shutdown_write()``, ``close()`` (flushes), ``abort()``; ``cancel()``
     cancels the task that owns the connection.
+
+    The functions given to with_data() and friends run in that task, so in
+    its context: for an accepted connection, the on_accept task's (a copy
+    of the worker's context when it started accepting; ringline._handler
+    says what that holds), for connect(), the caller's.
     """
 
     __slots__ = ("_peer", "_local", "_sslobj", "__weakref__")

@@ -206,6 +206,9 @@ class EventLoop(LoopCore, _compat.SelectorLoopMethods, BaseEventLoop):
                     "socket": _compat.TransportSocket(sock),
                 })
 
+        # on_accept runs in a copy of this context (the create_server
+        # caller's, as asyncio's accept reader): the task it makes copies
+        # that, so the protocol factory and the transport see its values.
         self._serving[key] = _serve_accept(self, sock, on_accept, on_error)
 
     def _retry_serving(self, key, args):

@@ -138,6 +138,22 @@ cdef class DgramRecvOp(Op):
         return POLLIN
 
     cdef int complete(self, int res, uint32_t flags) except -1:
+        cdef DgramCore core = self.core
+        cdef PyObject *ctx               # borrowed: entered, the thread state holds it
+        if core.in_context or core.context is None:
+            return self._complete(res, flags)
+        # The protocol's context, as asyncio's reader callback has it.
+        ctx = <PyObject*>core.context
+        PyContext_Enter(<object>ctx)
+        core.in_context = True
+        try:
+            self._complete(res, flags)
+        finally:
+            core.in_context = False
+            PyContext_Exit(<object>ctx)
+        return 0
+
+    cdef inline int _complete(self, int res, uint32_t flags) except -1:
         cdef UringDriver d
         cdef char *buf
         cdef rl_recvmsg_out *out
@@ -228,8 +244,19 @@ cdef class DgramSendOp(Op):
         return POLLOUT
 
     cdef int complete(self, int res, uint32_t flags) except -1:
+        cdef DgramCore core = self.core
+        cdef object ctx = core.context
         self.data = None
-        self.core.on_sent(res)
+        if ctx is None or core.in_context:
+            return core.on_sent(res)
+        # error_received() and resume_writing() in the protocol's context.
+        PyContext_Enter(ctx)
+        core.in_context = True
+        try:
+            core.on_sent(res)
+        finally:
+            core.in_context = False
+            PyContext_Exit(ctx)
         return 0
 
 
@@ -260,6 +287,10 @@ cdef class DgramCore:
     cdef rl_addr_ent *peers          # ADDR_SLOTS entries, allocated on first use
     cdef sockaddr_storage dst
     cdef socklen_t dstlen
+    # A copy of the creating context, entered around every completion (as
+    # StreamCore's: asyncio's reader callback has one).
+    cdef object context
+    cdef bint in_context             # entered: not again from a re-entrant completion
 
     def __cinit__(self):
         self.queue = collections.deque()
@@ -289,6 +320,7 @@ cdef class DgramCore:
         self.family = sock.family
         self.address = address
         self.peer_connected = peer_connected
+        self.context = PyContext_CopyCurrent()
         self.set_protocol(protocol)
         self.rop = DgramRecvOp.__new__(DgramRecvOp)
         self.rop.core = self
@@ -426,12 +458,27 @@ cdef class DgramCore:
             _get_logger().debug("%r resumes reading", self.transport)
 
     def _deliver_pending(self):
+        # Datagrams a completion kept: delivered in the protocol's context too.
+        cdef object ctx = self.context
+        if ctx is None or self.in_context:
+            self._deliver_pending_c()
+            return
+        PyContext_Enter(ctx)
+        self.in_context = True
+        try:
+            self._deliver_pending_c()
+        finally:
+            self.in_context = False
+            PyContext_Exit(ctx)
+
+    cdef int _deliver_pending_c(self) except -1:
         while self.pending and not self.paused and not self.closing:
             data, addr = self.pending.popleft()
             if not self._deliver(data, addr):
-                return
+                return 0
         if not self.paused and not self.closing:
             self.rop.start()
+        return 0
 
     def is_reading(self):
         return not self.closing and not self.paused
@@ -711,4 +758,5 @@ cdef class DgramCore:
             self.transport = None
             self.sent_hook = None
             self.pending = None
+            self.context = None
             self._drop_peers()

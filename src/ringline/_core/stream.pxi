@@ -107,37 +107,48 @@ cdef class StreamRecvOp(Op):
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         cdef StreamCore core = self.core
+        cdef PyObject *ctx = NULL        # borrowed: entered, the thread state holds it
         cdef char *ptr = NULL
         cdef UringDriver d
         cdef bint single = self.single
         cdef bint more = (flags & IORING_CQE_F_MORE) != 0
-        if flags & IORING_CQE_F_BUFFER:
-            d = <UringDriver>self.loop._driver
-            ptr = rl_pbuf_addr(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
-        elif single and res > 0:
-            ptr = self.buf
-            if not self.owned:
-                # Detached before the protocol runs: a re-arm from inside it
-                # takes a buffer of its own instead of this one.
-                self.buf = NULL
-        if not more:
-            self.single = False
-        if res > 0:
-            try:
-                core.on_data(ptr, res)
-            finally:
-                if flags & IORING_CQE_F_BUFFER:
-                    rl_pbuf_recycle(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
-                elif single and not self.owned:
-                    self.loop._rbufs.give(ptr)
+        if not core.in_context and core.context is not None:
+            # The protocol's context, as asyncio's reader callback has it.
+            ctx = <PyObject*>core.context
+            PyContext_Enter(<object>ctx)
+            core.in_context = True
+        try:
+            if flags & IORING_CQE_F_BUFFER:
+                d = <UringDriver>self.loop._driver
+                ptr = rl_pbuf_addr(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
+            elif single and res > 0:
+                ptr = self.buf
+                if not self.owned:
+                    # Detached before the protocol runs: a re-arm from inside it
+                    # takes a buffer of its own instead of this one.
+                    self.buf = NULL
             if not more:
-                # Over, but not at EOF: a multishot the kernel ended with
-                # data (it does when the CQ ring is full), or a single shot.
-                core.recv_ended(1)
-        elif not more:
-            if single:
-                self._drop_buf()
-            core.recv_ended(res)
+                self.single = False
+            if res > 0:
+                try:
+                    core.on_data(ptr, res)
+                finally:
+                    if flags & IORING_CQE_F_BUFFER:
+                        rl_pbuf_recycle(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
+                    elif single and not self.owned:
+                        self.loop._rbufs.give(ptr)
+                if not more:
+                    # Over, but not at EOF: a multishot the kernel ended with
+                    # data (it does when the CQ ring is full), or a single shot.
+                    core.recv_ended(1)
+            elif not more:
+                if single:
+                    self._drop_buf()
+                core.recv_ended(res)
+        finally:
+            if ctx != NULL:
+                core.in_context = False
+                PyContext_Exit(<object>ctx)
         return 0
 
 
@@ -182,8 +193,13 @@ cdef class StreamSendOp(Op):
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         self.chunks = None
-        self.core.on_sent(res)
-        return 0
+        if res < 0 or self.core.protocol_paused or self.core.closing:
+            # An error, resume_writing() or the close: protocol code runs,
+            # or its connection_lost is scheduled.
+            return self.core.on_sent_in_context(res)
+        # Otherwise no context: entering one would cost more than the rest
+        # of this completion.
+        return self.core.on_sent(res)
 
 
 cdef object _TransportSocket = None
@@ -222,6 +238,13 @@ cdef class StreamCore:
     cdef list pending                # data that arrived while paused
     cdef bint pending_eof
     cdef object empty_waiter
+    # A copy of the creating context, entered around the completions that
+    # reach the protocol: it sees what asyncio's reader callback would (one
+    # copy per transport, taken when it registers its reader).  in_context:
+    # entered now, so a completion run re-entrantly (get_sqe's reap) does
+    # not enter it again.
+    cdef object context
+    cdef bint in_context
 
     def __cinit__(self):
         self.wbuf = []
@@ -233,6 +256,7 @@ cdef class StreamCore:
         self.transport = transport
         self.sock = sock
         self.fd = sock.fileno()
+        self.context = PyContext_CopyCurrent()
         self.set_protocol(protocol)
         loop._driver.own_fd(self.fd, sock)
         # A short read means "drained" only where the stack never stops a
@@ -444,6 +468,20 @@ cdef class StreamCore:
             _get_logger().debug("%r resumes reading", self.transport)
 
     def _deliver_pending(self):
+        # Data a completion kept: delivered in the protocol's context too.
+        cdef object ctx = self.context
+        if ctx is None or self.in_context:
+            self._deliver_pending_c()
+            return
+        PyContext_Enter(ctx)
+        self.in_context = True
+        try:
+            self._deliver_pending_c()
+        finally:
+            self.in_context = False
+            PyContext_Exit(ctx)
+
+    cdef int _deliver_pending_c(self) except -1:
         cdef bytes data
         while self.pending and not self.paused and not self.conn_lost:
             data = self.pending.pop(0)
@@ -456,14 +494,15 @@ cdef class StreamCore:
                     raise
                 except BaseException as exc:
                     self.fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
-                    return
+                    return 0
         if self.paused or self.conn_lost or self.closing:
-            return
+            return 0
         if self.pending_eof:
             self.pending_eof = False
             self._on_eof()
         elif not self.recv_armed:
             self._arm()
+        return 0
 
     def is_reading(self):
         return not self.closing and not self.paused
@@ -564,6 +603,19 @@ cdef class StreamCore:
             op.nbytes += op.iov[i].iov_len
         op.niov = <int>n
         self.loop._driver.start(op)
+        return 0
+
+    cdef int on_sent_in_context(self, int res) except -1:
+        cdef object ctx = self.context
+        if ctx is None or self.in_context:
+            return self.on_sent(res)
+        PyContext_Enter(ctx)
+        self.in_context = True
+        try:
+            self.on_sent(res)
+        finally:
+            self.in_context = False
+            PyContext_Exit(ctx)
         return 0
 
     cdef int on_sent(self, int res) except -1:
@@ -727,6 +779,7 @@ cdef class StreamCore:
             self.tls = None
             self.transport = None
             self.pending = None
+            self.context = None
 
 
 cdef object _get_logger():
@@ -780,6 +833,8 @@ cdef int _feed_reader(object reader, char *ptr, Py_ssize_t n) except -1:
 cdef class ServeAcceptOp(Op):
     cdef object on_accept           # callable(fd) on the loop
     cdef object on_error            # callable(exc) when the multishot ends in error
+    cdef object context             # where serving started (asyncio: add_reader's copy)
+    cdef bint in_context
     cdef public bint active
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
@@ -797,6 +852,22 @@ cdef class ServeAcceptOp(Op):
         return POLLIN
 
     cdef int complete(self, int res, uint32_t flags) except -1:
+        cdef object ctx = self.context
+        if self.in_context:
+            return self._complete(res, flags)
+        # The server's context: the tasks on_accept creates copy it, so the
+        # protocol factory and the new transport see the create_server
+        # caller's values.
+        PyContext_Enter(ctx)
+        self.in_context = True
+        try:
+            self._complete(res, flags)
+        finally:
+            self.in_context = False
+            PyContext_Exit(ctx)
+        return 0
+
+    cdef int _complete(self, int res, uint32_t flags) except -1:
         if res >= 0:
             if not self.active:
                 close(res)
@@ -824,6 +895,7 @@ def _serve_accept(LoopCore loop, sock, on_accept, on_error):
     op.fd = sock.fileno()
     op.on_accept = on_accept
     op.on_error = on_error
+    op.context = PyContext_CopyCurrent()
     op.active = True
     loop._driver.start(op)
     return op
