@@ -76,6 +76,7 @@ class WorkerHandle:
         self.exitcode = None
         self.error = None                   # WorkerError once it raised or died
         self._ready = threading.Event()
+        self._started = False               # it reported ready (before any later error)
         self._exited = threading.Event()
         self._control_w = None              # pipe to the worker: b"s" stop, b"n" notify
         self._proc = None
@@ -186,6 +187,7 @@ class _Monitor(threading.Thread):
         kind = msg[0]
         if kind == "ready":
             h.pid = msg[2]
+            h._started = True
             h._ready.set()
         elif kind == "error":
             _, wid, what, tname, text, tb = msg
@@ -425,7 +427,10 @@ class Builder:
                     raise WorkerError(
                         f"ringline worker {h.worker_id} was not ready within "
                         f"Config.startup_timeout={cfg.startup_timeout}s", h.worker_id)
-                if h.error is not None:
+                # Only a failure before "ready" fails the launch; one after
+                # it (on_start raising later) is the running worker's, and
+                # the monitor may have read both before this thread woke.
+                if h.error is not None and not h._started:
                     raise h.error
             ok = True
         finally:
