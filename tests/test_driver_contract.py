@@ -64,6 +64,49 @@ def test_results_arrive_in_a_later_iteration(loop, socketpair):
     assert loop.run_until_complete(main()) == b"ready"
 
 
+def test_op_started_by_a_completion_completes_in_a_later_iteration(loop, run):
+    # data_received closes the peer: the FIN is queued on our TCP socket
+    # before the transport re-arms its recv.  That recv's EOF must still
+    # come in a later iteration, after what data_received scheduled with
+    # call_soon (asyncio: one read per fd per iteration; io_uring: the SQE
+    # goes in at the next io_uring_enter).  The poll backend used to poll
+    # again in the same wait() and deliver the EOF at once: connection_lost
+    # then ran one iteration early, and CPython's
+    # test_connect_accepted_socket lost its loop.stop() to run_until_complete.
+    lsock = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(lsock.getsockname())
+    server, _ = lsock.accept()
+    lsock.close()
+    client.sendall(b"ping")     # already there: the first recv succeeds at once
+    events = []
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.lost = loop.create_future()
+
+        def data_received(self, data):
+            events.append(data)
+            loop.call_soon(events.append, "next iteration")
+            client.close()
+
+        def eof_received(self):
+            events.append("eof")
+
+        def connection_lost(self, exc):
+            self.lost.set_result(None)
+
+    async def main():
+        _, proto = await loop.connect_accepted_socket(Proto, server)
+        await proto.lost
+
+    try:
+        run(main(), timeout=5)
+    finally:
+        client.close()
+        server.close()
+    assert events == [b"ping", "next iteration", "eof"]
+
+
 def test_concurrent_recvs_get_bytes_in_start_order(loop, run, socketpair, request, backend):
     _poll_only_order(request, backend)
     a, b = socketpair

@@ -17,13 +17,13 @@
 #               queues need (_arm).  If the direction's queue is not empty
 #               the op does not even try: it waits its turn, so two recvs on
 #               one socket get the bytes in the order they were started.
-#   wait(t)     first delivers `pending` (a snapshot: results that come from
-#               completions run now go to the next iteration), then waits
-#               for readiness (_poll) -- with timeout 0 if anything was
-#               delivered or is still pending, since completions schedule
-#               callbacks the loop has not seen yet -- and, for each ready
-#               fd (_dispatch), retries the queued ops from the head until
-#               one says EAGAIN again.  Readiness-only ops (PollOp for
+#   wait(t)     first waits for readiness (_poll) -- with timeout 0 if
+#               results are pending -- and, for each ready fd (_dispatch),
+#               retries the queued ops from the head until one says EAGAIN
+#               again; only then does it deliver `pending` (a snapshot)
+#               and the retries' results, so an op that a completion starts
+#               is served by the next wait() at the earliest, even if its fd
+#               is ready already (see wait()).  Readiness-only ops (PollOp for
 #               add_reader/add_writer, OneShotPollOp) never "attempt": they
 #               complete with the revents mask, like IORING_OP_POLL_ADD, and
 #               do not block the queue.  The retries of one batch all run
@@ -509,36 +509,51 @@ cdef class _ReadinessDriver(Driver):
         cdef _PollFd fs
         if self.poller_fd < 0:
             raise RuntimeError("the event loop's poller is closed")
-        # 1. Results from earlier start()/cancel() calls.
+        # 1. Readiness first, results after (2, 3).  Delivering `pending`
+        # before polling let one wait() also complete an op that one of
+        # those completions had just started: a transport's recv, re-armed
+        # after data_received, found the FIN the peer had sent in answer
+        # and delivered EOF in the same iteration as the data -- an
+        # iteration ahead of asyncio (one read per fd per iteration) and of
+        # io_uring (an SQE goes in at the next io_uring_enter).  Code that
+        # counts iterations broke: in CPython's test_connect_accepted_socket
+        # connection_lost's call_soon(loop.stop) then ran in the same batch
+        # as run_until_complete's stop, inside run_until_complete, and the
+        # test's run_forever() waited forever.  Polled first, an op started
+        # by a completion waits for the next wait() even if its fd is ready
+        # by now; nothing is lost: the edge stays in epoll's ready list
+        # until the next epoll_wait (epoll(7)), a one-shot re-arm re-checks.
         if self.pending:
-            batch = self.pending
-            self.pending = []
-            self._deliver_all(batch)
-            timeout_ns = 0      # their callbacks are in the ready queue now
-        if self.pending:
-            timeout_ns = 0
-        # 2. Readiness.
+            timeout_ns = 0      # results to deliver: do not block
         if timeout_ns != 0:
             # Handle a signal that came since Python last looked before blocking.
             PyErr_CheckSignals()
         n = self._poll(timeout_ns)
+        # 2. Results from earlier start()/cancel() calls.
+        batch = self.pending
+        self.pending = []
         if n <= 0:
+            if batch:
+                self._deliver_all(batch)
             return 0
         self.n_events += n
-        # 3. Retry what waited on the ready fds, then complete in order.
+        # 3. Retry what waited on the ready fds, then complete in order,
+        # the earlier results first.
         done = []
         touched = []
         try:
             self._dispatch(n, done, touched)
         except BaseException:
             # Results already taken from the kernel must not be lost.
-            self.pending[0:0] = done
+            self.pending[0:0] = batch + done
+            batch = []
             done = []
             raise
         finally:
             try:
-                if done:
-                    self._deliver_all(done)
+                batch.extend(done)
+                if batch:
+                    self._deliver_all(batch)
             finally:
                 # 4. Re-arm what still waits (completions may have armed
                 # already); also after an exception, or those fds would
