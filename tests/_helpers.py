@@ -87,3 +87,17 @@ async def write_random_chunks(writer, rnd, rounds, digest, sleep_p=0.0):
         if sleep_p and rnd.random() < sleep_p:
             await asyncio.sleep(rnd.random() * 0.002)
     return n
+
+
+def recorder(obs, plain=(bool, int, type(None))):
+    """attempt(name, fn): call fn and record in obs what it did, as
+    ("returns", value or its type's name) or ("raises", exception type name)."""
+    def attempt(name, fn):
+        try:
+            result = fn()
+        except Exception as exc:  # noqa: BLE001
+            obs[name] = ("raises", type(exc).__name__)
+        else:
+            obs[name] = ("returns", result if isinstance(result, plain)
+                         else type(result).__name__)
+    return attempt

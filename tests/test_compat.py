@@ -24,6 +24,7 @@ import tokenize
 import pytest
 
 import _loops
+from _helpers import recorder
 
 PKG = pathlib.Path(__file__).resolve().parent.parent / "src" / "ringline"
 COMPAT_FILES = {"_compat.py"}
@@ -258,15 +259,7 @@ def _transport_observations(loop):
     and record what each returns or raises."""
     import socket
     obs = {}
-
-    def attempt(name, fn):
-        try:
-            r = fn()
-        except Exception as exc:  # noqa: BLE001
-            obs[name] = ("raises", type(exc).__name__)
-        else:
-            obs[name] = ("returns", r if isinstance(r, (bool, int, float, str, type(None), tuple))
-                         else type(r).__name__)
+    attempt = recorder(obs, (bool, int, float, str, type(None), tuple))
 
     async def main():
         srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)

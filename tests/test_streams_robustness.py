@@ -23,7 +23,7 @@ import struct
 import pytest
 
 import _loops
-from _helpers import JitteryEcho, wait_until, write_random_chunks
+from _helpers import JitteryEcho, recorder, wait_until, write_random_chunks
 
 BIG = os.environ.get("RINGLINE_BIG_TESTS") == "1"
 LARGE_TRANSFER = (1 << 30) if BIG else (64 << 20)
@@ -800,15 +800,7 @@ def _after_close_observations(loop, caplog):
     """Run the same sequence of calls on a closed transport and record what
     each does: returned values, exceptions, warnings logged."""
     obs = {}
-
-    def attempt(name, fn):
-        try:
-            result = fn()
-        except Exception as exc:  # noqa: BLE001
-            obs[name] = ("raises", type(exc).__name__)
-        else:
-            obs[name] = ("returns", result if isinstance(result, (bool, int, type(None)))
-                         else type(result).__name__)
+    attempt = recorder(obs)
 
     def send_warnings():
         return sum(1 for r in caplog.records
