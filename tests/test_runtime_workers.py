@@ -6,6 +6,7 @@ Process workers (the default) and thread workers, on every backend.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import queue
 import signal
@@ -104,6 +105,57 @@ def test_client_only_on_start(backend):
         assert sh.join(10)
         assert workers[0].exitcode == 0
         sh.shutdown()
+
+
+_launch_cv = contextvars.ContextVar("launch_cv", default="unset")
+_made_cv = contextvars.ContextVar("made_cv", default="unset")
+_start_cv = contextvars.ContextVar("start_cv", default="unset")
+
+
+class CtxProbe(ringline.Handler):
+    """Replies with what its on_accept task sees of three ContextVars: set
+    before launch(), in create_for_worker() and in on_start()."""
+
+    started = False
+
+    @classmethod
+    def create_for_worker(cls, worker_id):
+        _made_cv.set("create_for_worker")
+        return cls()
+
+    async def on_start(self):
+        _start_cv.set("on_start")
+        self.started = True
+
+    async def on_accept(self, conn):
+        conn.send_nowait(b"%s %s %s %d\n" % (
+            _launch_cv.get().encode(), _made_cv.get().encode(),
+            _start_cv.get().encode(), self.started))
+        await conn.with_data(lambda v: len(v))
+
+
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_on_accept_task_context(backend, mode):
+    """An on_accept task copies the worker's context as it was when the
+    worker started accepting: create_for_worker()'s values, not on_start's
+    (a task of its own); the launcher's only in a forked worker (a worker
+    thread starts with an empty context)."""
+    token = _launch_cv.set("launcher")
+    try:
+        with launched(CtxProbe, backend, worker_mode=mode) as (sh, _):
+            s = client(sh.address())
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = s.recv(100)
+                assert chunk
+                line += chunk
+            s.close()
+    finally:
+        _launch_cv.reset(token)
+    launch, made, start, started = line.split()
+    assert launch == (b"launcher" if mode == "process" else b"unset")
+    assert made == b"create_for_worker"
+    assert (start, started) == (b"unset", b"1")
 
 
 # ---- errors ---------------------------------------------------------------------------------

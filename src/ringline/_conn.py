@@ -38,6 +38,10 @@ class ConnCtx(ConnCore):
     ``await send_parts(parts)``, ``forward_recv_buf(view)``.  Ending:
     ``shutdown_write()``, ``close()`` (flushes), ``abort()``; ``cancel()``
     cancels the task that owns the connection.
+
+    The functions given to with_data() and friends run in the task that
+    awaits them, never in a completion, so in that task's context (an
+    on_accept task's is described in ringline._handler).
     """
 
     __slots__ = ("_peer", "_local", "_sslobj", "__weakref__")

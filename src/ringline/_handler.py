@@ -18,6 +18,15 @@ every method is optional except ``on_accept`` for a server:
 Subclassing Handler is not required: any class with these methods works.
 on_tick, on_notify and on_udp_bind may be plain functions or coroutines (a
 coroutine is run as a task).
+
+Context variables: each on_accept call is a task the worker creates when it
+accepts, so it runs in a copy of the context the worker started accepting
+in (asyncio's server rule: the create_server caller's).  That context has
+what create_for_worker() set, and what the launcher's thread had when it
+called launch() if the worker is a forked process (a worker thread starts
+with an empty one, unless the interpreter makes threads inherit it: 3.14's
+thread_inherit_context); not what on_start set (a task of its own), nor
+what another connection's task sets.
 """
 
 from __future__ import annotations

@@ -304,6 +304,8 @@ class Worker:
                         self.accept_ops[i] = op_box[0]
                 loop.call_later(0.1, retry)
 
+        # on_accept runs in a copy of this (the _main task's) context, so
+        # every on_accept task copies it (_handler's docstring).
         op_box = [_serve_accept(loop, sock, on_accept, on_error)]
         return op_box[0]
 
