@@ -39,10 +39,9 @@ class ConnCtx(ConnCore):
     ``shutdown_write()``, ``close()`` (flushes), ``abort()``; ``cancel()``
     cancels the task that owns the connection.
 
-    The functions given to with_data() and friends run in that task, so in
-    its context: for an accepted connection, the on_accept task's (a copy
-    of the worker's context when it started accepting; ringline._handler
-    says what that holds), for connect(), the caller's.
+    The functions given to with_data() and friends run in the task that
+    awaits them, never in a completion, so in that task's context (an
+    on_accept task's is described in ringline._handler).
     """
 
     __slots__ = ("_peer", "_local", "_sslobj", "__weakref__")

@@ -24,7 +24,8 @@ accepts, so it runs in a copy of the context the worker started accepting
 in (asyncio's server rule: the create_server caller's).  That context has
 what create_for_worker() set, and what the launcher's thread had when it
 called launch() if the worker is a forked process (a worker thread starts
-with an empty context); not what on_start set (a task of its own), nor
+with an empty one, unless the interpreter makes threads inherit it: 3.14's
+thread_inherit_context); not what on_start set (a task of its own), nor
 what another connection's task sets.
 """
 
