@@ -43,7 +43,8 @@ class WhoAmI(ringline.Handler):
         await conn.with_data(lambda v: len(v))
 
 
-def _ask(addr):
+def _read_line(addr):
+    """Connect, read one line the server sends, close."""
     s = client(addr)
     line = b""
     while not line.endswith(b"\n"):
@@ -51,7 +52,11 @@ def _ask(addr):
         assert chunk
         line += chunk
     s.close()
-    pid, wid = line.split()
+    return line
+
+
+def _ask(addr):
+    pid, wid = _read_line(addr).split()
     return int(pid), int(wid)
 
 
@@ -143,13 +148,7 @@ def test_on_accept_task_context(backend, mode):
     token = _launch_cv.set("launcher")
     try:
         with launched(CtxProbe, backend, worker_mode=mode) as (sh, _):
-            s = client(sh.address())
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = s.recv(100)
-                assert chunk
-                line += chunk
-            s.close()
+            line = _read_line(sh.address())
     finally:
         _launch_cv.reset(token)
     launch, made, start, started = line.split()

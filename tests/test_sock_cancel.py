@@ -397,6 +397,38 @@ class _Schedule:
         self.since_send = None
 
 
+def _stream_producer(loop, sock, sent, got, counter):
+    """A peer that sends 1-6 numbered bytes per turn (through the loop when
+    awaited, else as much as send() takes), at most BACKLOG ahead."""
+    async def produce(rnd, awaited):
+        if len(sent) - len(got) > BACKLOG:
+            return
+        n = rnd.randint(1, 6)
+        data = bytes((counter[0] + i) % 251 for i in range(n))
+        if awaited:
+            await loop.sock_sendall(sock, data)
+        else:
+            data = _send_some(sock, data)
+        counter[0] += len(data)
+        sent.extend(data)
+    return produce
+
+
+def _draining_reader(loop, sock, stream):
+    """A peer that reads, making room for the sender, and is itself
+    cancelled at random; always through the loop (a plain recv() would
+    overtake what a cancelled read left in ringline's stash)."""
+    async def produce(rnd, awaited):
+        fut = asyncio.ensure_future(loop.sock_recv(sock, rnd.choice([1, 100, 5000, 70000])))
+        done, _ = await asyncio.wait([fut], timeout=0.0002 if awaited else 0)
+        if not done:
+            fut.cancel()
+        await _settle(fut)
+        if not fut.cancelled():
+            stream.extend(fut.result())
+    return produce
+
+
 async def _drive(loop, rnd, rounds, start, produce, harvest, check):
     """The common loop.  Each round starts one operation, either as a task
     (cancelled at a random moment, or awaited) or inline (cancelled by a
@@ -507,17 +539,7 @@ def test_random_cancel_stream_recv(loop, run, backend, method):
     def start():
         return _read_call(loop, rnd, a, method, rnd.randint(1, 5))
 
-    async def produce(rnd, awaited):
-        if len(sent) - len(got) > BACKLOG:
-            return
-        n = rnd.randint(1, 6)
-        data = bytes((counter[0] + i) % 251 for i in range(n))
-        if awaited:
-            await loop.sock_sendall(b, data)
-        else:
-            data = _send_some(b, data)
-        counter[0] += len(data)
-        sent.extend(data)
+    produce = _stream_producer(loop, b, sent, got, counter)
 
     def harvest(result, ctx):
         got.extend(_read_result(ctx, result)[0])
@@ -697,17 +719,7 @@ def test_random_cancel_sendall(loop, run, backend):
         whole.append(False)
         return loop.sock_sendall(a, msgs[i]), i
 
-    async def produce(rnd, awaited):
-        # The peer reads, making room for the sender; always through the
-        # loop (a plain b.recv() would overtake what a cancelled read of
-        # the peer's left in ringline's stash).
-        fut = asyncio.ensure_future(loop.sock_recv(b, rnd.choice([1, 100, 5000, 70000])))
-        done, _ = await asyncio.wait([fut], timeout=0.0002 if awaited else 0)
-        if not done:
-            fut.cancel()
-        await _settle(fut)
-        if not fut.cancelled():
-            stream.extend(fut.result())
+    produce = _draining_reader(loop, b, stream)
 
     def harvest(result, i):
         whole[i] = True
@@ -765,17 +777,7 @@ def test_random_cancel_conn_with_data(loop, run, backend):
     async def main():
         conn, peer = await _conn_and_peer(loop)
 
-        async def produce(rnd, awaited):
-            if len(sent) - len(got) > BACKLOG:
-                return
-            n = rnd.randint(1, 6)
-            data = bytes((counter[0] + i) % 251 for i in range(n))
-            if awaited:
-                await loop.sock_sendall(peer, data)
-            else:
-                data = _send_some(peer, data)
-            counter[0] += len(data)
-            sent.extend(data)
+        produce = _stream_producer(loop, peer, sent, got, counter)
 
         def check():
             assert sent.startswith(got), f"got {bytes(got[-20:])!r}, sent {bytes(sent[-20:])!r}"
@@ -819,14 +821,7 @@ def test_random_cancel_conn_send(loop, run, backend):
             chunks.append(chunk)
             return conn.send(chunk), None
 
-        async def produce(rnd, awaited):
-            fut = asyncio.ensure_future(loop.sock_recv(peer, rnd.choice([1, 100, 5000, 70000])))
-            done, _ = await asyncio.wait([fut], timeout=0.0002 if awaited else 0)
-            if not done:
-                fut.cancel()
-            await _settle(fut)
-            if not fut.cancelled():
-                stream.extend(fut.result())
+        produce = _draining_reader(loop, peer, stream)
 
         try:
             await _drive(loop, rnd, ROUNDS, start, produce, lambda result, ctx: None,
