@@ -143,7 +143,7 @@ cdef class LoopCore:
         cdef list ready = self._ready
         cdef TimerHeap timers = self._timers
         cdef int64_t timeout_ns, trim_ns
-        cdef double end, dt
+        cdef double dt
         cdef list expired = None
         cdef bint ran_first = False
 
