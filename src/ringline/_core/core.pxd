@@ -68,6 +68,7 @@ cdef class Op:
     cdef object owner            # the socket object the op serves, if any
     cdef Op successor            # the next op of its lane (ops.pxi: lanes)
     cdef bint wait_first         # poll backend: wait for readiness before trying (just drained)
+    cdef Py_ssize_t inflight_slot  # io_uring: its index in UringDriver.ops while submitted
     cdef int fd
     cdef uint8_t state
     cdef uint8_t lane            # LANE_READ / LANE_WRITE while in its socket's lane
@@ -106,7 +107,7 @@ cdef class Driver:
 cdef class UringDriver(Driver):
     cdef rl_ring ring
     cdef bint ring_open
-    cdef set ops                  # in flight: kept alive here, visible to the GC
+    cdef list ops                 # in flight: kept alive here, visible to the GC
     cdef uint64_t n_enter
     cdef uint64_t n_sqes
     cdef uint64_t n_cqes
@@ -122,6 +123,8 @@ cdef class UringDriver(Driver):
     cdef io_uring_sqe *get_sqe(self) except NULL
     cdef int reap(self) except -1
     cdef _reap_quiet(self)
+    cdef int _track(self, Op op) except -1
+    cdef int _untrack(self, Op op) except -1
 
 
 # The poll backend: completions emulated over readiness.  _PollFd holds the
@@ -168,7 +171,7 @@ cdef class _ReadinessDriver(Driver):
     cdef int _close_poller(self, bint forked) except -1
     cdef int _fail_fd(self, _PollFd fs, int err) except -1
     cdef int _deliver(self, Op op, int res) except -1
-    cdef int _deliver_all(self, list batch) except -1
+    cdef int _deliver_all(self, list first, list then) except -1
     cdef int _run_queue(self, object queue, int revents, list done) except -1
     cdef int _start_et(self, _PollFd fs, Op op, int events, bint readiness) except -1
     cdef int _drop_stale_et(self, _PollFd fs) except -1

@@ -22,7 +22,7 @@ cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.weakref cimport PyWeakref_GetObject
+from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
                              PyBUF_SIMPLE, PyBUF_WRITABLE)
@@ -33,6 +33,11 @@ from libc.errno cimport errno
 from posix.unistd cimport close, write, read
 
 from .uring cimport *
+
+cdef extern from "pycompat.h":
+    # PyWeakref_GetObject's replacement on every version (pycompat.h).
+    object rl_weakref_get(object ref)
+    int rl_weakref_alive(object ref) except -1
 
 import collections
 import errno as errno_mod

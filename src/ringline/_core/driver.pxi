@@ -120,7 +120,7 @@ cdef class UringDriver(Driver):
         self.loop = loop
         self.name = "io_uring"
         self.wake_fd = -1
-        self.ops = set()
+        self.ops = []
         ret = rl_ring_init(&self.ring, sq_entries, cq_entries, 1, &first_err)
         if ret < 0:
             raise RingUnavailable(-ret, _ring_refusal_reason(-ret))
@@ -170,6 +170,33 @@ cdef class UringDriver(Driver):
                     raise OSError(errno_EBUSY, "io_uring submission queue is full")
         return sqe
 
+    # The list keeps each op (and what the kernel touches) alive until its
+    # final CQE.  A list rather than a bare INCREF: the loop <-> op cycle
+    # stays visible to the GC, so an unclosed, unreachable loop is found,
+    # warned about and closed by BaseEventLoop.__del__ (which cancels and
+    # waits for every op before anything is freed).  A list with each op's
+    # index and swap-removal rather than a set: no hashing or probing, about
+    # 100 instructions less per op (callgrind, protocol echo).
+    cdef int _track(self, Op op) except -1:
+        op.inflight_slot = PyList_GET_SIZE(self.ops)
+        self.ops.append(op)
+        return 0
+
+    cdef int _untrack(self, Op op) except -1:
+        cdef list ops = self.ops
+        cdef Py_ssize_t last = PyList_GET_SIZE(ops) - 1
+        cdef Py_ssize_t i = op.inflight_slot
+        cdef Op moved
+        if i < 0 or i > last or PyList_GET_ITEM(ops, i) != <PyObject*>op:
+            return 0        # not tracked here (a list handed to _leaked_ops)
+        if i != last:
+            moved = <Op>PyList_GET_ITEM(ops, last)
+            moved.inflight_slot = i
+            ops[i] = moved
+        ops.pop()
+        op.inflight_slot = -1
+        return 0
+
     cdef int start(self, Op op) except -1:
         cdef io_uring_sqe *sqe
         if not self.ring_open:
@@ -179,12 +206,7 @@ cdef class UringDriver(Driver):
         sqe = self.get_sqe()
         op.prep(sqe)
         sqe.user_data = <uint64_t><uintptr_t><PyObject*>op
-        # The set keeps the op (and what the kernel touches) alive until its
-        # final CQE.  A set rather than a bare INCREF: the loop <-> op cycle
-        # stays visible to the GC, so an unclosed, unreachable loop is found,
-        # warned about and closed by BaseEventLoop.__del__ (which cancels and
-        # waits for every op before anything is freed).
-        self.ops.add(op)
+        self._track(op)
         op.state = OP_INFLIGHT
         self.inflight += 1
         self.n_sqes += 1
@@ -274,7 +296,7 @@ cdef class UringDriver(Driver):
             if not (flags & IORING_CQE_F_MORE):
                 op.state = OP_IDLE
                 self.inflight -= 1
-                self.ops.discard(op)
+                self._untrack(op)
             try:
                 op.complete(res, flags)
             except BaseException as exc:
@@ -310,7 +332,7 @@ cdef class UringDriver(Driver):
             # under the kernel.
             if self.ops:
                 _leaked_ops.append(self.ops)
-                self.ops = set()
+                self.ops = []
         self.ring_open = False
         if self.has_pbuf and not forked and self.inflight == 0 and self.pbuf_out == 0:
             # (pbuf_out: receive buffers ConnCtx views still expose are
@@ -340,7 +362,7 @@ cdef class UringDriver(Driver):
                 op = <Op><PyObject*><uintptr_t>ud
                 op.state = OP_IDLE
                 self.inflight -= 1
-                self.ops.discard(op)
+                self._untrack(op)
 
     def __dealloc__(self):
         # Reached only after the loop was closed (shutdown ran) or never

@@ -199,7 +199,7 @@ cdef class _ReadinessDriver(Driver):
         fs = self.fds.get(op.fd)
         if fs is not None:
             if fs.et:
-                if PyWeakref_GetObject(fs.owner) is not <PyObject*>None:
+                if rl_weakref_alive(fs.owner):
                     return self._start_et(fs, op, events, readiness)
                 # The owner went without disown_fd (collected with a
                 # reference cycle: its socket's finalizer closed the fd
@@ -415,18 +415,28 @@ cdef class _ReadinessDriver(Driver):
             })
         return 0
 
-    cdef int _deliver_all(self, list batch) except -1:
+    cdef int _deliver_all(self, list first, list then) except -1:
+        # `first`, then `then` (either may be None): two lists rather than
+        # one joined, which cost a list per iteration.
+        cdef list batch = first if first is not None else then
         cdef Py_ssize_t i = 0
-        cdef Py_ssize_t n = len(batch)
-        try:
-            while i < n:
-                op, res = batch[i]
-                i += 1
-                self._deliver(<Op>op, <int>res)
-        finally:
-            if i < n:
+        cdef Py_ssize_t n
+        while batch is not None:
+            n = len(batch)
+            i = 0
+            try:
+                while i < n:
+                    op, res = batch[i]
+                    i += 1
+                    self._deliver(<Op>op, <int>res)
+            except BaseException:
                 # Interrupted (KeyboardInterrupt): the rest comes first next time.
-                self.pending[0:0] = batch[i:]
+                if batch is first and then:
+                    self.pending[0:0] = batch[i:] + then
+                else:
+                    self.pending[0:0] = batch[i:]
+                raise
+            batch = then if batch is first else None
         return 0
 
     cdef int _run_queue(self, object queue, int revents, list done) except -1:
@@ -440,7 +450,7 @@ cdef class _ReadinessDriver(Driver):
         cdef bint blocked = False
         cdef bint drained = False
         cdef Py_ssize_t n = len(queue)
-        cdef list keep = []
+        cdef list keep = None       # made only when an op has to wait again
         op = None
         try:
             while n > 0:
@@ -465,6 +475,8 @@ cdef class _ReadinessDriver(Driver):
                         continue
                     self.n_eagain += 1
                     blocked = True
+                if keep is None:
+                    keep = []
                 keep.append(op)
                 op = None
         finally:
@@ -530,11 +542,13 @@ cdef class _ReadinessDriver(Driver):
             PyErr_CheckSignals()
         n = self._poll(timeout_ns)
         # 2. Results from earlier start()/cancel() calls.
-        batch = self.pending
-        self.pending = []
+        batch = None
+        if self.pending:
+            batch = self.pending
+            self.pending = []
         if n <= 0:
-            if batch:
-                self._deliver_all(batch)
+            if batch is not None:
+                self._deliver_all(batch, None)
             return 0
         self.n_events += n
         # 3. Retry what waited on the ready fds, then complete in order,
@@ -545,15 +559,14 @@ cdef class _ReadinessDriver(Driver):
             self._dispatch(n, done, touched)
         except BaseException:
             # Results already taken from the kernel must not be lost.
-            self.pending[0:0] = batch + done
-            batch = []
-            done = []
+            self.pending[0:0] = (batch or []) + done
+            batch = None
+            done = None
             raise
         finally:
             try:
-                batch.extend(done)
-                if batch:
-                    self._deliver_all(batch)
+                if batch is not None or done:
+                    self._deliver_all(batch, done)
             finally:
                 # 4. Re-arm what still waits (completions may have armed
                 # already); also after an exception, or those fds would

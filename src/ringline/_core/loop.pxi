@@ -156,7 +156,8 @@ cdef class LoopCore:
             # earlier queue runs first; the timers due now are taken before
             # it runs (a timer it creates waits for the next iteration).
             if len(ready):
-                expired = self._pop_expired()
+                if len(timers.items):     # (a call and a None less per iteration)
+                    expired = self._pop_expired()
                 self._run_ready()
                 ran_first = True
         elif len(timers.items):
@@ -183,9 +184,10 @@ cdef class LoopCore:
         else:
             # Expired timers next, ahead of what the I/O callbacks queued
             # (asyncio: [I/O, timers], then the next iteration).
-            expired = self._pop_expired()
-            if expired is not None:
-                self._ready[0:0] = expired
+            if len(timers.items):
+                expired = self._pop_expired()
+                if expired is not None:
+                    self._ready[0:0] = expired
         if not ran_first and len(self._ready):
             # What the I/O callbacks queued runs in this iteration (one
             # io_uring_enter fewer per message for streams; asyncio runs it

@@ -46,7 +46,7 @@ cdef object _base_do_read = None
 
 
 cdef inline object _deref(object ref):
-    return <object>PyWeakref_GetObject(ref)
+    return rl_weakref_get(ref)
 
 
 cdef _init_ssl_names():
