@@ -62,9 +62,6 @@ if sys.version_info >= (3, 12):
         "checks that the SSLContext is freed the moment run_until_complete returns; 3.12's "
         "wait_for adds no loop iteration after the coroutine and ringline releases a closed "
         "TLS connection one iteration later (tests/test_tls.py checks it is freed then)")
-KNOWN["test_unix_events.SelectorEventLoopUnixSockSendfileTests.test_sock_sendfile_not_available"] = (
-    "patches asyncio.unix_events.os to hide os.sendfile and calls the loop's private "
-    "_sock_sendfile_native; ringline's io_uring path splices in the ring, no os.sendfile")
 
 MODULES = ("test_ssl", "test_streams", "test_subprocess", "test_taskgroups",
            "test_runners", "test_timeouts")

@@ -213,6 +213,15 @@ _Sel = selector_events.BaseSelectorEventLoop
 _Unix = unix_events._UnixSelectorEventLoop
 
 
+def os_sendfile_available() -> bool:
+    """Whether asyncio's unix loop offers native sock_sendfile: it checks
+    ``unix_events.os.sendfile`` on each call (3.11-3.14), and the io_uring
+    path (SPLICE in the ring) offers it exactly where asyncio would, so a
+    caller that takes it away (CPython's test_sock_sendfile_not_available)
+    gets asyncio's fallback."""
+    return hasattr(unix_events.os, "sendfile")
+
+
 class SelectorLoopMethods:
     """Methods of asyncio's selector loops that run unchanged on ringline's
     primitives (add_reader/add_writer, sock_*, _make_*_transport).  A base of

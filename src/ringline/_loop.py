@@ -238,6 +238,8 @@ class EventLoop(LoopCore, _compat.SelectorLoopMethods, BaseEventLoop):
         # The poll backend: os.sendfile() as asyncio does it.
         if self._backend != "io_uring":
             return await self._sock_sendfile_readiness(sock, file, offset, count)
+        if not _compat.os_sendfile_available():
+            raise SendfileNotAvailableError("os.sendfile() is not available")
         return await _sendfile_splice(self, sock, file, offset, count)
 
     # ---- signals ---------------------------------------------------------------
