@@ -1,0 +1,100 @@
+"""Instructions per protocol echo, counted by callgrind: repeatable to a few
+instructions on a loaded machine, where wall-clock differences of a few
+percent are noise.
+
+Both ends of a socketpair are ringline transports with asyncio.Protocol
+(64-byte messages).  The script runs the echo under ``valgrind
+--tool=callgrind`` for N1 and N2 round trips and reports (I(N2) - I(N1)) /
+(2 * (N2 - N1)): the user-space instructions of one echo on one side
+(receive completion, data_received, write, send completion), with start-up
+and imports cancelled out.
+
+    python benchmarks/echo_instructions.py                    # both backends
+    python benchmarks/echo_instructions.py --backend poll
+    PYTHONPATH=/other/checkout/src python benchmarks/echo_instructions.py   # compare trees
+
+Needs valgrind (Debian: apt-get install valgrind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+
+
+def child(backend: str, n: int) -> None:
+    import asyncio
+    import socket
+
+    import ringline
+
+    msg = b"x" * 64
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, t):
+            self.t = t
+
+        def data_received(self, d):
+            self.t.write(d)
+
+    class Client(asyncio.Protocol):
+        def __init__(self, done):
+            self.left = n
+            self.done = done
+
+        def connection_made(self, t):
+            self.t = t
+
+        def data_received(self, d):
+            self.left -= 1
+            if self.left <= 0:
+                self.done.set_result(None)
+            else:
+                self.t.write(msg)
+
+    async def main(loop):
+        a, b = socket.socketpair()
+        await loop.connect_accepted_socket(Echo, a)
+        done = loop.create_future()
+        t, _ = await loop.connect_accepted_socket(lambda: Client(done), b)
+        t.write(msg)
+        await done
+
+    loop = ringline.new_event_loop(backend=backend)
+    loop.run_until_complete(main(loop))
+    loop.close()
+
+
+def count(backend: str, n: int) -> int:
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+         sys.executable, __file__, "--child", backend, str(n)],
+        env=env, capture_output=True, text=True)
+    m = re.search(r"Collected : (\d+)", out.stderr)
+    if out.returncode != 0 or not m:
+        sys.exit(f"callgrind run failed ({backend}, {n}):\n{out.stderr[-2000:]}")
+    return int(m.group(1))
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        child(sys.argv[2], int(sys.argv[3]))
+        return
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backend", choices=("io_uring", "poll", "both"), default="both")
+    p.add_argument("--n1", type=int, default=2000)
+    p.add_argument("--n2", type=int, default=6000)
+    a = p.parse_args()
+    backends = ("io_uring", "poll") if a.backend == "both" else (a.backend,)
+    print(f"python {sys.version.split()[0]}")
+    for b in backends:
+        i1, i2 = count(b, a.n1), count(b, a.n2)
+        print(f"{b}: {(i2 - i1) / (2 * (a.n2 - a.n1)):,.0f} instructions per echo")
+
+
+if __name__ == "__main__":
+    main()
