@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from ._backend import available_backends, backend, features
+from ._backend import available_backends, backend, features, live_counts
 from ._loop import EventLoop
 from ._run import EventLoopPolicy, install, new_event_loop, run
 from . import fs, nvme, process  # noqa: E402  (ringline.fs, .nvme, .process)
@@ -20,6 +20,7 @@ __all__ = (
     "features",
     "fs",
     "install",
+    "live_counts",
     "new_event_loop",
     "nvme",
     "process",

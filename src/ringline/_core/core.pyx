@@ -151,6 +151,7 @@ cdef extern from *:
     size_t offsetof_sun_path()
 
 
+include "live.pxi"
 include "handles.pxi"
 include "ops.pxi"
 include "driver.pxi"

@@ -33,6 +33,12 @@ cdef enum:
 
 cdef class Op:
 
+    def __cinit__(self, *args, **kwargs):
+        _live.ops += 1
+
+    def __dealloc__(self):
+        _live.ops -= 1
+
     cdef int prep(self, io_uring_sqe *sqe) except -1:
         raise NotImplementedError
 
@@ -289,6 +295,13 @@ cdef int _lane_unclaimed(Op op, object fut, object buf) except -1:
     """The coroutine awaiting op ends with an exception (its task was
     cancelled): a result the future already has goes back to the stash,
     first in line; an op still pending is cancelled."""
+    if op.loop._closed:
+        # The coroutine is closed by the GC after its loop was (its task
+        # never resumed): the ring gave every op back at close, nothing is
+        # left to hand on, and cancelling the future would raise "Event loop
+        # is closed" out of a finalizer, where asyncio raises nothing.
+        op.held = False
+        return 0
     try:
         if not fut.done():
             fut.cancel()
