@@ -17,6 +17,7 @@
 #   nvme.pxi     NVMe passthrough: URING_CMD on a ring of 128-byte SQEs
 #   dgram.pxi    datagram receive (multishot RECVMSG) and send in the ring
 #   connctx.pxi  the runtime API's connection (ConnCtx): kernel buffers, send pool
+#   fuzzhooks.pxi  test-only entry points for the fuzzers (tests/fuzz/); not API
 
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
@@ -37,6 +38,7 @@ from .uring cimport *
 import collections
 import errno as errno_mod
 import os
+from operator import index as operator_index
 import socket as socket_mod
 import sys
 from weakref import ref as _weakref
@@ -160,3 +162,4 @@ include "fileops.pxi"
 include "nvme.pxi"
 include "dgram.pxi"
 include "connctx.pxi"
+include "fuzzhooks.pxi"     # test-only entry points for tests/fuzz/
