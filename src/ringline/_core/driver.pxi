@@ -291,6 +291,8 @@ cdef class UringDriver(Driver):
             # Release the slot first: complete() may submit and re-enter.
             rl_cq_advance_to(&self.ring, head)
             self.n_cqes += 1
+            if res == -errno_ENOBUFS:
+                self.n_enobufs += 1
             if ud == 0:
                 continue
             op = <Op><PyObject*><uintptr_t>ud
@@ -393,6 +395,7 @@ cdef class UringDriver(Driver):
             'inflight': self.inflight,
             'cq_overflow': self.ring.cq_koverflow[0] if self.ring_open else 0,
             'recv_buffers': (self.pbuf.entries, self.pbuf.buf_size) if self.has_pbuf else None,
+            'recv_enobufs': self.n_enobufs,     # receives that found the buffer ring empty
         }
 
 
