@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from unittest import mock
 
@@ -248,3 +249,43 @@ def test_no_policy_yet_is_no_watcher(monkeypatch):
     monkeypatch.setattr(events, "_event_loop_policy", None)
     assert _compat.installed_child_watcher() is None
     assert events._event_loop_policy is None
+
+
+@pytest.mark.ringline_only
+def test_fast_watcher_reaps_before_pidfd_open(run, loop, policy, monkeypatch, caplog):
+    # The race the FastChildWatcher tests used to lose: its waitpid(-1) takes
+    # the child before the spawner thread has opened the pidfd.  The child
+    # is the watcher's: it reports the real status, no 255, no warning, and
+    # nothing is signalled by pid.
+    watcher = _make_watcher("FastChildWatcher", loop)
+    _quiet(asyncio.set_child_watcher, watcher)
+    real = os.pidfd_open
+    killed, outcome = [], []
+
+    def pidfd_open(pid, flags=0):
+        # On the spawner thread: wait until the watcher (on the loop
+        # thread, on SIGCHLD) has reaped the child into its zombies.
+        for _ in range(500):
+            with watcher._lock:
+                if pid in watcher._zombies:
+                    break
+            time.sleep(0.01)
+        try:
+            return real(pid, flags)
+        except ProcessLookupError:
+            outcome.append("ESRCH")          # gone: reaped by the watcher
+            raise
+
+    def kill(pid, sig):
+        killed.append(pid)
+    monkeypatch.setattr(os, "pidfd_open", pidfd_open)
+    monkeypatch.setattr(os, "kill", kill)
+
+    async def main():
+        p = await asyncio.create_subprocess_exec("/bin/sh", "-c", "exit 3")
+        proc = p._transport.get_extra_info("subprocess")
+        p.kill()                             # a no-op: the child is gone
+        return await p.wait(), proc.pidfd, proc.returncode
+    assert run(main()) == (3, -1, 3)         # 255 until the watcher's report replaced it
+    assert outcome == ["ESRCH"] and killed == []
+    assert not any("reaped by someone else" in r.getMessage() for r in caplog.records)
