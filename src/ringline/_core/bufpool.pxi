@@ -28,6 +28,8 @@ cdef class BufPool:
 
     def __dealloc__(self):
         self.release()
+        PyMem_Free(self.free)
+        self.free = NULL
 
     cdef char *take(self) except NULL:
         cdef char *buf

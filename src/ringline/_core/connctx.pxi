@@ -423,6 +423,7 @@ cdef class ConnRecvOp(Op):
                 rl_pbuf_recycle(&(<UringDriver>self.loop._driver).pbuf, bid)
         elif res > 0 and self.buf != NULL:
             buf = self.buf
+            RL_KERNEL_WROTE(buf, res)
             self.buf = NULL             # detached: a re-arm inside takes its own
             try:
                 core.on_bytes(buf, res)

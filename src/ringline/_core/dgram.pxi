@@ -204,6 +204,8 @@ cdef class DgramRecvOp(Op):
             finally:
                 rl_pbuf_recycle(&d.dpbuf, bid)
         elif res >= 0 and single:
+            if res > 0:
+                RL_KERNEL_WROTE(self.own, res)
             self.core.on_datagram(self.own, res, <sockaddr*>&self.addr, self.msg.msg_namelen)
             if isinstance(self.loop._driver, _ReadinessDriver):
                 # Readiness said there is data: take what is queued now,

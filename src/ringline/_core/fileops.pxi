@@ -447,6 +447,7 @@ cdef class ReadOp(FileOp):
     cdef int complete(self, int res, uint32_t flags) except -1:
         cdef bint cancelled = self.fut is None or self.fut.done()
         if res > 0:
+            RL_KERNEL_WROTE(self.base + self.done, res)
             self.done += res
             if (self.fill and not cancelled and self.done < self.nbytes
                     and res == self.req):

@@ -378,6 +378,8 @@ cdef class RecvOp(Op):
         try:
             if res < 0:
                 return self.fail(-res)
+            if res > 0:
+                RL_KERNEL_WROTE(PyBytes_AS_STRING(<object>self.buf), res)
             data = self.take(res) if res > 0 else b''
             if self.fut is None or self.fut.done():
                 # Cancelled after the kernel already took the bytes: keep them.
@@ -448,6 +450,8 @@ cdef class RecvIntoOp(Op):
     cdef int complete(self, int res, uint32_t flags) except -1:
         cdef object data
         try:
+            if res > 0 and self.has_view:
+                RL_KERNEL_WROTE(self.view.buf, res)
             if res > 0 and (self.fut is None or self.fut.done()):
                 # Cancelled after the kernel filled the buffer: keep a copy.
                 data = PyBytes_FromStringAndSize(<char*>self.view.buf, res)
@@ -712,6 +716,8 @@ cdef class RecvMsgOp(Op):
     cdef int complete(self, int res, uint32_t flags) except -1:
         cdef object kept
         try:
+            if res > 0 and (self.has_view or self.data is not None):
+                RL_KERNEL_WROTE(self.iov.iov_base, res)
             if res >= 0 and (self.fut is None or self.fut.done()):
                 # Cancelled after the kernel took the datagram: keep it.
                 addr = _decode_sockaddr(<sockaddr*>&self.addr, self.msg.msg_namelen, self.sock)

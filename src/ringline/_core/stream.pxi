@@ -125,6 +125,7 @@ cdef class StreamRecvOp(Op):
                 ptr = rl_pbuf_addr(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
             elif single and res > 0:
                 ptr = self.buf
+                RL_KERNEL_WROTE(ptr, res)
                 if not self.owned:
                     # Detached before the protocol runs: a re-arm from inside it
                     # takes a buffer of its own instead of this one.

@@ -91,6 +91,46 @@
 #define IORING_FSYNC_DATASYNC (1U << 0)
 #endif
 
+/*
+ * Valgrind (a build with RINGLINE_VALGRIND=1: setup.py, tests/valgrind.py).
+ *
+ * Memcheck sees the syscalls a program makes, not what the kernel does later
+ * on its behalf: bytes io_uring writes into a buffer when an operation
+ * completes (a RECV or READ into malloc'd memory) still look uninitialised to
+ * it, and every use of them is reported.  RL_KERNEL_WROTE(p, n) tells memcheck
+ * those n bytes are defined; the ops call it when such a completion arrives.
+ * (The SQ/CQ rings and the provided-buffer rings are mmap'd, which memcheck
+ * counts as defined from the start; fields inside Python objects are zeroed
+ * at allocation: neither needs it.)
+ *
+ * Valgrind also runs one thread at a time, and 3.19 does not count
+ * io_uring_enter among the syscalls that may block: a thread waiting in it
+ * keeps every other thread from running, so a wakeup that another thread
+ * would send (call_soon_threadsafe, the executor, the spawner) never comes.
+ * Under valgrind a blocking wait therefore blocks in poll() on the ring fd
+ * (which valgrind lets block) and then reaps with a non-blocking
+ * io_uring_enter; and the ring is set up without DEFER_TASKRUN, whose
+ * deferred work would not wake that poll().  (So under valgrind the ring
+ * runs as on a kernel without DEFER_TASKRUN, 5.19-6.0: completions the
+ * kernel posts while callbacks run are reaped in the same iteration.)
+ * Run outside valgrind
+ * (RUNNING_ON_VALGRIND is 0), such a build behaves as any other.
+ */
+#ifdef RINGLINE_VALGRIND
+#  if defined(__has_include)
+#    if !__has_include(<valgrind/memcheck.h>)
+#      error "RINGLINE_VALGRIND=1 needs <valgrind/memcheck.h> (Debian/Ubuntu: apt-get install valgrind)"
+#    endif
+#  endif
+#  include <poll.h>
+#  include <valgrind/memcheck.h>
+#  define RL_KERNEL_WROTE(p, n) ((void)VALGRIND_MAKE_MEM_DEFINED((p), (n)))
+#  define RL_ON_VALGRIND() (RUNNING_ON_VALGRIND != 0)
+#else
+#  define RL_KERNEL_WROTE(p, n) ((void)0)
+#  define RL_ON_VALGRIND() 0
+#endif
+
 static inline int rl_setup(unsigned entries, struct io_uring_params *p)
 {
     return (int)syscall(__NR_io_uring_setup, entries, p);
@@ -162,6 +202,8 @@ static int rl_ring_init(rl_ring *r, unsigned sq_entries, unsigned cq_entries,
     *first_err = 0;
     memset(r, 0, sizeof(*r));
     r->fd = -1;
+    if (RL_ON_VALGRIND())
+        allow_defer = 0;        /* see RINGLINE_VALGRIND above */
     for (i = allow_defer ? 0 : 1; i < 3; i++) {
         memset(&p, 0, sizeof(p));
         p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
@@ -292,6 +334,29 @@ static inline int rl_submit_and_wait(rl_ring *r, unsigned wait_nr, int64_t timeo
     struct __kernel_timespec ts;
     if (wait_nr || (r->setup_flags & IORING_SETUP_DEFER_TASKRUN) || rl_needs_enter(r))
         flags |= IORING_ENTER_GETEVENTS;
+#ifdef RINGLINE_VALGRIND
+    if (wait_nr && RL_ON_VALGRIND()) {
+        /* Block in poll(), not in io_uring_enter: see RINGLINE_VALGRIND above. */
+        int ret = rl_enter(r->fd, submit, 0, flags, NULL, _NSIG / 8);
+        if (ret < 0)
+            return -errno;
+        if (RL_LOAD_ACQ(r->cq_ktail) - *r->cq_khead < wait_nr && !rl_needs_enter(r)) {
+            struct pollfd pfd;
+            int ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
+            pfd.fd = r->fd;
+            pfd.events = POLLIN;
+            pfd.revents = 0;
+            int n = poll(&pfd, 1, ms);
+            if (n < 0)
+                return -errno;
+            if (rl_enter(r->fd, 0, 0, IORING_ENTER_GETEVENTS, NULL, _NSIG / 8) < 0)
+                return -errno;
+            if (n == 0 && RL_LOAD_ACQ(r->cq_ktail) == *r->cq_khead)
+                return -ETIME;
+        }
+        return ret;
+    }
+#endif
     if (wait_nr && timeout_ns >= 0) {
         ts.tv_sec = timeout_ns / 1000000000;
         ts.tv_nsec = timeout_ns % 1000000000;

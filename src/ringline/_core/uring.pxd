@@ -66,6 +66,9 @@ cdef extern from "uring.h" nogil:
     unsigned rl_cq_khead(rl_ring *r)
     void rl_cq_advance_to(rl_ring *r, unsigned head)
     int64_t rl_monotonic_ns()
+    # Valgrind builds (RINGLINE_VALGRIND): the kernel wrote n bytes at p.
+    # A no-op in every other build.
+    void RL_KERNEL_WROTE(const void *p, size_t n)
     int rl_probe(rl_ring *r, unsigned char *ops, unsigned *last_op)
 
     int rl_pbuf_ring_init(rl_ring *r, rl_pbuf_ring *pb, unsigned entries,
