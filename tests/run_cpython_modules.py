@@ -89,9 +89,18 @@ def _one_line(text: str) -> str:
     return lines[-1][:200] if lines else ""
 
 
+#: Address-space cap of each child (bytes): a module that runs away (seen
+#: once on a loaded machine: a test_runners child grew past 20 GiB, on stock
+#: asyncio too) fails with MemoryError instead of waking the OOM killer.
+CHILD_MEMORY_LIMIT = int(os.environ.get("RINGLINE_MODULES_MEMORY_LIMIT", 8 << 30))
+
+
 def child(module: str, loop: str, out_path: str, verbosity: int) -> None:
+    import resource
     import unittest
 
+    if CHILD_MEMORY_LIMIT > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_LIMIT, CHILD_MEMORY_LIMIT))
     made = None
     if loop.startswith("ringline"):
         backend = loop.partition("-")[2] or None
