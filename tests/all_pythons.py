@@ -8,6 +8,11 @@ version fails, is missing where RINGLINE_REQUIRE_ALL=1, or collects nothing.
     python3 tests/all_pythons.py -- -x -k tls  # extra pytest arguments
     RINGLINE_PYTHONS=3.12 python3 tests/all_pythons.py
 
+Each venv gets ``.[test,integration]`` (the frameworks of
+tests/test_integration_frameworks.py); the asyncpg test there wants a
+PostgreSQL server in ``RINGLINE_PG_DSN`` (.ci/run starts one with
+tools/ci_postgres.sh).
+
 Interpreters are looked up as ``python3.X`` on PATH and in pyenv's versions
 directory.  Venvs live in ``$RINGLINE_VENVS`` (default ~/.cache/ringline-venvs)
 and are reused; the project is rebuilt into each on every run.
@@ -78,13 +83,17 @@ def main() -> int:
             continue
         run([vpy, "-m", "pip", "install", "-q", "--upgrade", "pip"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if run([vpy, "-m", "pip", "install", "-q", ".[test]"]) != 0:
+        # [integration]: the frameworks tests/test_integration_frameworks.py
+        # runs on ringline (uvicorn, aiohttp, hypercorn, anyio, pytest-asyncio,
+        # asyncpg); RINGLINE_REQUIRE_INTEGRATION makes a missing one a failure.
+        if run([vpy, "-m", "pip", "install", "-q", ".[test,integration]"]) != 0:
             results.append((ver, "install failed", time.monotonic() - t0))
             continue
         t1 = time.monotonic()
         run([vpy, "-c", "import sys, ringline; print('ringline', ringline.__version__, "
              "'on Python', sys.version.split()[0], 'backends:', ringline.available_backends())"])
-        rc = run([vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args])
+        rc = run([vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+                 env=dict(os.environ, RINGLINE_REQUIRE_INTEGRATION="1"))
         status = {0: "passed", 5: "no tests collected"}.get(rc, f"failed (pytest exit {rc})")
         results.append((ver, status, time.monotonic() - t0, time.monotonic() - t1))
     print("\n== ringline test suite per Python version ==")
