@@ -187,13 +187,17 @@ def _write(tmp_path, name: str, text: str) -> str:
 # uvicorn
 # ---------------------------------------------------------------------------
 
-def test_uvicorn_cli(backend, tmp_path):
-    """``uvicorn app:app --loop ringline:new_event_loop`` (uvicorn >= 0.36)."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_uvicorn_cli(backend, tmp_path, workers):
+    """``uvicorn app:app --loop ringline:new_event_loop`` (uvicorn >= 0.36),
+    in one process and with ``--workers 2`` (worker processes spawned by
+    uvicorn's supervisor, each on its own ringline loop)."""
     _need("uvicorn")
     _write(tmp_path, "asgi_app.py", ASGI_APP)
     port = _free_port()
     argv = [sys.executable, "-m", "uvicorn", "asgi_app:app", "--loop", "ringline:new_event_loop",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+            "--workers", str(workers)]
     with _server(argv, str(tmp_path), backend, port):
         _http_exchange(port, backend)
 
