@@ -129,6 +129,11 @@ def wrk(port: int, seconds: float, conns: int) -> dict:
             "errors": errors.group(0) if errors else None}
 
 
+def _children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
 def bench_servers(kinds, loops, reps, seconds, conns) -> dict:
     results = {}
     for kind in kinds:
@@ -143,13 +148,21 @@ def bench_servers(kinds, loops, reps, seconds, conns) -> dict:
                     srv = servers[loop]
                     wrk(srv.port, 1, conns)                         # warm-up
                     cpu0 = _common.proc_cpu_seconds(srv.proc.pid)
+                    busy0, kids0, t0 = _common.machine_busy_seconds(), _children_cpu(), \
+                        time.monotonic()
                     r = wrk(srv.port, seconds, conns)
                     cpu = _common.proc_cpu_seconds(srv.proc.pid) - cpu0
+                    wall = time.monotonic() - t0
+                    # CPU the rest of the machine used meanwhile (other processes), in cores.
+                    r["other_load"] = max(0.0, (_common.machine_busy_seconds() - busy0 - cpu
+                                                - (_children_cpu() - kids0)) / wall)
                     r["server_cpu"] = cpu
+                    r["cores"] = cpu / wall
                     r["per_cpu_s"] = r["requests"] / cpu if cpu else None
                     runs[loop][rep] = r
                     print(f"{kind:9} {loop:13} rep {rep}: {r['rps']:10,.0f} req/s  "
-                          f"p99 {r['p99_us']:8,.0f} us  cpu {cpu / seconds:4.2f}"
+                          f"p99 {r['p99_us']:8,.0f} us  cpu {cpu / seconds:4.2f}  "
+                          f"other load {r['other_load']:4.2f}"
                           + (f"  {r['errors']}" if r["errors"] else ""),
                           file=sys.stderr, flush=True)
             results[kind] = runs
@@ -164,17 +177,23 @@ def bench_pg(loops, reps, seconds, concurrency, dsn) -> dict:
     for rep in range(reps):
         order = loops[rep % len(loops):] + loops[:rep % len(loops)]
         for loop in order:
+            busy0, kids0, t0 = _common.machine_busy_seconds(), _children_cpu(), time.monotonic()
             out = subprocess.run(
                 [sys.executable, os.path.join(HERE, "_http_servers.py"), "asyncpg",
                  LOOPS[loop][0], dsn, str(seconds), str(concurrency)],
                 env=env_for(loop), capture_output=True, text=True, check=True,
                 preexec_fn=_common.pinned(SERVER_CPU)).stdout
             r = json.loads(out.strip().splitlines()[-1])
+            # Everything but this client (PostgreSQL included), in cores.
+            r["other_load"] = max(0.0, (_common.machine_busy_seconds() - busy0
+                                        - (_children_cpu() - kids0)) / (time.monotonic() - t0))
             r["rps"] = r["qps"]
+            r["cores"] = r["cpu"] / r["seconds"]
             r["per_cpu_s"] = r["queries"] / r["cpu"] if r["cpu"] else None
             runs[loop][rep] = r
             print(f"asyncpg   {loop:13} rep {rep}: {r['qps']:10,.0f} q/s  "
-                  f"p99 {r['p99_us']:8,.0f} us  cpu {r['cpu'] / seconds:4.2f}",
+                  f"p99 {r['p99_us']:8,.0f} us  cpu {r['cpu'] / seconds:4.2f}  "
+                  f"other load {r['other_load']:4.2f} (PostgreSQL included)",
                   file=sys.stderr, flush=True)
     return runs
 
@@ -190,7 +209,9 @@ def summarize(runs: dict, loops) -> list[dict]:
                "rps": _common.median(rps.values()),
                "p99_us": _common.median(v["p99_us"] for v in by_rep.values()),
                "per_cpu_s": _common.median(pcs.values()),
-               "spread": _common.spread(list(rps.values()))}
+               "spread": _common.spread(list(rps.values())),
+               "cores": _common.median(v["cores"] for v in by_rep.values()),
+               "other_load": _common.median(v.get("other_load") for v in by_rep.values())}
         if base:
             row["ratio"] = _common.paired_ratio(rps, {k: v["rps"] for k, v in base.items()})
             row["ratio_cpu"] = _common.paired_ratio(
@@ -201,24 +222,27 @@ def summarize(runs: dict, loops) -> list[dict]:
 
 def table(title: str, rows: list[dict], unit: str) -> str:
     header = ["loop", f"{unit}/s", f"× {BASELINE}", "p99 µs", f"{unit} per CPU-s",
-              f"× {BASELINE}", "spread"]
+              f"× {BASELINE}", "spread", "cores", "other load"]
     body = [[r["loop"], _common.fmt_int(r["rps"]), _common.fmt_ratio(r.get("ratio")),
              _common.fmt_int(r["p99_us"]), _common.fmt_int(r["per_cpu_s"]),
-             _common.fmt_ratio(r.get("ratio_cpu")), _common.fmt_pct(r["spread"])]
+             _common.fmt_ratio(r.get("ratio_cpu")), _common.fmt_pct(r["spread"]),
+             _common.fmt_float(r["cores"]), _common.fmt_float(r["other_load"])]
             for r in rows]
     return f"**{title}**\n\n" + _common.md_table(header, body)
 
 
-def plot(path: str, title: str, rows: list[dict], unit: str, subtitle: str) -> None:
+def plot(path: str, title: str, rows: list[dict], unit: str, subtitle: str,
+         client: bool = False) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9))
     names = [r["loop"] for r in rows]
     colors = ["#c0392b" if n.startswith("ringline") else "#7f8c8d" for n in names]
     for ax, key, label in ((axes[0], "rps", f"{unit}/s"),
-                           (axes[1], "per_cpu_s", f"{unit} per server CPU-second")):
+                           (axes[1], "per_cpu_s",
+                            f"{unit} per {'client' if client else 'server'} CPU-second")):
         values = [r[key] or 0 for r in rows]
         bars = ax.bar(names, values, color=colors)
         ax.set_title(label, fontsize=10)
@@ -229,6 +253,40 @@ def plot(path: str, title: str, rows: list[dict], unit: str, subtitle: str) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+TITLES = {"uvicorn": "uvicorn + httptools, plain ASGI app",
+          "starlette": "Starlette JSON endpoint (uvicorn + httptools)",
+          "aiohttp": "aiohttp.web"}
+
+
+def render(report: dict, plot_dir: str | None) -> None:
+    """Tables (stdout) and charts (plot_dir) from one run's numbers."""
+    a, loops = report["args"], report["loops"]
+    subtitle = f"{report['machine']}; {report['date']}; {a['reps']} reps × {a['duration']:g} s"
+    sections = []
+    items = [(kind, TITLES[kind] + f", wrk -c{a['conns']}", "req", "requests", f"http_{kind}")
+             for kind in report["servers"]]
+    if "asyncpg" in report:
+        items.append(("asyncpg", f"asyncpg, {a['pg_concurrency']} tasks × SELECT $1::int + 1 "
+                      f"over an 8-connection pool", "queries", "queries", "asyncpg"))
+    for kind, title, unit, long_unit, name in items:
+        runs = (report["asyncpg"] if kind == "asyncpg" else report["servers"][kind])["runs"]
+        rows = summarize(runs, loops)
+        text = table(title, rows, unit)
+        if kind == "asyncpg":
+            text = text.replace("queries per CPU-s", "queries per client CPU-s")
+        sections.append(text)
+        if plot_dir:
+            os.makedirs(plot_dir, exist_ok=True)
+            other = _common.median(r["other_load"] for r in rows)
+            note = (f"other load on the machine meanwhile: {other:.2f} cores (median)"
+                    + (", PostgreSQL included" if kind == "asyncpg" else ""))
+            plot(os.path.join(plot_dir, f"{name}.png"), title, rows, long_unit,
+                 subtitle + "\n" + note, client=kind == "asyncpg")
+    print(f"\n{report['machine']}; {report['date']}; {a['reps']} repetitions × "
+          f"{a['duration']:g} s, server on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}\n")
+    print("\n\n".join(sections))
 
 
 def main() -> int:
@@ -244,7 +302,13 @@ def main() -> int:
     ap.add_argument("--pg-concurrency", type=int, default=64)
     ap.add_argument("--plot", metavar="DIR", help="write PNG bar charts there (matplotlib)")
     ap.add_argument("--json", metavar="FILE", help="write every run's numbers there")
+    ap.add_argument("--from-json", metavar="FILE",
+                    help="measure nothing: tables and charts (--plot) from a --json file")
     args = ap.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            render(json.load(f), args.plot)
+        return 0
 
     loops = _common.split_list(args.loops)
     unknown = [l for l in loops if l not in LOOPS]
@@ -260,37 +324,16 @@ def main() -> int:
         return 1
     _common.warn_if_unpinnable(SERVER_CPU, CLIENT_CPU)
 
-    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    machine = _common.machine_summary()
-    subtitle = f"{machine}; {when}; {args.reps} reps × {args.duration:g} s"
-    report = {"machine": machine, "date": when, "args": vars(args), "servers": {}}
-    sections = []
+    report = {"machine": _common.machine_summary(),
+              "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+              "args": vars(args), "loops": loops, "servers": {}}
     results = bench_servers(kinds, loops, args.reps, args.duration, args.conns)
     for kind in kinds:
-        rows = summarize(results[kind], loops)
-        title = {"uvicorn": "uvicorn + httptools, plain ASGI app",
-                 "starlette": "Starlette JSON endpoint (uvicorn + httptools)",
-                 "aiohttp": "aiohttp.web"}[kind] + f", wrk -c{args.conns}"
-        report["servers"][kind] = {"runs": results[kind], "summary": rows}
-        sections.append(table(title, rows, "req"))
-        if args.plot:
-            os.makedirs(args.plot, exist_ok=True)
-            plot(os.path.join(args.plot, f"http_{kind}.png"), title, rows, "requests", subtitle)
+        report["servers"][kind] = {"runs": results[kind]}
     if args.pg or args.pg_only:
-        runs = bench_pg(loops, args.reps, args.duration, args.pg_concurrency, args.pg_dsn)
-        rows = summarize(runs, loops)
-        title = (f"asyncpg, {args.pg_concurrency} tasks × SELECT $1::int + 1 over an "
-                 f"8-connection pool")
-        report["asyncpg"] = {"runs": runs, "summary": rows}
-        sections.append(table(title, rows, "queries").replace("p99 µs", "p99 µs")
-                        .replace("queries per CPU-s", "queries per client CPU-s"))
-        if args.plot:
-            os.makedirs(args.plot, exist_ok=True)
-            plot(os.path.join(args.plot, "asyncpg.png"), title, rows, "queries",
-                 subtitle.replace("server", "client"))
-    print(f"\n{machine}; {when}; {args.reps} repetitions × {args.duration:g} s, "
-          f"server on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}\n")
-    print("\n\n".join(sections))
+        report["asyncpg"] = {"runs": bench_pg(loops, args.reps, args.duration,
+                                              args.pg_concurrency, args.pg_dsn)}
+    render(report, args.plot)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1, default=str)
