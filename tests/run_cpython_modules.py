@@ -47,15 +47,7 @@ import time
 #: Tests that fail on ringline by design, with the cause (matched as a
 #: prefix of the test id after "test.test_asyncio.").  Listed, not counted
 #: as regressions.
-KNOWN = {
-    "test_subprocess.GenericWatcherTests.test_create_subprocess_fails_with_inactive_watcher":
-        "asserts that asyncio's child watcher is consulted; ringline needs none "
-        "(exit via a pidfd polled in the ring, issue 5 point 4)",
-    "test_subprocess.SubprocessFastWatcherTests.":
-        "FastChildWatcher reaps every child with waitpid(-1) on SIGCHLD; on ringline it "
-        "races ringline's own reaper and, when it wins, the exit status is lost "
-        "(255, as asyncio reports a status reaped behind its back): nondeterministic",
-}
+KNOWN = {}
 
 if sys.version_info >= (3, 12):
     KNOWN["test_ssl.TestSSL.test_create_connection_memory_leak"] = (

@@ -72,7 +72,7 @@ def _private_names_in_compat() -> set:
                            text))
     names |= set(re.findall(r"\bloop\.(_[a-z]\w*)", text)) & {
         "_unix_server_sockets", "_old_agen_hooks"}
-    names |= {"_attach", "_detach", "_child_created"}
+    names |= {"_attach", "_detach", "_child_created", "_watcher"}
     names.discard("_do_read")           # also SSLCore's own attribute name
     return names
 
@@ -102,7 +102,8 @@ def test_loop_hooks_exist_upstream():
 def test_private_names_only_in_compat():
     public = set(asyncio.__all__)
     private = _private_names_in_compat() - _loop_method_names()
-    assert {"_FlowControlMixin", "_set_running_loop", "_format_handle"} <= private
+    assert {"_FlowControlMixin", "_set_running_loop", "_format_handle",
+            "_event_loop_policy", "_watcher"} <= private
     problems = []
     for rel, code in _sources():
         for m in re.finditer(r"from\s+asyncio\s+import\s+(\([^)]*\)|[^\n]+)", code):
@@ -126,10 +127,16 @@ def test_object_internals_exist_on_this_version():
     missing = [n for n in _compat.OBJECT_INTERNALS["StreamReader"] if not hasattr(r, n)]
     missing += [n for n in _compat.OBJECT_INTERNALS["SSLProtocol"]
                 if n.startswith("_do_") and not hasattr(_compat.SSLProtocol, n)]
+    if not _compat.PY314:
+        policy = asyncio.DefaultEventLoopPolicy()
+        missing += [n for n in _compat.OBJECT_INTERNALS["_UnixDefaultEventLoopPolicy"]
+                    if not hasattr(policy, n)]
     assert not missing
     # The fast paths are on for every version the project tests.
     if _compat.tested():
         assert _compat.STREAM_READER_FAST and _compat.SSL_RECORD_PATH
+        # 3.11-3.13 (the tested ones) have child watchers on the policy.
+        assert _compat.POLICY_WATCHER_SHAPE
 
 
 def test_info_prints_python_version():

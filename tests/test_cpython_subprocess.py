@@ -5,7 +5,9 @@ watcher per test; 3.12 changed its hook from ``Watcher`` to ``_get_watcher``)
 and directly on 3.14, where child watchers are gone.  ringline needs no child
 watcher (the pidfd is polled in the ring), so the binding is 3.14's on every
 version: ``setUp`` makes the loop under test and sets it as the current loop,
-as SubprocessWatcherMixin does minus the watcher.
+as SubprocessWatcherMixin does minus the watcher.  (A watcher the program
+installs is used as asyncio uses it: tests/test_child_watcher.py, and
+tests/run_cpython_modules.py runs CPython's watcher classes.)
 """
 
 import sys

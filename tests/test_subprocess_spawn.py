@@ -418,8 +418,9 @@ def test_pidfd_open_failure_kills_and_reaps(run, spawn_path, monkeypatch):
 @pytest.mark.ringline_only
 @pytest.mark.parametrize("how", ["reaped", "pid-reused"])
 def test_child_reaped_before_pidfd_open(run, spawn_path, monkeypatch, caplog, how):
-    # A reaper of every child (os.wait(), asyncio's FastChildWatcher on
-    # SIGCHLD) may take the child between the spawn and pidfd_open; its pid
+    # A reaper of every child (os.wait(); a FastChildWatcher that is not the
+    # policy's -- the policy's is used, tests/test_child_watcher.py) may
+    # take the child between the spawn and pidfd_open; its pid
     # may then name another process.  The spawn succeeds, the status is
     # lost (255, as asyncio reports it) and nothing is signalled by pid.
     real = os.pidfd_open

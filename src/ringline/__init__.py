@@ -17,7 +17,7 @@ from ._native import NATIVE
 __version__ = "0.1.0"
 
 if NATIVE:
-    from ._backend import available_backends, backend, features
+    from ._backend import available_backends, backend, features, live_counts
     from ._loop import EventLoop
     from ._run import EventLoopPolicy, install, new_event_loop, run
     from . import fs, nvme, process  # noqa: E402  (ringline.fs, .nvme, .process)
@@ -31,6 +31,7 @@ if NATIVE:
         "features",
         "fs",
         "install",
+        "live_counts",
         "new_event_loop",
         "nvme",
         "process",

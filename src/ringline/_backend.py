@@ -72,6 +72,15 @@ def features() -> dict[str, bool]:
     return {(_OPCODES[i] if i < len(_OPCODES) else f"OP_{i}"): ok for i, ok in ops.items()}
 
 
+def live_counts() -> dict[str, int]:
+    """What the compiled core has lent out or keeps alive in this process:
+    ops (alive, in flight, leaked by a ring closed under them), read buffers
+    lent, kernel buffers held by ConnCtx and the views over them, send-pool
+    slots and held send buffers.  Each returns to its earlier value once
+    what used it is closed and collected (tests/test_lifetimes.py)."""
+    return _core.live_counts()
+
+
 _warned = False
 
 

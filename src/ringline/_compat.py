@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 import weakref
 from asyncio import (base_events, base_subprocess, constants, coroutines, events,
                      format_helpers, futures, log, selector_events, sslproto, streams,
@@ -274,6 +275,61 @@ set_event_loop_policy = (events._set_event_loop_policy if PY314
 
 
 # ---------------------------------------------------------------------------
+# Child watchers (3.11-3.13; deprecated in 3.12, removed in 3.14)
+# ---------------------------------------------------------------------------
+
+#: asyncio's _UnixSelectorEventLoop._make_subprocess_transport raises this
+#: (same text 3.11-3.13) when the watcher's is_active() is false.
+CHILD_WATCHER_INACTIVE = ("asyncio.get_child_watcher() is not activated, "
+                          "subprocess support is not installed.")
+
+#: 3.11: ``with events.get_child_watcher() as watcher:`` -- is_active() and
+#: add_child_handler() are called on what __enter__ returns.  3.12-3.13:
+#: ``with watcher:`` -- on the watcher itself.  (CPython's
+#: GenericWatcherTests checks the exact calls on a mock watcher.)
+CHILD_WATCHER_USES_ENTERED = not PY312
+
+if PY314:
+    def installed_child_watcher():
+        # 3.14: child watchers are gone (no set_child_watcher to install one).
+        return None
+else:
+    _Policy = unix_events._UnixDefaultEventLoopPolicy
+    _AbstractPolicy = events.AbstractEventLoopPolicy
+
+    def installed_child_watcher():
+        """The child watcher the program installed on the event loop
+        policy, or None; never creates one.
+
+        asyncio's unix loop calls ``events.get_child_watcher()``, which makes
+        the policy create a watcher when it has none.  Here: no policy yet
+        (``events._event_loop_policy`` is None, 3.11-3.13) means no watcher;
+        a policy whose get_child_watcher is _UnixDefaultEventLoopPolicy's
+        (asyncio's default policy, ringline's EventLoopPolicy) keeps its
+        watcher in ``_watcher`` (OBJECT_INTERNALS; None until
+        set_child_watcher() or get_child_watcher() sets it), read without
+        creating one; a policy without get_child_watcher of its own
+        (AbstractEventLoopPolicy's raises NotImplementedError, so asyncio's
+        unix loop cannot spawn under it) has none: the pidfd path; a
+        policy class that implements get_child_watcher itself is asked, as
+        asyncio asks it (3.12+'s DeprecationWarning silenced, as asyncio's
+        loop silences it)."""
+        policy = events._event_loop_policy
+        if policy is None:
+            return None
+        method = getattr(type(policy), "get_child_watcher", None)
+        if method is None or method is _AbstractPolicy.get_child_watcher:
+            return None
+        if method is _Policy.get_child_watcher:
+            # A unix policy without _watcher (POLICY_WATCHER_SHAPE false, a
+            # future release): treated as having none.
+            return getattr(policy, "_watcher", None) if POLICY_WATCHER_SHAPE else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return policy.get_child_watcher()
+
+
+# ---------------------------------------------------------------------------
 # BaseEventLoop's hooks: private method names asyncio's own code calls on a
 # loop, which EventLoop (or LoopCore) implements.  Same names and signatures
 # 3.11-3.14; tests/test_compat.py checks that each still exists upstream.
@@ -330,6 +386,9 @@ OBJECT_INTERNALS = {
     # Future/Task protocol: the flag a Task reads from an awaited future
     # (documented in asyncio's futures.py; 3.11-3.14).
     "Future": ("_asyncio_future_blocking",),
+    # _UnixDefaultEventLoopPolicy (unix_events.py, 3.11-3.13; gone in 3.14):
+    # the installed child watcher, read by installed_child_watcher().
+    "_UnixDefaultEventLoopPolicy": ("_watcher",),
 }
 
 
@@ -372,6 +431,23 @@ STREAM_READER_FAST = _streamreader_shape_ok()
 SSL_RECORD_PATH = _sslprotocol_shape_ok()
 
 
+def _policy_watcher_shape_ok() -> bool:
+    # An instance attribute: check a policy made at import (3.11-3.13; no
+    # child watchers in 3.14).
+    if PY314:
+        return False
+    try:
+        policy = unix_events._UnixDefaultEventLoopPolicy()
+    except Exception:  # pragma: no cover - a future signature change
+        return False
+    return (_has(policy, OBJECT_INTERNALS["_UnixDefaultEventLoopPolicy"])
+            and policy._watcher is None)
+
+
+#: The unix policy keeps its child watcher in _watcher (installed_child_watcher).
+POLICY_WATCHER_SHAPE = _policy_watcher_shape_ok()
+
+
 # ---------------------------------------------------------------------------
 # 3.14: read in CPython 3.14.0rc1's Lib/asyncio (no 3.14 interpreter on the
 # development machines, and no 3.14 release branch reachable; rc1 is past the
@@ -390,7 +466,8 @@ SSL_RECORD_PATH = _sslprotocol_shape_ok()
 #     access, BaseDefaultEventLoopPolicy renamed _BaseDefaultEventLoopPolicy:
 #     BasePolicy / set_event_loop_policy above; ringline.install() warns and
 #     points at run()/loop_factory; run() and the CLI use asyncio.Runner.
-#   - child watchers removed: ringline has none (pidfd in the ring); the
+#   - child watchers removed: installed_child_watcher() answers None, so
+#     every child's exit is awaited on its pidfd in the ring; the
 #     conformance binding of test_subprocess is 3.14's on every version.
 #   - asyncio.get_event_loop() no longer creates a loop: the StreamReader
 #     shape check passes a stub loop.

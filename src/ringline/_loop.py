@@ -296,6 +296,13 @@ class EventLoop(LoopCore, _compat.SelectorLoopMethods, BaseEventLoop):
     async def _make_subprocess_transport(self, protocol, args, shell,
                                          stdin, stdout, stderr, bufsize,
                                          extra=None, **kwargs):
+        watcher = _compat.installed_child_watcher()
+        if watcher is not None:
+            # The program installed an asyncio child watcher (3.11-3.13):
+            # it reaps the child, as on asyncio's unix loop.
+            return await _subprocess.spawn_watched(
+                self, watcher, protocol, args, shell, stdin, stdout, stderr, bufsize,
+                extra, kwargs)
         proc, pidfd = await _subprocess.spawn(
             self, args, shell, stdin, stdout, stderr, bufsize, kwargs)
         waiter = self.create_future()
@@ -312,6 +319,11 @@ class EventLoop(LoopCore, _compat.SelectorLoopMethods, BaseEventLoop):
             await transp._wait()
             raise
         return transp
+
+    def _child_watcher_callback(self, pid, returncode, transp):
+        # An asyncio child watcher's callback (spawn_watched), as
+        # _UnixSelectorEventLoop's: may be called from any thread.
+        self.call_soon_threadsafe(transp._process_exited, returncode)
 
     # ---- sockets -------------------------------------------------------------
 

@@ -23,19 +23,37 @@ the children, so the loop thread never forks, execs or waits:
 Each child then gets a pidfd (pidfd_open(2), Linux 5.3+).  If pidfd_open
 fails the child is killed and reaped there and the error raised, so no child
 is ever left without a watcher -- except that a child already reaped by a
-reaper of all children (os.wait(), a waitpid(-1) child watcher) before its
-pidfd could be opened is reported with returncode 255, as asyncio's child
-watchers report a status taken behind their back.  The result comes back to the loop through
-a concurrent future (queue + loop wakeup).  The loop polls the pidfd in the
-ring (POLL_ADD on io_uring, epoll on the poll backend: a pidfd turns readable
-when the process exits) and reaps with waitid(P_PIDFD).  No child watcher,
-no SIGCHLD handler: loops in several threads can spawn at once.
+reaper of all children (os.wait(), a waitpid(-1) reaper) before its pidfd
+could be opened is reported with returncode 255, as asyncio's child watchers
+report a status taken behind their back.  The result comes back to the loop
+through a concurrent future (queue + loop wakeup).  The loop polls the pidfd
+in the ring (POLL_ADD on io_uring, epoll on the poll backend: a pidfd turns
+readable when the process exits) and reaps with waitid(P_PIDFD).  No SIGCHLD
+handler: loops in several threads can spawn at once.
 
-Reaping is race-free: every reap goes through :meth:`Process._reap` under
-the process's lock, which records the real exit status once; the pidfd
-watcher, ``poll()`` (called by the transport's ``close()``) and ``wait()``
-all report that recorded status, whoever reaped first.  Signals go through
-the pidfd, and never to a child that has been reaped.
+asyncio's child watchers (Python 3.11-3.13; deprecated in 3.12, gone in
+3.14): when the program has installed one on the event loop policy
+(``asyncio.set_child_watcher()``, or a ``get_child_watcher()`` call, which
+creates one), the loop's subprocess transports use it exactly as asyncio's
+unix loop does (:func:`spawn_watched`): ``with watcher``, ``is_active()``
+checked before anything is spawned (RuntimeError),
+``add_child_handler(pid, loop._child_watcher_callback, transport)``, and the
+exit status delivered by the watcher's callback (``call_soon_threadsafe``).
+Such a child is left to the watcher (no pidfd reaper; ``poll()``, which the
+transport's ``close()`` calls, only looks, with WNOWAIT; only the Popen-like
+``wait()`` reaps, as Popen.wait() does), so the watcher -- FastChildWatcher's
+waitpid(-1) included -- reports the real status; the child still gets a
+pidfd, for signals.  ringline never creates a watcher
+(``_compat.installed_child_watcher()`` reads the policy's): without one --
+the normal case, and always on 3.14 -- the pidfd path above.
+``ringline.process`` always takes the pidfd path.
+
+Reaping is race-free: every reap of a child that no asyncio child watcher
+owns goes through :meth:`Process._reap` under the process's lock, which
+records the real exit status once; the pidfd watcher, ``poll()`` (called by
+the transport's ``close()``) and ``wait()`` all report that recorded status,
+whoever reaped first.  Signals go through the pidfd, and never to a child
+that has been reaped.
 """
 
 from __future__ import annotations
@@ -205,6 +223,15 @@ class Process:
     ``terminate()``, ``kill()`` -- what asyncio's subprocess transport uses
     (it is the transport's ``get_extra_info('subprocess')``).  ``pidfd`` is
     the child's pidfd; it stays open until the exit watcher is done with it.
+
+    A child an asyncio child watcher reaps (``_watched``) is left to it:
+    ``poll()`` (the transport's ``close()`` calls it) only looks, with
+    WNOWAIT, and the status the watcher reports is recorded when it reaches
+    the transport; only ``wait()`` reaps it, as Popen.wait() would.  If the
+    watcher has reaped the child before its report arrived, ``returncode``
+    is 255 until the report replaces it (``_provisional``) -- Popen's
+    poll() gives a status then too (0), not None -- and nothing is
+    signalled any more.
     """
 
     def __init__(self, args, pid, pidfd, stdin=None, stdout=None, stderr=None):
@@ -215,6 +242,8 @@ class Process:
         self.stdout = stdout
         self.stderr = stderr
         self.returncode = None
+        self._watched = False
+        self._provisional = False
         self._lock = threading.Lock()
 
     def __repr__(self):
@@ -223,26 +252,42 @@ class Process:
 
     # ---- reaping ---------------------------------------------------------
 
-    def _reap(self):
+    def _reap(self, reap_watched=False):
         """The exit status if the child has exited (reaping it now if no
-        one has yet), else None.  Never blocks."""
+        one has yet), else None.  Never blocks.  A watched child is left
+        for its watcher to reap (WNOWAIT) unless ``reap_watched``."""
         with self._lock:
             if self.returncode is not None:
                 return self.returncode
+            flags = os.WEXITED | os.WNOHANG
+            if self._watched and not reap_watched:
+                flags |= os.WNOWAIT
             try:
                 if self.pidfd >= 0 and _HAVE_PIDFD_WAIT:
-                    res = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG)
+                    res = os.waitid(os.P_PIDFD, self.pidfd, flags)
                 else:
-                    res = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG)
+                    res = os.waitid(os.P_PID, self.pid, flags)
             except ChildProcessError:
                 # Reaped behind our back (os.wait() in user code): the
-                # status is lost; asyncio's child watchers report 255.
+                # status is lost; asyncio's child watchers report 255.  A
+                # watched child: its watcher reaped it and will report the
+                # real status (_exited).
                 self.returncode = 255
+                self._provisional = self._watched
                 return 255
             if res is None:
                 return None
             self.returncode = _status_from_waitid(res)
             return self.returncode
+
+    def _exited(self, returncode):
+        """The transport learnt the exit status (from the pidfd watcher or
+        an asyncio child watcher): record it, close the pidfd."""
+        with self._lock:
+            if self.returncode is None or self._provisional:
+                self.returncode = returncode
+                self._provisional = False
+        self._close_pidfd()
 
     def poll(self):
         """Popen.poll(): the return code, or None while the child runs."""
@@ -250,7 +295,9 @@ class Process:
 
     def wait(self, timeout=None):
         """Popen.wait(): block until the child exits (this thread, not the
-        loop's); subprocess.TimeoutExpired after ``timeout`` seconds."""
+        loop's); subprocess.TimeoutExpired after ``timeout`` seconds.  It
+        reaps the child, as Popen.wait() does, even one an asyncio child
+        watcher watches (which then reports 255, as on asyncio's loop)."""
         if self.returncode is not None:
             return self.returncode
         if timeout is None:
@@ -270,13 +317,13 @@ class Process:
                 if fd >= 0:
                     os.close(fd)
             delay = 0.0005
-            while (rc := self._reap()) is None:     # pidfd-less fallback
+            while (rc := self._reap(True)) is None:     # pidfd-less fallback
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
             return rc
         deadline = time.monotonic() + timeout
         delay = 0.0005
-        while (rc := self._reap()) is None:
+        while (rc := self._reap(True)) is None:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise subprocess.TimeoutExpired(self.args, timeout)
@@ -316,6 +363,9 @@ class Process:
         if getattr(self, "pidfd", -1) < 0:
             return
         try:
+            if self._watched:
+                self._close_pidfd()  # its watcher reaps it
+                return
             if self.returncode is None and self._reap() is None:
                 # Still running and nobody will watch it: reap it later.
                 with _orphans_lock:
@@ -471,13 +521,7 @@ def _open_pidfd(pid):
 
 
 def _new_process(args, pid, pidfd, files):
-    proc = Process(args, pid, pidfd, *files)
-    if pidfd < 0:
-        # As asyncio's child watchers report a status reaped behind their back.
-        logger.warning("child process pid %d was reaped by someone else (os.wait() or "
-                       "a waitpid(-1) child watcher); will report returncode 255", pid)
-        proc.returncode = 255
-    return proc
+    return Process(args, pid, pidfd, *files)
 
 
 def _kill_and_reap(pid):
@@ -601,12 +645,26 @@ def _popen_spawn(args, shell, stdin, stdout, stderr, bufsize, kwargs):
     return _new_process(proc.args, proc.pid, pidfd, files)
 
 
-def _spawn_blocking(args, shell, stdin, stdout, stderr, bufsize, kwargs):
+def _spawn_blocking(args, shell, stdin, stdout, stderr, bufsize, kwargs, watched=False):
+    """(Process, pidfd).  ``watched``: an asyncio child watcher will reap
+    the child (spawn_watched)."""
     _reap_orphans()
     if _posix_spawnable(kwargs):
         proc = _posix_spawn(args, shell, stdin, stdout, stderr, bufsize, kwargs)
     else:
         proc = _popen_spawn(args, shell, stdin, stdout, stderr, bufsize, kwargs)
+    proc._watched = watched
+    if proc.pidfd < 0:
+        # Reaped before its pidfd was opened.  As asyncio's child watchers
+        # report a status reaped behind their back: 255.  A watched child
+        # was reaped by its watcher (a FastChildWatcher), which reports the
+        # real status.
+        proc.returncode = 255
+        proc._provisional = watched
+        if not watched:
+            logger.warning("child process pid %d was reaped by someone else (os.wait() or "
+                           "a waitpid(-1) child watcher); will report returncode 255",
+                           proc.pid)
     return proc, proc.pidfd
 
 
@@ -615,6 +673,7 @@ def _discard(cf):
     if cf.cancelled() or cf.exception() is not None:
         return
     proc, _ = cf.result()
+    proc._watched = False      # never handed to a child watcher: reaped here
     for f in (proc.stdin, proc.stdout, proc.stderr):
         if f is not None:
             try:
@@ -626,10 +685,11 @@ def _discard(cf):
     proc._close_pidfd()
 
 
-async def spawn(loop, args, shell, stdin, stdout, stderr, bufsize, kwargs):
-    """(Process, pidfd), created on a spawner thread."""
+async def spawn(loop, args, shell, stdin, stdout, stderr, bufsize, kwargs, watched=False):
+    """(Process, pidfd), created on a spawner thread.  ``watched``: the
+    child is for an asyncio child watcher to reap (spawn_watched)."""
     cf = _spawner_pool().submit(_spawn_blocking, args, shell, stdin, stdout, stderr,
-                                bufsize, dict(kwargs))
+                                bufsize, dict(kwargs), watched)
     try:
         return await asyncio.wrap_future(cf, loop=loop)
     except asyncio.CancelledError:
@@ -665,6 +725,43 @@ class SubprocessTransport(_compat.BaseSubprocessTransport):
         if self._proc is None:
             raise ProcessLookupError()
         return self._proc
+
+    def _process_exited(self, returncode):
+        # From watch_exit, or an asyncio child watcher's callback: the
+        # Process records the status (under its lock) and drops its pidfd.
+        if self._proc is not None:
+            self._proc._exited(returncode)
+        super()._process_exited(returncode)
+
+
+async def spawn_watched(loop, watcher, protocol, args, shell, stdin, stdout, stderr,
+                        bufsize, extra, kwargs):
+    """A subprocess transport whose child an asyncio child watcher reaps:
+    asyncio's _UnixSelectorEventLoop._make_subprocess_transport (3.11-3.13)
+    with the spawn on the spawner pool.  ``watcher`` is the one the program
+    installed on the policy (_compat.installed_child_watcher()).  The child
+    still gets a pidfd, for signals only."""
+    with watcher as entered:
+        if _compat.CHILD_WATCHER_USES_ENTERED:
+            watcher = entered         # 3.11: `with get_child_watcher() as watcher`
+        if not watcher.is_active():
+            # Check early: no child is created that nothing would reap.
+            raise RuntimeError(_compat.CHILD_WATCHER_INACTIVE)
+        proc, _ = await spawn(loop, args, shell, stdin, stdout, stderr, bufsize, kwargs,
+                              watched=True)
+        waiter = loop.create_future()
+        transp = SubprocessTransport(loop, protocol, args, shell, stdin, stdout, stderr,
+                                     bufsize, waiter=waiter, extra=extra, _popen=proc)
+        watcher.add_child_handler(transp.get_pid(), loop._child_watcher_callback, transp)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+    return transp
 
 
 def watch_exit(loop, transport, proc, pidfd) -> None:

@@ -35,13 +35,16 @@ cdef class BufPool:
             self.nfree -= 1
             if self.nfree < self.low:
                 self.low = self.nfree
+            _live.rbufs_out += 1
             return self.free[self.nfree]
         buf = <char*>PyMem_Malloc(self.size)
         if buf == NULL:
             raise MemoryError()
+        _live.rbufs_out += 1
         return buf
 
     cdef void give(self, char *buf) noexcept:
+        _live.rbufs_out -= 1
         if self.free == NULL or self.nfree == self.keep:
             PyMem_Free(buf)
             return

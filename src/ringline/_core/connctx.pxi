@@ -208,11 +208,13 @@ cdef class SendPool:
             if self.mem == NULL:
                 raise MemoryError()
         self.nfree -= 1
+        _live.send_slots += 1
         return <int>self.free_stack[self.nfree]
 
     cdef inline void give(self, int slot) noexcept:
         self.free_stack[self.nfree] = <uint32_t>slot
         self.nfree += 1
+        _live.send_slots -= 1
 
     cdef inline char *addr(self, int slot) noexcept:
         return self.mem + <size_t>slot * <size_t>self.slot_size
@@ -274,8 +276,10 @@ cdef class KBuf:
         buffer.suboffsets = NULL
         buffer.internal = NULL
         self.refs += 1
+        _live.kbuf_views += 1
 
     def __releasebuffer__(self, Py_buffer *buffer):
+        _live.kbuf_views -= 1
         self.put()
 
     cdef inline void put(self) noexcept:
@@ -283,17 +287,23 @@ cdef class KBuf:
         if self.refs == 0:
             if self.d is not None:
                 self.d.pbuf_out -= 1
+                _live.pbufs_out -= 1
                 if self.d.has_pbuf:
                     rl_pbuf_recycle(&self.d.pbuf, self.bid)
                 self.d = None
             self.ptr = NULL
 
+    def __cinit__(self):
+        _live.kbufs += 1
+
     def __dealloc__(self):
         # Dropped while still counted (a connection collected without
         # close()): no view can exist any more (each holds a reference), so
         # the buffer goes back to the ring.
+        _live.kbufs -= 1
         if self.d is not None:
             self.d.pbuf_out -= 1
+            _live.pbufs_out -= 1
             if self.d.has_pbuf:
                 rl_pbuf_recycle(&self.d.pbuf, self.bid)
             self.d = None
@@ -323,6 +333,7 @@ cdef inline KBuf _kbuf_new(UringDriver d, int bid, Py_ssize_t n):
     kb.itemsize = 1
     kb.refs = 1
     d.pbuf_out += 1
+    _live.pbufs_out += 1
     return kb
 
 
@@ -333,11 +344,13 @@ cdef class _BufHold:
     cdef int hold(self, object data) except -1:
         PyObject_GetBuffer(data, &self.view, PyBUF_SIMPLE)
         self.has_view = True
+        _live.buf_holds += 1
         return 0
 
     def __dealloc__(self):
         if self.has_view:
             self.has_view = False
+            _live.buf_holds -= 1
             PyBuffer_Release(&self.view)
 
 
@@ -347,6 +360,7 @@ cdef class ConnRecvOp(Op):
 
     def __dealloc__(self):
         if self.buf != NULL:    # never completed (loop torn down)
+            _live.rbufs_out -= 1        # the pool's, freed instead of given back
             PyMem_Free(self.buf)
             self.buf = NULL
 

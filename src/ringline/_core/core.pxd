@@ -111,6 +111,7 @@ cdef class UringDriver(Driver):
     cdef uint64_t n_enter
     cdef uint64_t n_sqes
     cdef uint64_t n_cqes
+    cdef uint64_t n_enobufs       # CQEs with -ENOBUFS (a buffer ring was empty)
     cdef Op wake_op
     cdef rl_pbuf_ring pbuf
     cdef bint has_pbuf

@@ -17,6 +17,7 @@
 #   nvme.pxi     NVMe passthrough: URING_CMD on a ring of 128-byte SQEs
 #   dgram.pxi    datagram receive (multishot RECVMSG) and send in the ring
 #   connctx.pxi  the runtime API's connection (ConnCtx): kernel buffers, send pool
+#   fuzzhooks.pxi  test-only entry points for the fuzzers (tests/fuzz/); not API
 
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
@@ -42,6 +43,7 @@ cdef extern from "pycompat.h":
 import collections
 import errno as errno_mod
 import os
+from operator import index as operator_index
 import socket as socket_mod
 import sys
 from weakref import ref as _weakref
@@ -151,6 +153,7 @@ cdef extern from *:
     size_t offsetof_sun_path()
 
 
+include "live.pxi"
 include "handles.pxi"
 include "ops.pxi"
 include "driver.pxi"
@@ -165,3 +168,4 @@ include "fileops.pxi"
 include "nvme.pxi"
 include "dgram.pxi"
 include "connctx.pxi"
+include "fuzzhooks.pxi"     # test-only entry points for tests/fuzz/

@@ -71,6 +71,32 @@ cdef enum:
     POLL_RECV_BATCH = 32            # poll backend: datagrams read per readiness
 
 
+cdef int _recvmsg_out_parse(char *buf, Py_ssize_t buflen, Py_ssize_t res,
+                            socklen_t name_space, socklen_t ctrl_space,
+                            char **payload, Py_ssize_t *plen, sockaddr **name,
+                            socklen_t *namelen, uint32_t *flags) except -1:
+    """The parts of one multishot RECVMSG buffer: buf (buflen bytes) starts
+    with struct io_uring_recvmsg_out, then name_space bytes for the peer's
+    address and ctrl_space for control data (the msghdr's msg_namelen and
+    msg_controllen), then the payload; res is the CQE's result: the bytes
+    written, all of that.  namelen and payloadlen are the real lengths, so
+    a truncated name or datagram reports more than is there: both are cut
+    to what is.  Reads nothing outside buf[:min(res, buflen)]; ValueError
+    for a layout no kernel writes."""
+    cdef rl_recvmsg_out *out = <rl_recvmsg_out*>buf
+    cdef Py_ssize_t end = min(res, buflen)
+    cdef Py_ssize_t start = <Py_ssize_t>sizeof(rl_recvmsg_out) + name_space + ctrl_space
+    if end < start:
+        raise ValueError(f"recvmsg buffer of {end} bytes is shorter than its header, "
+                         f"name and control space ({start})")
+    name[0] = <sockaddr*>(buf + sizeof(rl_recvmsg_out))
+    namelen[0] = min(out.namelen, name_space)
+    payload[0] = buf + start
+    plen[0] = min(<Py_ssize_t>out.payloadlen, end - start, <Py_ssize_t>DGRAM_MAX)
+    flags[0] = out.flags
+    return 0
+
+
 @cython.final
 cdef class DgramRecvOp(Op):
     cdef DgramCore core
@@ -156,7 +182,11 @@ cdef class DgramRecvOp(Op):
     cdef inline int _complete(self, int res, uint32_t flags) except -1:
         cdef UringDriver d
         cdef char *buf
-        cdef rl_recvmsg_out *out
+        cdef char *payload
+        cdef Py_ssize_t plen
+        cdef sockaddr *name
+        cdef socklen_t namelen
+        cdef uint32_t mflags
         cdef unsigned bid
         cdef int i
         cdef bint more = (flags & IORING_CQE_F_MORE) != 0
@@ -167,12 +197,10 @@ cdef class DgramRecvOp(Op):
             d = <UringDriver>self.loop._driver
             bid = flags >> IORING_CQE_BUFFER_SHIFT
             buf = rl_pbuf_addr(&d.dpbuf, bid)
-            out = <rl_recvmsg_out*>buf
             try:
-                self.core.on_datagram(
-                    buf + sizeof(rl_recvmsg_out) + sizeof(sockaddr_storage),
-                    min(out.payloadlen, DGRAM_MAX),
-                    <sockaddr*>(buf + sizeof(rl_recvmsg_out)), out.namelen)
+                _recvmsg_out_parse(buf, DGRAM_BUF, res, sizeof(sockaddr_storage), 0,
+                                   &payload, &plen, &name, &namelen, &mflags)
+                self.core.on_datagram(payload, plen, name, namelen)
             finally:
                 rl_pbuf_recycle(&d.dpbuf, bid)
         elif res >= 0 and single:
@@ -342,8 +370,8 @@ cdef class DgramCore:
         cdef rl_addr_ent *e
         cdef rl_addr_ent *alt
         cdef object addr
-        if not ((sa.sa_family == AF_INET and salen == sizeof(sockaddr_in)) or
-                (sa.sa_family == AF_INET6 and salen == sizeof(sockaddr_in6))):
+        if not ((salen == sizeof(sockaddr_in) and sa.sa_family == AF_INET) or
+                (salen == sizeof(sockaddr_in6) and sa.sa_family == AF_INET6)):
             return _decode_sockaddr(sa, salen, self.sock)
         if self.peers == NULL:
             self.peers = <rl_addr_ent*>PyMem_Malloc(ADDR_SLOTS * sizeof(rl_addr_ent))

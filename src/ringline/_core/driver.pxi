@@ -209,6 +209,7 @@ cdef class UringDriver(Driver):
         self._track(op)
         op.state = OP_INFLIGHT
         self.inflight += 1
+        _live.ops_inflight += 1
         self.n_sqes += 1
         return 0
 
@@ -290,12 +291,15 @@ cdef class UringDriver(Driver):
             # Release the slot first: complete() may submit and re-enter.
             rl_cq_advance_to(&self.ring, head)
             self.n_cqes += 1
+            if res == -errno_ENOBUFS:
+                self.n_enobufs += 1
             if ud == 0:
                 continue
             op = <Op><PyObject*><uintptr_t>ud
             if not (flags & IORING_CQE_F_MORE):
                 op.state = OP_IDLE
                 self.inflight -= 1
+                _live.ops_inflight -= 1
                 self._untrack(op)
             try:
                 op.complete(res, flags)
@@ -332,6 +336,8 @@ cdef class UringDriver(Driver):
             # under the kernel.
             if self.ops:
                 _leaked_ops.append(self.ops)
+                _live.ops_inflight -= len(self.ops)
+                _live.ops_leaked += len(self.ops)
                 self.ops = []
         self.ring_open = False
         if self.has_pbuf and not forked and self.inflight == 0 and self.pbuf_out == 0:
@@ -346,6 +352,7 @@ cdef class UringDriver(Driver):
         if self.wake_fd >= 0:
             close(self.wake_fd)
             self.wake_fd = -1
+        self.wake_op = None     # a closed loop keeps no op alive (live_counts)
         return 0
 
     cdef _reap_quiet(self):
@@ -362,6 +369,7 @@ cdef class UringDriver(Driver):
                 op = <Op><PyObject*><uintptr_t>ud
                 op.state = OP_IDLE
                 self.inflight -= 1
+                _live.ops_inflight -= 1
                 self._untrack(op)
 
     def __dealloc__(self):
@@ -387,6 +395,7 @@ cdef class UringDriver(Driver):
             'inflight': self.inflight,
             'cq_overflow': self.ring.cq_koverflow[0] if self.ring_open else 0,
             'recv_buffers': (self.pbuf.entries, self.pbuf.buf_size) if self.has_pbuf else None,
+            'recv_enobufs': self.n_enobufs,     # receives that found the buffer ring empty
         }
 
 

@@ -210,6 +210,7 @@ cdef class _ReadinessDriver(Driver):
             queue = None
         op.state = OP_INFLIGHT
         self.inflight += 1
+        _live.ops_inflight += 1
         self.n_started += 1
         if op.wait_first:
             # The op's last syscall drained the fd: trying again now would
@@ -225,6 +226,7 @@ cdef class _ReadinessDriver(Driver):
             except BaseException:
                 op.state = OP_IDLE
                 self.inflight -= 1
+                _live.ops_inflight -= 1
                 raise
             if res != -errno_EAGAIN:
                 self.n_immediate += 1
@@ -234,6 +236,7 @@ cdef class _ReadinessDriver(Driver):
         if (events & _RD_WANTABLE) == 0:
             op.state = OP_IDLE
             self.inflight -= 1
+            _live.ops_inflight -= 1
             raise RuntimeError(f"{op!r} would block but names no poll events to wait for")
         if fs is None:
             fs = _PollFd.__new__(_PollFd, op.fd)
@@ -255,6 +258,7 @@ cdef class _ReadinessDriver(Driver):
         cdef object queue = fs.writers if writer else fs.readers
         op.state = OP_INFLIGHT
         self.inflight += 1
+        _live.ops_inflight += 1
         self.n_started += 1
         op.wait_first = False
         if readiness:
@@ -275,6 +279,7 @@ cdef class _ReadinessDriver(Driver):
             except BaseException:
                 op.state = OP_IDLE
                 self.inflight -= 1
+                _live.ops_inflight -= 1
                 raise
             if res != -errno_EAGAIN:
                 if op.wait_first:
@@ -403,6 +408,7 @@ cdef class _ReadinessDriver(Driver):
     cdef int _deliver(self, Op op, int res) except -1:
         op.state = OP_IDLE
         self.inflight -= 1
+        _live.ops_inflight -= 1
         self.n_completed += 1
         try:
             op.complete(res, 0)
@@ -605,7 +611,9 @@ cdef class _ReadinessDriver(Driver):
             fs.readers.clear()
             fs.writers.clear()
         self.fds.clear()
+        _live.ops_inflight -= self.inflight
         self.inflight = 0
+        self.wake_op = None     # a closed loop keeps no op alive (live_counts)
         self._close_poller(forked)
         return 0
 

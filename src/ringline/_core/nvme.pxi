@@ -207,31 +207,41 @@ cdef extern from *:
     unsigned long RL_NVME_IOCTL_ID
 
 
-def nvme_encode_cmd_c(int opcode, uint32_t nsid, uint64_t addr, uint32_t data_len,
-                      uint32_t cdw10=0, uint32_t cdw11=0, uint32_t cdw12=0,
-                      uint32_t cdw13=0, uint32_t cdw14=0, uint32_t cdw15=0,
-                      uint32_t timeout_ms=0, int flags=0, uint32_t cdw2=0, uint32_t cdw3=0,
-                      uint64_t metadata=0, uint32_t metadata_len=0):
+cdef object _nvme_field(object value, int bits, str name):
+    """value as an int of the field's width: an int (operator.index, as
+    struct.pack takes it), refused out of range, never cut to width (an
+    opcode of 0x102 must not become a READ) nor truncated from a float."""
+    v = operator_index(value)
+    limit = (<object>1) << bits         # a Python int: 1 << 64 in C is undefined
+    if not 0 <= v < limit:
+        raise OverflowError(f"NVMe command field {name} must be 0..{limit - 1}, got {v}")
+    return v
+
+
+def nvme_encode_cmd_c(opcode, nsid, addr, data_len, cdw10=0, cdw11=0, cdw12=0,
+                      cdw13=0, cdw14=0, cdw15=0, timeout_ms=0, flags=0, cdw2=0, cdw3=0,
+                      metadata=0, metadata_len=0):
     """The 72 bytes of a struct nvme_uring_cmd, laid out by the C compiler
-    (checked at build time against the kernel header's struct)."""
+    (checked at build time against the kernel header's struct).  Fields
+    out of range or not ints are refused, as struct.pack refuses them."""
     cdef rl_nvme_cmd c
     memset(&c, 0, sizeof(c))
-    c.opcode = <uint8_t>opcode
-    c.flags = <uint8_t>flags
-    c.nsid = nsid
-    c.cdw2 = cdw2
-    c.cdw3 = cdw3
-    c.metadata = metadata
-    c.addr = addr
-    c.metadata_len = metadata_len
-    c.data_len = data_len
-    c.cdw10 = cdw10
-    c.cdw11 = cdw11
-    c.cdw12 = cdw12
-    c.cdw13 = cdw13
-    c.cdw14 = cdw14
-    c.cdw15 = cdw15
-    c.timeout_ms = timeout_ms
+    c.opcode = _nvme_field(opcode, 8, "opcode")
+    c.flags = _nvme_field(flags, 8, "flags")
+    c.nsid = _nvme_field(nsid, 32, "nsid")
+    c.cdw2 = _nvme_field(cdw2, 32, "cdw2")
+    c.cdw3 = _nvme_field(cdw3, 32, "cdw3")
+    c.metadata = _nvme_field(metadata, 64, "metadata")
+    c.addr = _nvme_field(addr, 64, "addr")
+    c.metadata_len = _nvme_field(metadata_len, 32, "metadata_len")
+    c.data_len = _nvme_field(data_len, 32, "data_len")
+    c.cdw10 = _nvme_field(cdw10, 32, "cdw10")
+    c.cdw11 = _nvme_field(cdw11, 32, "cdw11")
+    c.cdw12 = _nvme_field(cdw12, 32, "cdw12")
+    c.cdw13 = _nvme_field(cdw13, 32, "cdw13")
+    c.cdw14 = _nvme_field(cdw14, 32, "cdw14")
+    c.cdw15 = _nvme_field(cdw15, 32, "cdw15")
+    c.timeout_ms = _nvme_field(timeout_ms, 32, "timeout_ms")
     return PyBytes_FromStringAndSize(<char*>&c, sizeof(c))
 
 
@@ -271,6 +281,9 @@ cdef class BigRing:
         cdef int ret
         if not self.is_open:
             raise ValueError("the ring is closed")
+        if len(cmd) > 80:
+            # The SQE holds 80 bytes of command; a longer one is not cut.
+            raise ValueError(f"a URING_CMD command is at most 80 bytes, got {len(cmd)}")
         ret = rl_bring_cmd(&self.ring, fd, cmd_op, PyBytes_AS_STRING(cmd),
                            <unsigned>len(cmd), user_data)
         if ret < 0:

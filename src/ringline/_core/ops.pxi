@@ -33,6 +33,12 @@ cdef enum:
 
 cdef class Op:
 
+    def __cinit__(self, *args, **kwargs):
+        _live.ops += 1
+
+    def __dealloc__(self):
+        _live.ops -= 1
+
     cdef int prep(self, io_uring_sqe *sqe) except -1:
         raise NotImplementedError
 
@@ -289,6 +295,13 @@ cdef int _lane_unclaimed(Op op, object fut, object buf) except -1:
     """The coroutine awaiting op ends with an exception (its task was
     cancelled): a result the future already has goes back to the stash,
     first in line; an op still pending is cancelled."""
+    if op.loop._closed:
+        # The coroutine is closed by the GC after its loop was (its task
+        # never resumed): the ring gave every op back at close, nothing is
+        # left to hand on, and cancelling the future would raise "Event loop
+        # is closed" out of a finalizer, where asyncio raises nothing.
+        op.held = False
+        return 0
     try:
         if not fut.done():
             fut.cancel()
@@ -819,26 +832,40 @@ cdef class PollOp(Op):
 # ---- addresses -------------------------------------------------------------
 
 cdef object _decode_sockaddr(sockaddr *sa, socklen_t salen, object sock):
+    """The Python address of the salen-byte sockaddr at sa, read no further
+    than salen (or a sockaddr_storage: callers hand the length the kernel
+    reported, which is the whole name even when its buffer truncated it).
+    A sockaddr too short for its family -- no kernel gives one -- is None."""
     cdef char buf[64]
     cdef sockaddr_in *sin
     cdef sockaddr_in6 *sin6
     cdef sockaddr_un *sun
     cdef Py_ssize_t n
+    if salen > sizeof(sockaddr_storage):
+        salen = sizeof(sockaddr_storage)
     if salen == 0:
         if sock is not None and sock.family == AF_UNIX:
             return '' if sock.type != SOCK_DGRAM else None
         return None
+    if salen < sizeof(sa.sa_family):
+        return None
     if sa.sa_family == AF_INET:
+        if salen < sizeof(sockaddr_in):
+            return None
         sin = <sockaddr_in*>sa
         inet_ntop(AF_INET, &sin.sin_addr, buf, sizeof(buf))
         return (buf.decode(), ntohs(sin.sin_port))
     if sa.sa_family == AF_INET6:
+        if salen < sizeof(sockaddr_in6):
+            return None
         sin6 = <sockaddr_in6*>sa
         inet_ntop(AF_INET6, &sin6.sin6_addr, buf, sizeof(buf))
         return (buf.decode(), ntohs(sin6.sin6_port), ntohl(sin6.sin6_flowinfo), sin6.sin6_scope_id)
     if sa.sa_family == AF_UNIX:
         sun = <sockaddr_un*>sa
         n = <Py_ssize_t>salen - <Py_ssize_t>offsetof_sun_path()
+        if n > <Py_ssize_t>sizeof(sun.sun_path):
+            n = sizeof(sun.sun_path)
         if n <= 0:
             return ''
         if sun.sun_path[0] == 0:
@@ -847,6 +874,11 @@ cdef object _decode_sockaddr(sockaddr *sa, socklen_t salen, object sock):
         raw = PyBytes_FromStringAndSize(sun.sun_path, n)
         raw = raw.split(b'\0', 1)[0]
         return os.fsdecode(raw)
+    if sock is None:
+        # Another family, nothing to ask: (family, the rest), as the
+        # socket module gives for a family it does not know.
+        return (sa.sa_family, PyBytes_FromStringAndSize(<char*>sa + sizeof(sa.sa_family),
+                                                        salen - sizeof(sa.sa_family)))
     try:
         return sock.getpeername()
     except OSError:
@@ -856,7 +888,9 @@ cdef object _decode_sockaddr(sockaddr *sa, socklen_t salen, object sock):
 cdef int _encode_sockaddr(int family, object address, sockaddr_storage *ss,
                           socklen_t *sl) except -1:
     """Fill ss from a resolved address; return 1 on success, 0 when the
-    family or form is one we leave to the socket module."""
+    family or form is one we leave to the socket module (which then raises
+    for what is invalid, with its own message).  What is encoded here is
+    byte for byte what the socket module would build."""
     cdef sockaddr_in *sin
     cdef sockaddr_in6 *sin6
     cdef sockaddr_un *sun
@@ -868,6 +902,8 @@ cdef int _encode_sockaddr(int family, object address, sockaddr_storage *ss,
             return 0
         h, port = address
         if not isinstance(h, str) or not isinstance(port, int) or not 0 <= port <= 65535:
+            return 0
+        if '\0' in h:              # inet_pton would stop there; the socket module refuses it
             return 0
         host = h.encode('ascii', 'replace')
         sin = <sockaddr_in*>ss
@@ -884,16 +920,24 @@ cdef int _encode_sockaddr(int family, object address, sockaddr_storage *ss,
         port = address[1]
         if not isinstance(h, str) or not isinstance(port, int) or not 0 <= port <= 65535 or '%' in h:
             return 0
+        if '\0' in h:
+            return 0
+        # flowinfo is 20 bits, scope_id 32: anything else is the socket
+        # module's to refuse (or, for its unchecked 'I' conversions, to read
+        # its own way).
+        flowinfo = address[2] if len(address) > 2 else 0
+        scope_id = address[3] if len(address) > 3 else 0
+        if (not isinstance(flowinfo, int) or not 0 <= flowinfo <= 0xFFFFF or
+                not isinstance(scope_id, int) or not 0 <= scope_id <= 0xFFFFFFFF):
+            return 0
         host = h.encode('ascii', 'replace')
         sin6 = <sockaddr_in6*>ss
         if inet_pton(AF_INET6, host, &sin6.sin6_addr) != 1:
             return 0
         sin6.sin6_family = AF_INET6
         sin6.sin6_port = htons(port)
-        if len(address) > 2:
-            sin6.sin6_flowinfo = htonl(address[2])
-        if len(address) > 3:
-            sin6.sin6_scope_id = address[3]
+        sin6.sin6_flowinfo = htonl(<uint32_t>flowinfo)
+        sin6.sin6_scope_id = <uint32_t>scope_id
         sl[0] = sizeof(sockaddr_in6)
         return 1
     if family == AF_UNIX:
@@ -904,13 +948,15 @@ cdef int _encode_sockaddr(int family, object address, sockaddr_storage *ss,
         else:
             return 0
         sun = <sockaddr_un*>ss
-        if len(path) > sizeof(sun.sun_path):
+        # As the socket module: an empty name (autobind) or an abstract one
+        # (leading NUL) may fill sun_path; a path needs room for its NUL.
+        if len(path) == 0 or path[0] == 0:
+            if len(path) > sizeof(sun.sun_path):
+                raise OSError(errno_mod.ENAMETOOLONG, "AF_UNIX path too long")
+        elif len(path) >= sizeof(sun.sun_path):
             raise OSError(errno_mod.ENAMETOOLONG, "AF_UNIX path too long")
         sun.sun_family = AF_UNIX
         memcpy(sun.sun_path, <char*>path, len(path))
-        if len(path) and path[0] == 0:
-            sl[0] = offsetof_sun_path() + len(path)
-        else:
-            sl[0] = offsetof_sun_path() + len(path) + (1 if len(path) < sizeof(sun.sun_path) else 0)
+        sl[0] = offsetof_sun_path() + len(path)
         return 1
     return 0

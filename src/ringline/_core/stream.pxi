@@ -48,6 +48,8 @@ cdef class StreamRecvOp(Op):
 
     def __dealloc__(self):
         if self.buf != NULL:    # never completed (loop torn down), or owned
+            if not self.owned:
+                _live.rbufs_out -= 1    # the pool's, freed instead of given back
             PyMem_Free(self.buf)
             self.buf = NULL
 

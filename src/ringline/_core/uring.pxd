@@ -49,6 +49,7 @@ cdef extern from "uring.h" nogil:
         unsigned entries
         unsigned buf_size
         unsigned short bgid
+        unsigned short tail
         char *bufs
 
     int rl_ring_init(rl_ring *r, unsigned sq_entries, unsigned cq_entries,
