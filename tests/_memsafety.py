@@ -58,7 +58,7 @@ def build_variant(tag: str, py: str, out: str, env: dict, force: bool = False) -
     log(tag, "building:", " ".join(f"{k}={v}" for k, v in env.items()), " ".join(cmd))
     t0 = time.monotonic()
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, **env})
+                   env={**os.environ, "RINGLINE_REQUIRE_EXTENSION": "1", **env})
     log(tag, f"build took {time.monotonic() - t0:.0f} s")
     sos = glob.glob(os.path.join(ext_dir, "ringline", "_core", "core*.so"))
     if len(sos) != 1:

@@ -7,6 +7,12 @@ version fails, is missing where RINGLINE_REQUIRE_ALL=1, or collects nothing.
     python3 tests/all_pythons.py               # every version found
     python3 tests/all_pythons.py -- -x -k tls  # extra pytest arguments
     RINGLINE_PYTHONS=3.12 python3 tests/all_pythons.py
+    RINGLINE_PURE=1 python3 tests/all_pythons.py   # built without the core
+
+Each venv gets ``.[test,integration]`` (the frameworks of
+tests/test_integration_frameworks.py); the asyncpg test there wants a
+PostgreSQL server in ``RINGLINE_PG_DSN`` (.ci/run starts one with
+tools/ci_postgres.sh).
 
 Interpreters are looked up as ``python3.X`` on PATH and in pyenv's versions
 directory.  Venvs live in ``$RINGLINE_VENVS`` (default ~/.cache/ringline-venvs)
@@ -64,6 +70,13 @@ def main() -> int:
     wanted = [v.strip() for v in os.environ.get("RINGLINE_PYTHONS", ",".join(VERSIONS)).split(",")
               if v.strip()]
     venvs = os.environ.get("RINGLINE_VENVS", os.path.expanduser("~/.cache/ringline-venvs"))
+    # RINGLINE_PURE=1: install without the compiled core (RINGLINE_NO_EXTENSION=1,
+    # venvs <ver>-pure) and run the entry points' tests, tests/test_public_api.py
+    # (unless test arguments are given): ringline.NATIVE False, asyncio's loop.
+    pure = os.environ.get("RINGLINE_PURE") == "1"
+    install_env = dict(os.environ, RINGLINE_NO_EXTENSION="1") if pure else None
+    if pure and not args:
+        args = ["tests/test_public_api.py"]
     results = []
     for ver in wanted:
         py = find_python(ver)
@@ -71,20 +84,25 @@ def main() -> int:
             results.append((ver, "missing", 0.0))
             continue
         t0 = time.monotonic()
-        venv = os.path.join(venvs, ver)
+        venv = os.path.join(venvs, ver + ("-pure" if pure else ""))
         vpy = os.path.join(venv, "bin", "python")
         if not os.path.exists(vpy) and run([py, "-m", "venv", venv]) != 0:
             results.append((ver, "venv failed", time.monotonic() - t0))
             continue
         run([vpy, "-m", "pip", "install", "-q", "--upgrade", "pip"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if run([vpy, "-m", "pip", "install", "-q", ".[test]"]) != 0:
+        # [integration]: the frameworks tests/test_integration_frameworks.py
+        # runs on ringline (uvicorn, aiohttp, hypercorn, anyio, pytest-asyncio,
+        # asyncpg); RINGLINE_REQUIRE_INTEGRATION makes a missing one a failure.
+        if run([vpy, "-m", "pip", "install", "-q", ".[test,integration]"], env=install_env) != 0:
             results.append((ver, "install failed", time.monotonic() - t0))
             continue
         t1 = time.monotonic()
         run([vpy, "-c", "import sys, ringline; print('ringline', ringline.__version__, "
-             "'on Python', sys.version.split()[0], 'backends:', ringline.available_backends())"])
-        rc = run([vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args])
+             "'on Python', sys.version.split()[0], 'native core:', ringline.NATIVE, "
+             "'backends:', ringline.available_backends())"])
+        rc = run([vpy, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+                 env=dict(os.environ, RINGLINE_REQUIRE_INTEGRATION="1"))
         status = {0: "passed", 5: "no tests collected"}.get(rc, f"failed (pytest exit {rc})")
         results.append((ver, status, time.monotonic() - t0, time.monotonic() - t1))
     print("\n== ringline test suite per Python version ==")

@@ -49,20 +49,46 @@ def _sysctl(name: str) -> str | None:
         return None
 
 
+# Kept in step with _compat.TESTED_VERSIONS, for a copy without the
+# compiled core on a platform where _compat does not import (Windows).
+_TESTED_FALLBACK = ((3, 11), (3, 12), (3, 13))
+
+
 def collect() -> dict:
     import ringline
-    from ringline import _backend, _compat
+    from ringline import _native
 
+    try:
+        from ringline import _compat
+        tested_versions = _compat.TESTED_VERSIONS
+        free_threaded = _compat.FREE_THREADED
+    except ImportError:
+        tested_versions = _TESTED_FALLBACK
+        free_threaded = bool(getattr(sys, "_is_gil_enabled", lambda: True)() is False)
     info: dict = {
         "ringline": ringline.__version__,
         "python": sys.version.split()[0],
-        "python_tested": _compat.tested(),
-        "python_tested_versions": [f"{a}.{b}" for a, b in _compat.TESTED_VERSIONS],
-        "free_threaded": _compat.FREE_THREADED,
+        "python_tested": sys.version_info[:2] in tested_versions,
+        "python_tested_versions": [f"{a}.{b}" for a, b in tested_versions],
+        "free_threaded": free_threaded,
         "platform": platform.platform(),
         "kernel": f"{platform.system()} {platform.release()} {platform.machine()}",
         "io_uring_disabled": _sysctl("kernel.io_uring_disabled"),
+        "native": ringline.NATIVE,
     }
+    if not ringline.NATIVE:
+        # No compiled core: say why, and which loop new_event_loop() gives.
+        info["native_error"] = _native.IMPORT_ERROR
+        info["build_note"] = _native.build_note()
+        info["backends_available"] = []
+        info["backend"] = None
+        loop = ringline.new_event_loop()
+        try:
+            info["loop"] = f"{type(loop).__module__}.{type(loop).__qualname__}"
+        finally:
+            loop.close()
+        return info
+    from ringline import _backend
     usable, reason = _backend.io_uring_status()
     info["io_uring"] = {"usable": usable}
     if usable:
@@ -108,6 +134,20 @@ def _print_text(info: dict) -> None:
       + f" (the suite runs on {tested})"
       + (", free-threaded build" if info["free_threaded"] else "") + "\n")
     w(f"kernel:   {info['kernel']}\n")
+    if not info["native"]:
+        w("core:     NOT AVAILABLE: ringline.NATIVE is False, and ringline.new_event_loop() "
+          "returns asyncio's own loop\n")
+        w(f"          ({info['loop']})\n")
+        w(f"  import error: {info['native_error']}\n")
+        if info["build_note"]:
+            w(f"  at build time: {info['build_note']}\n")
+        else:
+            w("  (no build-time record: the core was built but does not import here, or this\n"
+              "   copy was installed without ringline's setup.py)\n")
+        w("  the compiled core builds on Linux with a C compiler and the Python headers\n"
+          "  (reinstall from source there), or comes in a manylinux wheel\n")
+        return
+    w("core:     compiled (ringline.NATIVE is True)\n")
     if info["io_uring_disabled"] is not None:
         w(f"          kernel.io_uring_disabled = {info['io_uring_disabled']}\n")
     ur = info["io_uring"]
@@ -209,11 +249,24 @@ def main(argv: list[str] | None = None) -> int:
     _echo_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "echo":
+        import ringline
+        if not ringline.NATIVE:
+            from ringline import _native
+            sys.stderr.write(f"python -m ringline echo needs the compiled core: "
+                             f"{_native.why_not()}\n")
+            return 1
         return _echo_main(args)
     if args.command != "info":
         parser.print_help()
         return 2
     info = collect()
+    if not info["native"]:
+        if args.json:
+            json.dump(info, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            _print_text(info)
+        return 0          # an install without the core works: asyncio's loop
     if args.json:
         json.dump(info, sys.stdout, indent=2)
         sys.stdout.write("\n")
