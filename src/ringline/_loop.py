@@ -305,20 +305,9 @@ class EventLoop(LoopCore, _compat.SelectorLoopMethods, BaseEventLoop):
                 extra, kwargs)
         proc, pidfd = await _subprocess.spawn(
             self, args, shell, stdin, stdout, stderr, bufsize, kwargs)
-        waiter = self.create_future()
-        transp = _subprocess.SubprocessTransport(
-            self, protocol, args, shell, stdin, stdout, stderr, bufsize,
-            waiter=waiter, extra=extra, _popen=proc)
-        _subprocess.watch_exit(self, transp, proc, pidfd)
-        try:
-            await waiter
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException:
-            transp.close()
-            await transp._wait()
-            raise
-        return transp
+        return await _subprocess.start_transport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, proc,
+            lambda transp: _subprocess.watch_exit(self, transp, proc, pidfd))
 
     def _child_watcher_callback(self, pid, returncode, transp):
         # An asyncio child watcher's callback (spawn_watched), as

@@ -749,18 +749,30 @@ async def spawn_watched(loop, watcher, protocol, args, shell, stdin, stdout, std
             raise RuntimeError(_compat.CHILD_WATCHER_INACTIVE)
         proc, _ = await spawn(loop, args, shell, stdin, stdout, stderr, bufsize, kwargs,
                               watched=True)
-        waiter = loop.create_future()
-        transp = SubprocessTransport(loop, protocol, args, shell, stdin, stdout, stderr,
-                                     bufsize, waiter=waiter, extra=extra, _popen=proc)
-        watcher.add_child_handler(transp.get_pid(), loop._child_watcher_callback, transp)
-        try:
-            await waiter
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException:
-            transp.close()
-            await transp._wait()
-            raise
+        return await start_transport(
+            loop, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, proc,
+            lambda transp: watcher.add_child_handler(
+                transp.get_pid(), loop._child_watcher_callback, transp))
+
+
+async def start_transport(loop, protocol, args, shell, stdin, stdout, stderr, bufsize,
+                          extra, proc, watch):
+    """The transport of a spawned child, once its pipes are connected (as
+    asyncio's _make_subprocess_transport waits for them); ``watch(transp)``
+    arranges for its exit to be reported.  On failure the transport is
+    closed and the child waited for before the error propagates."""
+    waiter = loop.create_future()
+    transp = SubprocessTransport(loop, protocol, args, shell, stdin, stdout, stderr,
+                                 bufsize, waiter=waiter, extra=extra, _popen=proc)
+    watch(transp)
+    try:
+        await waiter
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException:
+        transp.close()
+        await transp._wait()
+        raise
     return transp
 
 
