@@ -22,7 +22,15 @@ import pytest
 
 from _loops import is_asyncio_mode
 
-pytestmark = pytest.mark.skipif(is_asyncio_mode(), reason="ringline's core only")
+pytestmark = [
+    pytest.mark.skipif(is_asyncio_mode(), reason="ringline's core only"),
+    # The hooks copy each input to the end of a page, at any alignment, so
+    # that a read past it faults; UBSan reports the misaligned struct reads
+    # that placement itself causes (tests/sanitize.py).  These run in the
+    # normal suite; under the sanitizers, see the session note (issue 14).
+    pytest.mark.skipif(bool(os.environ.get("RINGLINE_SANITIZE_PRELOAD")),
+                       reason="page-end placement of fuzz inputs is misaligned by design"),
+]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FUZZ = os.path.join(HERE, "fuzz")

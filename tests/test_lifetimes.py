@@ -307,8 +307,13 @@ def _nfds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-CYCLES = int(os.environ.get("RINGLINE_LIFETIME_CONNECTIONS", "100000"))
-FILES = int(os.environ.get("RINGLINE_LIFETIME_FILES", "10000"))
+#: Under tests/sanitize.py ASan keeps freed memory in quarantine and maps
+#: shadow for it, so RSS says nothing about ringline there: the fd count and
+#: the live counts are still checked, over fewer cycles.
+UNDER_SANITIZER = bool(os.environ.get("RINGLINE_SANITIZE_PRELOAD"))
+CYCLES = int(os.environ.get("RINGLINE_LIFETIME_CONNECTIONS",
+                            "10000" if UNDER_SANITIZER else "100000"))
+FILES = int(os.environ.get("RINGLINE_LIFETIME_FILES", "2000" if UNDER_SANITIZER else "10000"))
 #: RSS may end this much above where it started (after a warm-up that
 #: brings the pools, free lists and pymalloc arenas to their working size).
 RSS_SLACK = 0.05
@@ -372,5 +377,6 @@ def test_many_connections_and_files(loop_factory, counts, tmp_path):
     rss0, fds0, rss1, fds1 = loop.run_until_complete(main())
     loop.close()
     assert fds1 == fds0, f"fds: {fds0} -> {fds1}"
-    assert rss1 <= rss0 * (1 + RSS_SLACK), f"RSS: {rss0 >> 10} KiB -> {rss1 >> 10} KiB"
+    if not UNDER_SANITIZER:
+        assert rss1 <= rss0 * (1 + RSS_SLACK), f"RSS: {rss0 >> 10} KiB -> {rss1 >> 10} KiB"
     assert_back(counts)

@@ -847,12 +847,21 @@ cdef object _decode_sockaddr(sockaddr *sa, socklen_t salen, object sock):
     cdef sockaddr_in6 *sin6
     cdef sockaddr_un *sun
     cdef Py_ssize_t n
+    cdef sockaddr_storage aligned
     if salen > sizeof(sockaddr_storage):
         salen = sizeof(sockaddr_storage)
     if salen == 0:
         if sock is not None and sock.family == AF_UNIX:
             return '' if sock.type != SOCK_DGRAM else None
         return None
+    if (<uintptr_t>sa) & 7:
+        # Kernel names sit in sockaddr_storage or 8-aligned ring buffers;
+        # only the fuzz hooks hand an odd address.  Reading its fields in
+        # place would be undefined (UBSan: misaligned access): decode an
+        # aligned copy of its salen bytes.
+        memset(&aligned, 0, sizeof(aligned))
+        memcpy(&aligned, sa, salen)
+        sa = <sockaddr*>&aligned
     if salen < sizeof(sa.sa_family):
         return None
     if sa.sa_family == AF_INET:
