@@ -429,6 +429,18 @@ def _draining_reader(loop, sock, stream):
     return produce
 
 
+async def _collect_rest(got, sent, receive, record, check, what):
+    """After the random rounds: receive() until everything sent has been
+    recorded (record(result) adds it to got), each wait bounded."""
+    while len(got) < len(sent):
+        try:
+            record(await asyncio.wait_for(receive(), 2))
+        except asyncio.TimeoutError:
+            pytest.fail(f"{len(sent) - len(got)} of {len(sent)} {what} never came")
+        check()
+    assert got == sent
+
+
 async def _drive(loop, rnd, rounds, start, produce, harvest, check):
     """The common loop.  Each round starts one operation, either as a task
     (cancelled at a random moment, or awaited) or inline (cancelled by a
@@ -549,13 +561,8 @@ def test_random_cancel_stream_recv(loop, run, backend, method):
 
     async def main():
         await _drive(loop, rnd, ROUNDS, start, produce, harvest, check)
-        while len(got) < len(sent):
-            try:
-                got.extend(await asyncio.wait_for(loop.sock_recv(a, 4096), 2))
-            except asyncio.TimeoutError:
-                pytest.fail(f"{len(sent) - len(got)} of {len(sent)} bytes never came")
-            check()
-        assert got == sent
+        await _collect_rest(got, sent, lambda: loop.sock_recv(a, 4096), got.extend, check,
+                            "bytes")
         with pytest.raises(asyncio.TimeoutError):   # nothing left behind
             await asyncio.wait_for(loop.sock_recv(a, 1), 0.05)
 
@@ -601,13 +608,8 @@ def test_random_cancel_datagram_recv(loop, run, backend, method):
 
     async def main():
         await _drive(loop, rnd, ROUNDS, start, produce, harvest, check)
-        while len(got) < len(sent):
-            try:
-                harvest(await asyncio.wait_for(loop.sock_recvfrom(a, 64), 2), ("sock_recvfrom", None))
-            except asyncio.TimeoutError:
-                pytest.fail(f"{len(sent) - len(got)} of {len(sent)} datagrams never came")
-            check()
-        assert got == sent
+        await _collect_rest(got, sent, lambda: loop.sock_recvfrom(a, 64),
+                            lambda r: harvest(r, ("sock_recvfrom", None)), check, "datagrams")
 
     try:
         run(main(), timeout=max(30, ROUNDS / 50))
@@ -656,13 +658,8 @@ def test_random_cancel_accept(loop, run, backend):
 
     async def main():
         await _drive(loop, rnd, ROUNDS, start, produce, harvest, check)
-        while len(got) < len(sent):
-            try:
-                harvest(await asyncio.wait_for(loop.sock_accept(lsock), 2), None)
-            except asyncio.TimeoutError:
-                pytest.fail(f"{len(sent) - len(got)} of {len(sent)} connections never accepted")
-            check()
-        assert got == sent
+        await _collect_rest(got, sent, lambda: loop.sock_accept(lsock),
+                            lambda r: harvest(r, None), check, "connections")
 
     try:
         run(main(), timeout=max(30, ROUNDS / 50))
