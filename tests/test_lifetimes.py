@@ -254,7 +254,8 @@ def test_with_data_view_kept_past_the_handler(backend, counts):
             bytes(kept[0])
         assert bytes(kept[1]) == b"abc"
         live = ringline.live_counts()
-        if type(kept[1].obj).__name__ == "KBuf":
+        if backend == "io_uring":       # a kernel buffer (the poll backend copies)
+            assert type(kept[1].obj).__name__ == "KBuf"
             assert live["kbuf_views"] > counts["kbuf_views"]
             assert live["pbufs_out"] > counts["pbufs_out"]
         s.close()
