@@ -32,6 +32,20 @@ class SSLProtocol(_compat.SSLProtocol):
         self._process_outgoing = tls.process_outgoing
         self._app_transport.write = tls.write
 
+    def connection_lost(self, exc):
+        app = self._app_transport
+        try:
+            super().connection_lost(exc)
+        finally:
+            # From here on asyncio's own methods (a write() after close gets
+            # asyncio's answer), and the session is let go: the app protocol
+            # may keep its transport, and asyncio frees the SSLContext anyway.
+            if app is not None:
+                app.__dict__.pop("write", None)
+            self.__dict__.pop("_do_read", None)
+            self.__dict__.pop("_process_outgoing", None)
+            self._ringline_tls.detach()
+
 
 for _name in _FIELDS:
     setattr(SSLProtocol, _name, core.TLSField(_name))

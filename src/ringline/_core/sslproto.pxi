@@ -134,6 +134,16 @@ cdef class SSLCore:
         self.ssl_pending = sslobj.pending
         self.max_size = proto.max_size
 
+    def detach(self):
+        """At connection_lost: let go of the session (BIOs, the SSL object's
+        methods).  asyncio frees a closed connection's SSLObject, and with it
+        the SSLContext, even while the app protocol keeps the transport
+        (test_ssl's memory-leak tests); the app transport's write() bound to
+        this object must not keep them.  SSLProtocol puts asyncio's own
+        methods back first, so nothing here runs again."""
+        self.incoming = self.outgoing = self.in_write = self.out_read = None
+        self.ssl_read = self.ssl_write = self.ssl_pending = None
+
     @property
     def _transport(self):
         return self.transport
@@ -156,6 +166,8 @@ cdef class SSLCore:
     cdef int feed(self, char *ptr, Py_ssize_t n) except -1:
         """SSLProtocol.buffer_updated for bytes the kernel put at ptr."""
         cdef object proto = _deref(self.proto_ref)
+        if self.in_write is None:       # detached: the connection is lost
+            return 0
         mv = PyMemoryView_FromMemory(ptr, n, PyBUF_READ)
         try:
             self.in_write(mv)

@@ -654,8 +654,11 @@ cdef class StreamCore:
         if self.empty_waiter is not None and not self.empty_waiter.done():
             self.empty_waiter.set_result(None)
         if self.closing:
+            # At once, as asyncio's _write_send does when the buffer drains
+            # on a closing transport (no call_soon hop: a connection closed
+            # with a write queued is gone as soon as asyncio's would be).
             self.conn_lost += 1
-            self.loop._call_soon_c(self.call_connection_lost, (None,), None)
+            self.call_connection_lost(None)
         elif self.eof:
             try:
                 self.sock.shutdown(socket_mod.SHUT_WR)
