@@ -47,13 +47,7 @@ import time
 #: Tests that fail on ringline by design, with the cause (matched as a
 #: prefix of the test id after "test.test_asyncio.").  Listed, not counted
 #: as regressions.
-KNOWN = {}
-
-if sys.version_info >= (3, 12):
-    KNOWN["test_ssl.TestSSL.test_create_connection_memory_leak"] = (
-        "checks that the SSLContext is freed the moment run_until_complete returns; 3.12's "
-        "wait_for adds no loop iteration after the coroutine and ringline releases a closed "
-        "TLS connection one iteration later (tests/test_tls.py checks it is freed then)")
+KNOWN: dict[str, str] = {}
 
 MODULES = ("test_ssl", "test_streams", "test_subprocess", "test_taskgroups",
            "test_runners", "test_timeouts")

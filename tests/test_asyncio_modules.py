@@ -43,14 +43,6 @@ MODULES = (test_ssl, test_streams, test_taskgroups, test_runners, test_timeouts)
 #: test id (Class.method) -> reason: tests that cannot pass on a loop other
 #: than asyncio's own, skipped on ringline.
 SKIPS: dict = {}
-if sys.version_info >= (3, 12):
-    SKIPS["TestSSL.test_create_connection_memory_leak"] = (
-        "checks that the client SSLContext is freed the moment run_until_complete "
-        "returns; 3.12's wait_for no longer runs extra loop iterations after the "
-        "coroutine, and ringline releases a closed TLS connection one iteration "
-        "later than the selector loop (io_uring sends close_notify with the next "
-        "submission).  The context is freed after that iteration: "
-        "tests/test_tls.py::test_closed_client_releases_sslcontext")
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ are copied from the driver once per loop iteration.
 from __future__ import annotations
 
 import mmap
+import os
 import threading
 import weakref
 
@@ -78,6 +79,16 @@ def _with_active(d: dict) -> dict:
 _areas: "weakref.WeakSet[MetricsArea]" = weakref.WeakSet()
 _lock = threading.Lock()
 _local: MetricsBlock | None = None
+
+
+def _after_fork_in_child() -> None:
+    # A launcher thread may hold the lock at a worker's fork (os.fork keeps
+    # only the forking thread; the lock would stay taken in the child).
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def register(area: MetricsArea) -> None:

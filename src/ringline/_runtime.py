@@ -134,6 +134,15 @@ _default_pools: _Pools | None = None
 _default_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    # Another thread may hold it at fork; the child has only the forking one.
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _defaults():
     global _default_config, _default_pools
     with _default_lock:

@@ -6,7 +6,10 @@
 # Inputs that a production caller keeps in a larger buffer (a sockaddr in a
 # sockaddr_storage, a recvmsg_out in a ring buffer) are copied here so that
 # they END at a PROT_NONE page: a read one byte past what the caller said
-# is there faults at once, without a sanitizer build.
+# is there faults at once, without a sanitizer build.  In an ASan build they
+# go in a malloc block of exactly their size instead: its redzone catches
+# the same read, and the block is aligned as the kernel's buffers are (a
+# page-end copy is not, and UBSan would report reads the placement causes).
 
 cdef extern from *:
     """
@@ -20,6 +23,14 @@ cdef extern from *:
     /* n bytes of src, copied to end right before a PROT_NONE page. */
     static char *rl_fz_guarded(const char *src, size_t n, void **base, size_t *maplen)
     {
+    #if defined(__SANITIZE_ADDRESS__)
+        char *b = malloc(n ? n : 1);
+        if (b == NULL) return NULL;
+        if (n) memcpy(b, src, n);
+        *base = b;
+        *maplen = 0;
+        return b;
+    #else
         size_t pg = (size_t)sysconf(_SC_PAGESIZE);
         size_t pages = (n + pg - 1) / pg + 1;
         char *m = mmap(NULL, pages * pg, PROT_READ | PROT_WRITE,
@@ -34,8 +45,13 @@ cdef extern from *:
         char *p = m + (pages - 1) * pg - n;
         if (n) memcpy(p, src, n);
         return p;
+    #endif
     }
-    static void rl_fz_unmap(void *base, size_t maplen) { munmap(base, maplen); }
+    static void rl_fz_unmap(void *base, size_t maplen)
+    {
+        if (maplen == 0) free(base);        /* the ASan build's malloc copy */
+        else munmap(base, maplen);
+    }
 
     static int rl_fz_pbuf_head(int ring_fd, unsigned bgid, unsigned *head)
     {
