@@ -102,6 +102,8 @@ cdef class Driver:
     cdef int own_fd(self, int fd, object owner) except -1
     cdef int disown_fd(self, int fd) except -1
     cdef int wake(self) noexcept nogil
+    cdef int enter_thread(self) except -1
+    cdef int leave_thread(self) except -1
 
 
 cdef class UringDriver(Driver):

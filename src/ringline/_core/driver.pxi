@@ -51,6 +51,14 @@ cdef class Driver:
     def arm_wakeup(self):
         pass
 
+    cdef int enter_thread(self) except -1:
+        """The loop starts running on this thread (run_forever)."""
+        return 0
+
+    cdef int leave_thread(self) except -1:
+        """It stops running there: undo what enter_thread() did."""
+        return 0
+
     def stats(self):
         return {}
 
@@ -66,6 +74,31 @@ cdef int _cq_entries_default = 4096
 # unchanged; more entries of that size measured slower here, not faster.
 cdef unsigned _pbuf_entries = 64
 cdef unsigned _pbuf_size = 131072
+
+
+cdef object _enter_error(int err):
+    if err == errno_EEXIST:
+        # IORING_SETUP_SINGLE_ISSUER (uring.h, rl_ring_init): the ring is the
+        # first entering thread's.
+        return RuntimeError(
+            "this io_uring event loop already ran on another thread, and the kernel "
+            "ties its ring to that thread (IORING_SETUP_SINGLE_ISSUER); run a loop "
+            "on one thread, or use the 'poll' backend")
+    return OSError(err, "io_uring_enter: " + os.strerror(err))
+
+
+cdef bint _use_registered_ring = True
+
+
+def set_registered_ring(bint enabled):
+    """Whether io_uring loops register their ring fd while they run
+    (IORING_REGISTER_RING_FDS, 5.18+).  False: every io_uring_enter takes the
+    plain fd -- what a kernel before 5.18 gets (used by the tests and by
+    benchmarks/micro.py to measure the difference).  Returns the old value."""
+    global _use_registered_ring
+    old = _use_registered_ring
+    _use_registered_ring = enabled
+    return old
 
 
 def set_recv_buffers(unsigned entries, unsigned size):
@@ -141,6 +174,22 @@ cdef class UringDriver(Driver):
     def arm_wakeup(self):
         self.start(self.wake_op)
 
+    cdef int enter_thread(self) except -1:
+        # Registered for as long as the loop runs on this thread: the table
+        # is per thread, and the slot must be freed from the same thread
+        # (uring.h).  A refusal (old kernel, 16 slots taken) is not an error.
+        if not self.ring_open:
+            return 0
+        rl_ring_enable(&self.ring)      # this thread becomes the submitter
+        if _use_registered_ring:
+            rl_ring_register_fd(&self.ring)
+        return 0
+
+    cdef int leave_thread(self) except -1:
+        if self.ring_open:
+            rl_ring_unregister_fd(&self.ring)
+        return 0
+
     cdef bint dgram_ring(self) except -1:
         # The datagram buffer ring (8 MiB, touched as used) exists only once an endpoint asks.
         if self.dpbuf_state == 0:
@@ -158,7 +207,7 @@ cdef class UringDriver(Driver):
             ret = rl_submit_and_wait(&self.ring, 0, -1)
             self.n_enter += 1
             if ret < 0 and ret != -errno_EINTR and ret != -errno_EBUSY and ret != -errno_EAGAIN:
-                raise OSError(-ret, "io_uring_enter: " + os.strerror(-ret))
+                raise _enter_error(-ret)
             sqe = rl_get_sqe(&self.ring)
             if sqe == NULL:
                 # The kernel could not take SQEs (CQ overflow backlog): make
@@ -233,7 +282,7 @@ cdef class UringDriver(Driver):
             ret = rl_submit_and_wait(&self.ring, 0, -1)
             self.n_enter += 1
             if ret < 0 and ret != -errno_EINTR and ret != -errno_EBUSY and ret != -errno_EAGAIN:
-                raise OSError(-ret, "io_uring_enter: " + os.strerror(-ret))
+                raise _enter_error(-ret)
         return 0
 
     cdef int wait(self, int64_t timeout_ns) except -1:
@@ -258,7 +307,7 @@ cdef class UringDriver(Driver):
         self.n_enter += 1
         if ret < 0 and ret != -errno_ETIME and ret != -errno_EINTR \
                 and ret != -errno_EBUSY and ret != -errno_EAGAIN:
-            raise OSError(-ret, "io_uring_enter: " + os.strerror(-ret))
+            raise _enter_error(-ret)
         self.reap()
         if ret == -errno_EINTR:
             # A signal interrupted the wait: run Python's handlers now (as
@@ -316,8 +365,14 @@ cdef class UringDriver(Driver):
     cdef int shutdown(self, bint forked) except -1:
         cdef io_uring_sqe *sqe
         cdef int64_t deadline
+        cdef int ret = 0
         if not self.ring_open:
             return 0
+        if self.ring.disabled and not forked:
+            # Never entered: no SQE reached the kernel, nothing to wait for.
+            _live.ops_inflight -= len(self.ops)
+            self.ops = []
+            self.inflight = 0
         if not forked and self.inflight > 0:
             # Cancel everything and wait (bounded) for the final CQEs, so no
             # buffer an op holds is freed while the kernel may still write it.
@@ -330,7 +385,9 @@ cdef class UringDriver(Driver):
             deadline = rl_monotonic_ns() + 1000000000
             while self.inflight > 0 and rl_monotonic_ns() < deadline:
                 with nogil:
-                    rl_submit_and_wait(&self.ring, 1, 10000000)
+                    ret = rl_submit_and_wait(&self.ring, 1, 10000000)
+                if ret == -errno_EEXIST:
+                    break       # closed from a thread the ring is not tied to
                 self._reap_quiet()
             # Ops still in flight are kept forever: leaked, never freed
             # under the kernel.
@@ -390,6 +447,7 @@ cdef class UringDriver(Driver):
             'sq_entries': self.ring.sq_entries,
             'cq_entries': self.ring.cq_entries,
             'io_uring_enter': self.n_enter,
+            'registered_ring': self.ring.enter_flags != 0,
             'sqes_submitted': self.n_sqes,
             'cqes_processed': self.n_cqes,
             'inflight': self.inflight,

@@ -279,10 +279,15 @@ cdef class LoopCore:
     def _run_forever_inner(self):
         # The body of run_forever; the setup around it is asyncio's.
         self._check_fork()
-        while True:
-            self._run_once_c()
-            if self._stopping:
-                break
+        self._driver.enter_thread()
+        try:
+            while True:
+                self._run_once_c()
+                if self._stopping:
+                    break
+        finally:
+            if self._driver is not None:
+                self._driver.leave_thread()
 
     def _core_close(self):
         cdef bint forked = self._fork_gen != _fork_generation

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/eventfd.h>
@@ -165,10 +166,91 @@ typedef struct rl_ring {
     /* mappings */
     void *sq_ptr, *cq_ptr;
     size_t sq_sz, cq_sz, sqes_sz;
+    /* registered ring fd (rl_ring_register_fd): index and flag, and the
+     * thread whose table holds it; enter_flags == 0: not registered */
+    int enter_fd;
+    unsigned enter_flags;
+    pthread_t reg_thread;
+    int disabled;               /* R_DISABLED: no thread has entered yet */
 } rl_ring;
 
 #define RL_LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define RL_STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+/*
+ * Registered ring fd (IORING_REGISTER_RING_FDS, 5.18): io_uring_enter then
+ * takes an index into the calling task's ring table instead of an fd, which
+ * skips the fd-table lookup (fdget, an atomic refcount once the process has
+ * threads).  The table is per task -- the index means nothing, or another
+ * ring, on any other thread -- so the loop registers on the thread that runs
+ * it, for as long as it runs (run_forever), and every enter checks it is on
+ * that thread.  The registration holds a file reference: it must be undone
+ * on the same thread before the ring can be freed.
+ */
+#ifndef IORING_ENTER_REGISTERED_RING
+#define IORING_ENTER_REGISTERED_RING (1U << 4)
+#endif
+#define RL_REGISTER_RING_FDS 20
+#define RL_UNREGISTER_RING_FDS 21
+struct rl_rsrc_update { uint32_t offset; uint32_t resv; uint64_t data; };
+
+#define RL_REGISTER_ENABLE_RINGS 12
+
+/* The calling thread becomes the ring's submitter (see rl_ring_init). */
+static inline int rl_ring_enable(rl_ring *r)
+{
+    if (r->disabled) {
+        if (rl_register(r->fd, RL_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
+            return -errno;
+        r->disabled = 0;
+    }
+    return 0;
+}
+
+static inline int rl_ring_enter(rl_ring *r, unsigned to_submit, unsigned min_complete,
+                                unsigned flags, void *arg, size_t argsz)
+{
+    int err;
+    if (r->disabled && (err = rl_ring_enable(r)) < 0) {
+        errno = -err;
+        return -1;
+    }
+    if (r->enter_flags && pthread_equal(r->reg_thread, pthread_self()))
+        return rl_enter(r->enter_fd, to_submit, min_complete, flags | r->enter_flags,
+                        arg, argsz);
+    return rl_enter(r->fd, to_submit, min_complete, flags, arg, argsz);
+}
+
+/* 0, or -errno (EINVAL before 5.18, EBUSY when the task's 16 slots are taken). */
+static int rl_ring_register_fd(rl_ring *r)
+{
+    struct rl_rsrc_update up;
+    if (r->enter_flags)
+        return 0;
+    memset(&up, 0, sizeof(up));
+    up.offset = (uint32_t)-1;           /* any free slot */
+    up.data = (uint64_t)r->fd;
+    int ret = rl_register(r->fd, RL_REGISTER_RING_FDS, &up, 1);
+    if (ret != 1)
+        return ret < 0 ? -errno : -EINVAL;
+    r->enter_fd = (int)up.offset;
+    r->enter_flags = IORING_ENTER_REGISTERED_RING;
+    r->reg_thread = pthread_self();
+    return 0;
+}
+
+/* Only on the registering thread (the slot is in its table). */
+static void rl_ring_unregister_fd(rl_ring *r)
+{
+    struct rl_rsrc_update up;
+    if (!r->enter_flags || !pthread_equal(r->reg_thread, pthread_self()))
+        return;
+    memset(&up, 0, sizeof(up));
+    up.offset = (uint32_t)r->enter_fd;
+    rl_register(r->fd, RL_UNREGISTER_RING_FDS, &up, 1);
+    r->enter_fd = -1;
+    r->enter_flags = 0;
+}
 
 static void rl_ring_unmap(rl_ring *r)
 {
@@ -188,12 +270,19 @@ static void rl_ring_unmap(rl_ring *r)
  * also asks for CQSIZE and TASKRUN_FLAG (so an idle iteration can see in
  * sq_flags whether deferred task work is pending and skip the syscall).
  * Returns 0 or -errno; *tried_err gets the first refusal's errno.
+ *
+ * A SINGLE_ISSUER ring belongs to one thread, and without R_DISABLED that
+ * is the one creating it: asyncio lets a loop be created on one thread and
+ * run on another (a loop thread), whose io_uring_enter would get EEXIST.  So
+ * the ring starts disabled and the first thread to enter enables it
+ * (IORING_REGISTER_ENABLE_RINGS makes the caller the submitter task).
  */
 static int rl_ring_init(rl_ring *r, unsigned sq_entries, unsigned cq_entries,
                         int allow_defer, int *first_err)
 {
     static const unsigned flag_sets[] = {
-        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG
+            | IORING_SETUP_R_DISABLED,
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         0,
     };
@@ -220,7 +309,8 @@ static int rl_ring_init(rl_ring *r, unsigned sq_entries, unsigned cq_entries,
     if (fd < 0)
         return -errno;
     r->fd = fd;
-    r->setup_flags = p.flags;
+    r->disabled = (p.flags & IORING_SETUP_R_DISABLED) != 0;
+    r->setup_flags = p.flags & ~IORING_SETUP_R_DISABLED;
     r->features = p.features;
 
     r->sq_sz = p.sq_off.array + p.sq_entries * sizeof(unsigned);
@@ -276,6 +366,7 @@ fail:;
 
 static void rl_ring_exit(rl_ring *r)
 {
+    rl_ring_unregister_fd(r);
     rl_ring_unmap(r);
     if (r->fd >= 0)
         close(r->fd);
@@ -337,7 +428,7 @@ static inline int rl_submit_and_wait(rl_ring *r, unsigned wait_nr, int64_t timeo
 #ifdef RINGLINE_VALGRIND
     if (wait_nr && RL_ON_VALGRIND()) {
         /* Block in poll(), not in io_uring_enter: see RINGLINE_VALGRIND above. */
-        int ret = rl_enter(r->fd, submit, 0, flags, NULL, _NSIG / 8);
+        int ret = rl_ring_enter(r, submit, 0, flags, NULL, _NSIG / 8);
         if (ret < 0)
             return -errno;
         if (RL_LOAD_ACQ(r->cq_ktail) - *r->cq_khead < wait_nr && !rl_needs_enter(r)) {
@@ -349,7 +440,7 @@ static inline int rl_submit_and_wait(rl_ring *r, unsigned wait_nr, int64_t timeo
             int n = poll(&pfd, 1, ms);
             if (n < 0)
                 return -errno;
-            if (rl_enter(r->fd, 0, 0, IORING_ENTER_GETEVENTS, NULL, _NSIG / 8) < 0)
+            if (rl_ring_enter(r, 0, 0, IORING_ENTER_GETEVENTS, NULL, _NSIG / 8) < 0)
                 return -errno;
             if (n == 0 && RL_LOAD_ACQ(r->cq_ktail) == *r->cq_khead)
                 return -ETIME;
@@ -362,11 +453,11 @@ static inline int rl_submit_and_wait(rl_ring *r, unsigned wait_nr, int64_t timeo
         ts.tv_nsec = timeout_ns % 1000000000;
         memset(&arg, 0, sizeof(arg));
         arg.ts = (uint64_t)(uintptr_t)&ts;
-        int ret = rl_enter(r->fd, submit, wait_nr, flags | IORING_ENTER_EXT_ARG,
+        int ret = rl_ring_enter(r, submit, wait_nr, flags | IORING_ENTER_EXT_ARG,
                            &arg, sizeof(arg));
         return ret < 0 ? -errno : ret;
     }
-    int ret = rl_enter(r->fd, submit, wait_nr, flags, NULL, _NSIG / 8);
+    int ret = rl_ring_enter(r, submit, wait_nr, flags, NULL, _NSIG / 8);
     return ret < 0 ? -errno : ret;
 }
 

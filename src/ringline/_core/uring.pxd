@@ -44,6 +44,8 @@ cdef extern from "uring.h" nogil:
         unsigned sq_entries
         unsigned cq_entries
         unsigned *cq_koverflow
+        unsigned enter_flags
+        int disabled
 
     ctypedef struct rl_pbuf_ring:
         unsigned entries
@@ -55,6 +57,9 @@ cdef extern from "uring.h" nogil:
     int rl_ring_init(rl_ring *r, unsigned sq_entries, unsigned cq_entries,
                      int allow_defer, int *first_err)
     void rl_ring_exit(rl_ring *r)
+    int rl_ring_register_fd(rl_ring *r)
+    int rl_ring_enable(rl_ring *r)
+    void rl_ring_unregister_fd(rl_ring *r)
     io_uring_sqe *rl_get_sqe(rl_ring *r)
     unsigned rl_flush_sq(rl_ring *r)
     unsigned rl_sq_pending(rl_ring *r)
