@@ -25,7 +25,7 @@ import signal as _signal
 import subprocess
 from . import _compat
 
-from . import _subprocess
+from .aio import _subprocess
 
 __all__ = ("Child", "Command", "DEVNULL", "ExitStatus", "INHERIT", "Output", "PIPE")
 

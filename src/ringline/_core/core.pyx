@@ -87,7 +87,7 @@ cdef extern from "<poll.h>":
         POLLERR
         POLLHUP
 
-cdef extern from "rl_poll.h":      # <sys/eventfd.h> on Linux, ENOSYS stubs elsewhere
+cdef extern from "driver/rl_poll.h":      # <sys/eventfd.h> on Linux, ENOSYS stubs elsewhere
     int eventfd(unsigned int initval, int flags)
     enum:
         EFD_NONBLOCK
@@ -154,18 +154,18 @@ cdef extern from *:
 
 
 include "live.pxi"
-include "handles.pxi"
-include "ops.pxi"
-include "driver.pxi"
-include "driver_readiness.pxi"
-include "driver_poll.pxi"
-include "driver_kqueue.pxi"
-include "bufpool.pxi"
-include "loop.pxi"
-include "sslproto.pxi"
-include "stream.pxi"
+include "loop/handles.pxi"
+include "loop/ops.pxi"
+include "driver/base.pxi"
+include "driver/readiness.pxi"
+include "driver/epoll.pxi"
+include "driver/kqueue.pxi"
+include "loop/bufpool.pxi"
+include "loop/loop.pxi"
+include "transport/tls.pxi"
+include "transport/stream.pxi"
 include "fileops.pxi"
 include "nvme.pxi"
-include "dgram.pxi"
-include "connctx.pxi"
+include "transport/dgram.pxi"
+include "runtime/connctx.pxi"
 include "fuzzhooks.pxi"     # test-only entry points for tests/fuzz/

@@ -70,7 +70,7 @@
 # POLLERR/POLLHUP for both.  epoll uses these values natively (rl_poll.h
 # checks it at compile time); the kqueue driver translates its filters.
 
-cdef extern from "rl_poll.h" nogil:
+cdef extern from "driver/rl_poll.h" nogil:
     enum:
         POLLPRI
         RL_POLLRDHUP

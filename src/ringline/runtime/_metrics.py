@@ -18,7 +18,7 @@ import os
 import threading
 import weakref
 
-from ._core.core import METRIC_SLOTS, MetricsBlock
+from .._core.core import METRIC_SLOTS, MetricsBlock
 
 __all__ = ("COUNTERS", "MetricsArea", "metrics", "render_prometheus", "local_block")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from asyncio import DatagramTransport as _DatagramTransport
 
-from . import _compat
-from ._core.core import DgramCore
+from .. import _compat
+from .._core.core import DgramCore
 from ._coretransport import CoreTransport
 
 __all__ = ("DatagramTransport",)

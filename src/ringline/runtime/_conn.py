@@ -23,8 +23,8 @@ import socket
 import ssl as ssl_mod
 
 from . import _tls
-from ._core.core import NEED_MORE, ConnCore, SendPoolExhausted
-from ._runtime import current_runtime
+from .._core.core import NEED_MORE, ConnCore, SendPoolExhausted
+from ._state import current_runtime
 
 __all__ = ("ConnCtx", "NEED_MORE", "SendPoolExhausted", "connect", "connect_unix")
 

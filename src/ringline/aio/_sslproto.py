@@ -10,8 +10,8 @@ asyncio's code calling ``self._do_read()`` or the app calling
 
 from __future__ import annotations
 
-from . import _compat
-from ._core import core
+from .. import _compat
+from .._core import core
 
 __all__ = ("SSLProtocol",)
 

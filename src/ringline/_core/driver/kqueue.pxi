@@ -78,7 +78,7 @@
 #   is missing (older OpenBSD, NetBSD < 10): a non-blocking pipe read by the
 #   same WakeOp as the epoll driver's eventfd.
 
-cdef extern from "kq.h" nogil:
+cdef extern from "driver/kq.h" nogil:
     ctypedef struct kevent_t "struct kevent":
         uintptr_t ident
         int filter

@@ -7,7 +7,7 @@ from ._config import Config
 from ._conn import NEED_MORE, ConnCtx, SendPoolExhausted, connect, connect_unix
 from ._handler import Handler, HandlerProtocol, WorkerCtx
 from ._metrics import metrics, render_prometheus
-from ._runtime import PoolDisabledError, request_shutdown, resolve, spawn_blocking
+from ._state import PoolDisabledError, request_shutdown, resolve, spawn_blocking
 from ._streams import open_streams
 from ._udp import UdpCtx, UdpSendPoolExhausted
 

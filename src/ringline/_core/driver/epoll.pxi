@@ -70,7 +70,7 @@
 # registration nobody can remove, a reused fd number) cannot arise.  The
 # per-direction "maybe ready" bits are driver_readiness.pxi's.
 
-cdef extern from "rl_poll.h" nogil:
+cdef extern from "driver/rl_poll.h" nogil:
     ctypedef union epoll_data_t:
         void *ptr
         int fd

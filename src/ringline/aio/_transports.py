@@ -12,8 +12,8 @@ from __future__ import annotations
 import socket
 from asyncio import Transport
 
-from . import _compat
-from ._core.core import StreamCore
+from .. import _compat
+from .._core.core import StreamCore
 from ._coretransport import CoreTransport
 
 __all__ = ("SocketTransport",)

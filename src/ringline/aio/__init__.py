@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Coroutine, TypeVar
 
-from . import _compat
+from .. import _compat
 from ._loop import EventLoop
 
 _T = TypeVar("_T")
@@ -17,7 +17,7 @@ def new_event_loop(backend: str | None = None) -> EventLoop:
     ``backend`` is ``None`` (the best the kernel allows, or the
     ``RINGLINE_BACKEND`` environment variable), ``"io_uring"`` or ``"poll"``.
     """
-    from ._backend import resolve_backend
+    from .._backend import resolve_backend
 
     return EventLoop(resolve_backend(backend))
 
