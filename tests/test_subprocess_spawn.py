@@ -1,4 +1,4 @@
-"""Subprocesses on the spawner pool (ringline._subprocess).
+"""Subprocesses on the spawner pool (ringline.aio._subprocess).
 
 asyncio's subprocess API with every stdio form, env/PATH, close_fds,
 sessions and process groups, signal dispositions, on both spawn paths

@@ -6,12 +6,12 @@
 #   handles.pxi  Handle, TimerHandle, the timer heap
 #   ops.pxi      socket operations as driver ops, sockaddr codecs
 #   driver.pxi   the driver boundary and the io_uring driver
-#   driver_readiness.pxi  the poll backend: completions over readiness, shared
-#   driver_poll.pxi  its epoll driver (Linux)
-#   driver_kqueue.pxi  its kqueue driver (macOS/BSD; ENOSYS stubs elsewhere)
+#   driver/readiness.pxi  the poll backend: completions over readiness, shared
+#   driver/epoll.pxi  its epoll driver (Linux)
+#   driver/kqueue.pxi  its kqueue driver (macOS/BSD; ENOSYS stubs elsewhere)
 #   bufpool.pxi  receive buffers lent per read (poll backend, ENOBUFS)
 #   loop.pxi     LoopCore: the iteration, callbacks, timers, sock_* entry points
-#   sslproto.pxi TLS records on a WRAPPED session (asyncio SSLProtocol's hot path)
+#   transport/tls.pxi TLS records on a WRAPPED session (asyncio SSLProtocol's hot path)
 #   stream.pxi   stream transports' compiled half, multishot accept for servers
 #   fileops.pxi  file operations (open/read/write/statx/...) in the ring or on a pool
 #   nvme.pxi     NVMe passthrough: URING_CMD on a ring of 128-byte SQEs

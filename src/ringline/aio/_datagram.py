@@ -1,7 +1,7 @@
 """Datagram transports (UDP, Unix datagram) over the ring.
 
 The per-datagram work (receive completions, peer addresses, sendto, the send
-queue, flow control) is in the compiled DgramCore (_core/dgram.pxi); this
+queue, flow control) is in the compiled DgramCore (_core/transport/dgram.pxi); this
 class is the public face asyncio code sees.  sendto() is the core's own
 method bound on the instance, so sending a datagram costs no Python frame.
 """

@@ -1,7 +1,7 @@
 """Stream transports: real asyncio.Transport subclasses over the ring.
 
 The per-message work (receive completions, the send queue, flow control) is
-in the compiled StreamCore (_core/stream.pxi); this class is the public face
+in the compiled StreamCore (_core/transport/stream.pxi); this class is the public face
 asyncio code sees (isinstance checks, get_extra_info, set_protocol, repr).
 write() and writelines() are the core's own methods bound on the instance,
 so a write costs no Python frame.

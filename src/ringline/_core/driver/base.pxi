@@ -1,7 +1,7 @@
 # The driver boundary: the loop and every transport start operations (Op
 # subclasses) and get their completions; how the kernel is asked is the
 # driver's business.  UringDriver submits SQEs and reaps CQEs; the poll
-# drivers (epoll, kqueue: driver_readiness.pxi) emulate completions over
+# drivers (epoll, kqueue: driver/readiness.pxi) emulate completions over
 # readiness with the same Op objects (Op.attempt does the syscall,
 # Op.poll_events says what to wait for).
 

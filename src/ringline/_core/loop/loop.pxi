@@ -1,6 +1,6 @@
 # The loop core: ready queue, timer heap, one driver wait per iteration.
 #
-# ringline.EventLoop (in ringline/_loop.py) is
+# ringline.EventLoop (in ringline/aio/_loop.py) is
 #     class EventLoop(LoopCore, asyncio.BaseEventLoop)
 # so asyncio's own code provides everything that is not on the hot path
 # (tasks, exception handler, executor, async generators, create_connection
