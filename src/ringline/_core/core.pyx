@@ -5,7 +5,8 @@
 # parts are included below, one file per concern.
 #   handles.pxi  Handle, TimerHandle, the timer heap
 #   ops.pxi      socket operations as driver ops, sockaddr codecs
-#   driver.pxi   the driver boundary and the io_uring driver
+#   driver/base.pxi  the driver boundary
+#   driver/uring.pxi  the io_uring driver
 #   driver/readiness.pxi  the poll backend: completions over readiness, shared
 #   driver/epoll.pxi  its epoll driver (Linux)
 #   driver/kqueue.pxi  its kqueue driver (macOS/BSD; ENOSYS stubs elsewhere)
@@ -157,6 +158,7 @@ include "live.pxi"
 include "loop/handles.pxi"
 include "loop/ops.pxi"
 include "driver/base.pxi"
+include "driver/uring.pxi"
 include "driver/readiness.pxi"
 include "driver/epoll.pxi"
 include "driver/kqueue.pxi"
