@@ -1,3 +1,17 @@
+# Layer: driver (_core/driver/).  It owns the kernel interface: the ring or
+# the poller, submitting and reaping, cancellation, the cross-thread wakeup,
+# fd registration for the poll backends, and the C headers that declare them
+# (uring.h, rl_poll.h, kq.h).  It knows the Op contract (prep for io_uring,
+# attempt/poll_events for readiness, complete; loop/ops.pxi) and, of
+# LoopCore, only its wakeup flag, closed state and exception handler.  It may
+# not know transports, protocols, futures or the runtime API: everything above
+# it reaches the kernel through Ops and the Driver methods below.
+#   base.pxi       the Driver interface, WakeOp, fork generation
+#   uring.pxi      UringDriver (io_uring), probe()
+#   readiness.pxi  _ReadinessDriver: the poll backend, completions over readiness
+#   epoll.pxi      its epoll mechanism (Linux)
+#   kqueue.pxi     its kqueue mechanism (macOS/BSD; compiled against stubs on Linux)
+#
 # The driver boundary: the loop and every transport start operations (Op
 # subclasses) and get their completions; how the kernel is asked is the
 # driver's business.  UringDriver submits SQEs and reaps CQEs; the poll

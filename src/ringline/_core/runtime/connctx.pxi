@@ -1,3 +1,10 @@
+# Layer: runtime (_core/runtime/).  It owns the compiled half of the runtime
+# face: the connection (ConnCore, with its kernel buffers KBuf), the send
+# pool, the per-worker metrics block and the ring sizes a worker sets.  Its
+# Python half is ringline/runtime/.  Like transport/ it is built on loop/
+# and the driver interface; it may not use the asyncio face's transports
+# (transport/), and they do not use it.
+#
 # ConnCtx's compiled half: the runtime API's connection over the driver.
 # (Class declarations: core.pxd.)
 #

@@ -1,3 +1,11 @@
+# Layer: transport (_core/transport/).  It owns the compiled halves of the
+# asyncio face's transports: stream sockets and multishot accept (this file),
+# datagrams (dgram.pxi) and the TLS record path under asyncio's SSLProtocol
+# (tls.pxi).  Their Python halves are in ringline/aio/.  It starts Ops on the
+# loop's driver and may ask which kind of driver that is (multishot receive
+# on io_uring, fd ownership on the poll backend), but may not call the kernel
+# any other way, and may not know the runtime API (_core/runtime/).
+#
 # Stream transports (TCP, Unix) on the ring: the compiled half.
 #
 # StreamCore does the per-message work; ringline.aio._transports.SocketTransport
