@@ -1,19 +1,10 @@
-"""The runtime face: ringline's server API (Builder, Handler, ConnCtx).
+"""The runtime face: Builder, workers, Handler, ConnCtx (re-exported by ringline).
 
-This package owns the worker model and a connection that bypasses asyncio's
-transports: Config (_config.py), Builder and its worker processes or threads
-(_builder.py, _worker.py), the Handler protocol (_handler.py), ConnCtx
-(_conn.py; its compiled half is _core/runtime/connctx.pxi), the send pool and
-thread pools a loop's connections share (_state.py), TLS on a ConnCtx
-(_tls.py), UDP (_udp.py), asyncio streams over a ConnCtx (_streams.py),
-metrics (_metrics.py) and the handler of ``python -m ringline echo``
-(_echo.py).  The names below are its public API, re-exported by
-ringline/__init__.py.
-
-Workers run on the asyncio face's loop (ringline.aio.new_event_loop); a
-connection here talks to the driver through ConnCore and never goes through
-an asyncio transport or protocol.  Private CPython names come from
-ringline._compat only.
+Owns the worker model and a connection that bypasses asyncio's transports:
+ConnCtx (_conn.py; compiled half _core/runtime/connctx.pxi) talks to the
+driver through ConnCore, never through an asyncio transport or protocol.
+Workers run on the asyncio face's loop (ringline.aio); the asyncio face
+never imports this package.  Private CPython names: ringline._compat only.
 """
 
 from __future__ import annotations
