@@ -67,8 +67,8 @@ def build_spawnref():
 def make_loop(name):
     if name in RINGLINE_VARIANTS:
         import ringline
-        from ringline import _subprocess
-        from ringline import _spawn
+        from ringline.aio import _subprocess
+        from ringline.aio import _spawn
         backend, path = RINGLINE_VARIANTS[name]
         _subprocess.USE_POSIX_SPAWN = path != "popen"
         if path == "os.posix_spawn":

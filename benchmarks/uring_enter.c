@@ -3,7 +3,7 @@
  * rounds with the plain ring fd and with the registered index, in a process
  * with a second thread (a shared fd table, as any Python process with a
  * thread has: fdget then takes a reference).  ringline registers its ring fd
- * while a loop runs (src/ringline/_core/uring.h).
+ * while a loop runs (src/ringline/_core/driver/uring.h).
  *
  *   gcc -O2 -o /tmp/uring_enter benchmarks/uring_enter.c -lpthread
  *   taskset -c 0 /tmp/uring_enter 1000000

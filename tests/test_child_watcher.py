@@ -70,7 +70,7 @@ def spies(monkeypatch):
     spawner's calls; stock asyncio has neither (None)."""
     if _loops.is_asyncio_mode():
         return None
-    from ringline import _subprocess
+    from ringline.aio import _subprocess
     calls = {"watch_exit": [], "spawn": []}
     real_watch, real_spawn = _subprocess.watch_exit, _subprocess._spawn_blocking
 

@@ -163,7 +163,7 @@ def _http_exchange(port: int, backend: str) -> None:
                 resp = conn.getresponse()
                 assert resp.status == 200
                 info = json.loads(resp.read())
-                assert info["loop"] == "ringline._loop.EventLoop", info
+                assert info["loop"] == "ringline.aio._loop.EventLoop", info
                 assert info["backend"] == backend, info
                 assert info["path"] == f"/get/{i}"
             body = bytes(range(256)) * 1200
@@ -354,7 +354,7 @@ def test_anyio(backend):
 
     factory = _loops.loop_factory(backend)
     assert anyio.run(main, backend="asyncio",
-                     backend_options={"loop_factory": factory}) == ("ringline._loop", backend)
+                     backend_options={"loop_factory": factory}) == ("ringline.aio._loop", backend)
 
 
 # ---------------------------------------------------------------------------
@@ -400,7 +400,7 @@ def test_pytest_asyncio(backend, tmp_path):
         @pytest.mark.asyncio
         async def test_round_trip(echo_server):
             loop = asyncio.get_running_loop()
-            assert type(loop).__module__ == "ringline._loop"
+            assert type(loop).__module__ == "ringline.aio._loop"
             assert loop.backend == os.environ["RINGLINE_BACKEND"]
             reader, writer = await asyncio.open_connection("127.0.0.1", echo_server)
             writer.write(b"hello\\n")
@@ -411,7 +411,7 @@ def test_pytest_asyncio(backend, tmp_path):
 
         @pytest.mark.asyncio
         async def test_second_test_gets_a_loop_too():
-            assert type(asyncio.get_running_loop()).__module__ == "ringline._loop"
+            assert type(asyncio.get_running_loop()).__module__ == "ringline.aio._loop"
         """)
     env = _child_env(backend)
     env.pop("PYTEST_ADDOPTS", None)

@@ -1,6 +1,6 @@
 """A loop created on one thread and run on another (a "loop thread"), as
 asyncio allows, and the io_uring ring's ties to the thread that runs it:
-IORING_SETUP_SINGLE_ISSUER and the registered ring fd (src/ringline/_core/uring.h).
+IORING_SETUP_SINGLE_ISSUER and the registered ring fd (src/ringline/_core/driver/uring.h).
 """
 
 from __future__ import annotations

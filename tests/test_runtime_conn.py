@@ -28,7 +28,7 @@ ringline = pytest.importorskip("ringline")
 
 
 # The handlers `python -m ringline echo` ships: tested as they are.
-from ringline._echo import EchoForward, EchoWithData as Echo  # noqa: E402
+from ringline.runtime._echo import EchoForward, EchoWithData as Echo  # noqa: E402
 
 
 # ---- echo -------------------------------------------------------------------------

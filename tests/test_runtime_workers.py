@@ -25,7 +25,7 @@ pytestmark = pytest.mark.ringline_only
 ringline = pytest.importorskip("ringline")
 
 
-from ringline._echo import EchoWithData as Echo  # noqa: E402  (the shipped handler)
+from ringline.runtime._echo import EchoWithData as Echo  # noqa: E402  (the shipped handler)
 
 
 class WhoAmI(ringline.Handler):

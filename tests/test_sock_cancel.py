@@ -6,7 +6,7 @@ callback returns early once the future is done).  ringline's operations are
 in the kernel's hands (io_uring) or tried at once (poll backend), so a result
 can land after the cancel, or after the future was resolved but before the
 cancelled task looked at it: the loop keeps it for the next call (the
-"stash", _core/ops.pxi).  Covered: sock_recv, sock_recv_into, sock_recvfrom,
+"stash", _core/loop/ops.pxi).  Covered: sock_recv, sock_recv_into, sock_recvfrom,
 sock_recvfrom_into, sock_accept, sock_sendall (a cancelled sendall may have
 sent a prefix; nothing after it is reordered or duplicated), ConnCtx
 with_data/send, and a stream transport's pause_reading/resume_reading while

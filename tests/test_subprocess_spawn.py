@@ -1,4 +1,4 @@
-"""Subprocesses on the spawner pool (ringline._subprocess).
+"""Subprocesses on the spawner pool (ringline.aio._subprocess).
 
 asyncio's subprocess API with every stdio form, env/PATH, close_fds,
 sessions and process groups, signal dispositions, on both spawn paths
@@ -39,7 +39,7 @@ def spawn_path(request, monkeypatch):
     if request.param != "posix_spawn" and _loops.is_asyncio_mode():
         pytest.skip("one spawn path on stock asyncio")
     if not _loops.is_asyncio_mode():
-        from ringline import _spawn, _subprocess
+        from ringline.aio import _spawn, _subprocess
         monkeypatch.setattr(_subprocess, "USE_POSIX_SPAWN", request.param != "popen")
         if request.param == "os.posix_spawn":
             monkeypatch.setattr(_spawn, "AVAILABLE", False)
@@ -378,7 +378,7 @@ def test_reaped_behind_our_back_reports_255(run, spawn_path):
 
 @pytest.mark.ringline_only
 def test_pidfd_open_failure_kills_and_reaps(run, spawn_path, monkeypatch):
-    from ringline import _spawn, _subprocess
+    from ringline.aio import _spawn, _subprocess
     pids = []
     real_spawn = _spawn.spawn
     real_popen = subprocess.Popen
@@ -466,7 +466,7 @@ def test_patched_popen_is_used(run, monkeypatch):
 
 @pytest.mark.ringline_only
 def test_cancelled_spawn_leaves_no_child(run, spawn_path, monkeypatch):
-    from ringline import _subprocess
+    from ringline.aio import _subprocess
     made = []
     real = _subprocess._spawn_blocking
     started = threading.Event()
@@ -497,7 +497,7 @@ def test_cancelled_spawn_leaves_no_child(run, spawn_path, monkeypatch):
 
 @pytest.mark.ringline_only
 def test_spawn_paths_chosen(monkeypatch):
-    from ringline import _subprocess
+    from ringline.aio import _subprocess
     monkeypatch.setattr(_subprocess, "USE_POSIX_SPAWN", True)
     ok = _subprocess._posix_spawnable
     assert ok({})

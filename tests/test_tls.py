@@ -1,7 +1,7 @@
 """TLS transports on every backend (and on stock asyncio, to compare).
 
 ringline compiles asyncio SSLProtocol's per-record path (src/ringline/_core/
-sslproto.pxi); these tests aim at where that path hands over to asyncio's
+transport/tls.pxi); these tests aim at where that path hands over to asyncio's
 code: flow control both ways, pause_reading inside data_received, records
 split across receives and many records in one, BufferedProtocol apps, writes
 of every bytes-like type, close_notify, start_tls, and a closed session.

@@ -1,7 +1,7 @@
 """A transport owns its socket's fd for its whole life.
 
 On the poll backend that fd is registered once, edge-triggered (see
-driver_poll.pxi): these tests pin down what that must not break -- an edge
+driver/epoll.pxi): these tests pin down what that must not break -- an edge
 that arrives while nobody waits (paused reading), data and EOF arriving in
 one burst, the fd number reused by a new socket once the transport closed
 (or was dropped unclosed), and the promise that a steady stream costs no

@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 
 if NATIVE:
     from ._backend import available_backends, backend, features, live_counts
-    from ._loop import EventLoop
-    from ._run import EventLoopPolicy, install, new_event_loop, run
+    from .aio._loop import EventLoop
+    from .aio import EventLoopPolicy, install, new_event_loop, run
     from . import fs, nvme, process  # noqa: E402  (ringline.fs, .nvme, .process)
 
     __all__ = (
@@ -39,8 +39,8 @@ if NATIVE:
     )
 
     # The runtime API (Config, Builder, Handler, ConnCtx, connect, metrics, ...).
-    from ._api import *  # noqa: E402,F401,F403
-    from ._api import __all__ as _api_all  # noqa: E402
+    from .runtime import *  # noqa: E402,F401,F403
+    from .runtime import __all__ as _api_all  # noqa: E402
 
     __all__ += _api_all
 else:

@@ -205,7 +205,7 @@ def _echo_parser(sub) -> None:
 
 def _echo_main(args) -> int:
     import ringline
-    from ringline._echo import MODES
+    from ringline.runtime._echo import MODES
 
     tls = None
     if args.tls_cert:

@@ -366,14 +366,14 @@ def popen_disown(proc) -> None:
 #: shape checks below switch a fast path off where one is missing.
 OBJECT_INTERNALS = {
     # StreamReader (streams.py): feed_data/_wakeup_waiter done in C
-    # (_core/stream.pxi) and ConnStreamReader._wait_for_data (_streams.py).
+    # (_core/transport/stream.pxi) and ConnStreamReader._wait_for_data (runtime/_streams.py).
     # Same attributes 3.11-3.14.
     "StreamReader": ("_buffer", "_waiter", "_limit", "_eof", "_paused",
                      "_transport", "_wait_for_data", "_exception"),
     # StreamReaderProtocol: the reader behind a weak reference. 3.11-3.14.
     "StreamReaderProtocol": ("_stream_reader_wr",),
     # SSLProtocol (sslproto.py, 3.11's rewrite, unchanged in shape through
-    # 3.14): the record path in _core/sslproto.pxi and _sslproto.py.
+    # 3.14): the record path in _core/transport/tls.pxi and aio/_sslproto.py.
     "SSLProtocol": (
         "_state", "_app_reading_paused", "_ssl_reading_paused", "_app_writing_paused",
         "_ssl_writing_paused", "_app_protocol_is_buffer", "_write_buffer_size",
@@ -427,7 +427,7 @@ def _sslprotocol_shape_ok() -> bool:
 
 #: Feed an exact StreamReader's buffer in C (stream.pxi).
 STREAM_READER_FAST = _streamreader_shape_ok()
-#: Compile SSLProtocol's per-record path (_sslproto.py, sslproto.pxi).
+#: Compile SSLProtocol's per-record path (aio/_sslproto.py, _core/transport/tls.pxi).
 SSL_RECORD_PATH = _sslprotocol_shape_ok()
 
 
@@ -484,5 +484,5 @@ POLICY_WATCHER_SHAPE = _policy_watcher_shape_ok()
 #     ringline's run_forever checks closed/running before its try already.
 #   - BaseSubprocessTransport.send_signal uses os.kill (3.13+): overridden in
 #     _subprocess.SubprocessTransport to signal through the pidfd.
-# C API: PyWeakref_GetObject (sslproto.pxi's _deref) is deprecated since 3.13
+# C API: PyWeakref_GetObject (transport/tls.pxi's _deref) is deprecated since 3.13
 #   and removed in 3.15; PyWeakref_GetRef replaces it there.

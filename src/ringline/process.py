@@ -10,7 +10,7 @@
     print(await child.stdout.read(), await child.wait())
 
 Children are created off the loop thread by the spawner pool that asyncio's
-subprocess_exec on a ringline loop uses too (ringline._subprocess), each
+subprocess_exec on a ringline loop uses too (ringline.aio._subprocess), each
 with a pidfd; the exit is awaited by polling the pidfd in the ring (POLL_ADD
 on io_uring, epoll on the poll backend) and reaped with waitpid(WNOHANG).
 Signals go through the pidfd (pidfd_send_signal), so a recycled pid is never
@@ -25,7 +25,7 @@ import signal as _signal
 import subprocess
 from . import _compat
 
-from . import _subprocess
+from .aio import _subprocess
 
 __all__ = ("Child", "Command", "DEVNULL", "ExitStatus", "INHERIT", "Output", "PIPE")
 

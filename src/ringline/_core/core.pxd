@@ -131,9 +131,9 @@ cdef class UringDriver(Driver):
 
 
 # The poll backend: completions emulated over readiness.  _PollFd holds the
-# ops waiting on one fd, per direction; _ReadinessDriver (driver_readiness.pxi)
-# is the mechanism-independent driver, PollDriver (driver_poll.pxi, epoll)
-# and KqueueDriver (driver_kqueue.pxi) register, wait and decode.
+# ops waiting on one fd, per direction; _ReadinessDriver (driver/readiness.pxi)
+# is the mechanism-independent driver, PollDriver (driver/epoll.pxi, epoll)
+# and KqueueDriver (driver/kqueue.pxi) register, wait and decode.
 cdef class _PollFd:
     cdef int fd
     cdef object readers
@@ -392,7 +392,7 @@ cdef class ConnCore:
     cdef public bint closing
     cdef public bint closed
     cdef bint counted
-    # TLS (ringline/_tls.py drives the handshake)
+    # TLS (ringline/runtime/_tls.py drives the handshake)
     cdef object tls_obj
     cdef object tls_in
     cdef object tls_out

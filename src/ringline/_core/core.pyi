@@ -115,7 +115,7 @@ class TLSField:
     def __set__(self, obj: Any, value: Any) -> None: ...
 
 class SSLCore:
-    """The compiled per-record path of ringline._sslproto.SSLProtocol."""
+    """The compiled per-record path of ringline.aio._sslproto.SSLProtocol."""
     _state: Any
     _app_reading_paused: bool
     _ssl_reading_paused: bool

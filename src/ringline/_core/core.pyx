@@ -2,22 +2,34 @@
 # cython: freethreading_compatible=False
 #
 # ringline's compiled core, built as one unit like uvloop's loop.pyx: the
-# parts are included below, one file per concern.
-#   handles.pxi  Handle, TimerHandle, the timer heap
-#   ops.pxi      socket operations as driver ops, sockaddr codecs
-#   driver.pxi   the driver boundary and the io_uring driver
-#   driver_readiness.pxi  the poll backend: completions over readiness, shared
-#   driver_poll.pxi  its epoll driver (Linux)
-#   driver_kqueue.pxi  its kqueue driver (macOS/BSD; ENOSYS stubs elsewhere)
-#   bufpool.pxi  receive buffers lent per read (poll backend, ENOBUFS)
-#   loop.pxi     LoopCore: the iteration, callbacks, timers, sock_* entry points
-#   sslproto.pxi TLS records on a WRAPPED session (asyncio SSLProtocol's hot path)
-#   stream.pxi   stream transports' compiled half, multishot accept for servers
-#   fileops.pxi  file operations (open/read/write/statx/...) in the ring or on a pool
-#   nvme.pxi     NVMe passthrough: URING_CMD on a ring of 128-byte SQEs
-#   dgram.pxi    datagram receive (multishot RECVMSG) and send in the ring
-#   connctx.pxi  the runtime API's connection (ConnCtx): kernel buffers, send pool
-#   fuzzhooks.pxi  test-only entry points for the fuzzers (tests/fuzz/); not API
+# parts are included below, in folders by layer.
+#
+#   driver/     the kernel interface: Ops in, completions out (base.pxi: the
+#               Driver interface; uring.pxi: io_uring; readiness.pxi: the
+#               poll backend, with epoll.pxi and kqueue.pxi as its mechanisms;
+#               uring.h, rl_poll.h, kq.h)
+#   loop/       LoopCore (loop.pxi), Op and the socket ops (ops.pxi), Handle,
+#               TimerHandle and the timer heap (handles.pxi), read buffers
+#               lent per read (bufpool.pxi)
+#   transport/  the asyncio face's transports: stream.pxi (TCP, Unix,
+#               multishot accept), dgram.pxi (UDP), tls.pxi (asyncio
+#               SSLProtocol's per-record path)
+#   runtime/    the runtime face's connection (connctx.pxi: ConnCore, KBuf,
+#               send pool, metrics block)
+#   fileops.pxi   file operations for ringline.fs, in the ring or on a pool
+#   nvme.pxi      NVMe passthrough for ringline.nvme: URING_CMD on a ring of
+#                 128-byte SQEs
+#   live.pxi      live counts of what the core lends out (every layer counts)
+#   fuzzhooks.pxi test-only entry points for the fuzzers (tests/fuzz/); not API
+#
+# Each folder's main file (driver/base.pxi, loop/loop.pxi, transport/stream.pxi,
+# runtime/connctx.pxi) opens with what its layer owns and may not touch.  In
+# short: the driver knows Ops, not what started them; the loop knows the
+# driver interface, not transports; transport/ and runtime/ are the two faces'
+# compiled halves, both built on loop/, and neither uses the other.  Class
+# declarations are in core.pxd (shared by every part), the io_uring ABI's in
+# uring.pxd, the Python-visible API's types in core.pyi.  Private CPython
+# names come from ringline._compat only.
 
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
@@ -87,7 +99,7 @@ cdef extern from "<poll.h>":
         POLLERR
         POLLHUP
 
-cdef extern from "rl_poll.h":      # <sys/eventfd.h> on Linux, ENOSYS stubs elsewhere
+cdef extern from "driver/rl_poll.h":      # <sys/eventfd.h> on Linux, ENOSYS stubs elsewhere
     int eventfd(unsigned int initval, int flags)
     enum:
         EFD_NONBLOCK
@@ -154,18 +166,19 @@ cdef extern from *:
 
 
 include "live.pxi"
-include "handles.pxi"
-include "ops.pxi"
-include "driver.pxi"
-include "driver_readiness.pxi"
-include "driver_poll.pxi"
-include "driver_kqueue.pxi"
-include "bufpool.pxi"
-include "loop.pxi"
-include "sslproto.pxi"
-include "stream.pxi"
+include "loop/handles.pxi"
+include "loop/ops.pxi"
+include "driver/base.pxi"
+include "driver/uring.pxi"
+include "driver/readiness.pxi"
+include "driver/epoll.pxi"
+include "driver/kqueue.pxi"
+include "loop/bufpool.pxi"
+include "loop/loop.pxi"
+include "transport/tls.pxi"
+include "transport/stream.pxi"
 include "fileops.pxi"
 include "nvme.pxi"
-include "dgram.pxi"
-include "connctx.pxi"
+include "transport/dgram.pxi"
+include "runtime/connctx.pxi"
 include "fuzzhooks.pxi"     # test-only entry points for tests/fuzz/

@@ -1,7 +1,7 @@
 # Declarations of uring.h (the io_uring ABI) for the compiled core.
 from libc.stdint cimport uint8_t, uint16_t, int32_t, uint32_t, uint64_t, int64_t
 
-cdef extern from "uring.h" nogil:
+cdef extern from "driver/uring.h" nogil:
     struct io_uring_sqe:
         uint8_t opcode
         uint8_t flags

@@ -18,11 +18,11 @@ import os
 import threading
 import weakref
 
-from ._core.core import METRIC_SLOTS, MetricsBlock
+from .._core.core import METRIC_SLOTS, MetricsBlock
 
 __all__ = ("COUNTERS", "MetricsArea", "metrics", "render_prometheus", "local_block")
 
-#: (name, kind, help) in slot order (_core/connctx.pxi M_* enum).
+#: (name, kind, help) in slot order (_core/runtime/connctx.pxi M_* enum).
 COUNTERS = (
     ("connections_accepted", "counter", "Inbound connections accepted."),
     ("connections_outbound", "counter", "Outbound connections established."),

@@ -1,6 +1,15 @@
+# Layer: loop (_core/loop/).  It owns LoopCore -- the ready queue, timers,
+# one driver wait per iteration, the cross-thread call path -- and what every
+# face shares on top of the driver: Op and the socket ops with their per-
+# socket lanes (ops.pxi), Handle/TimerHandle and the timer heap (handles.pxi),
+# and the read buffers lent per read (bufpool.pxi).  It chooses and owns the
+# driver but may not depend on one: io_uring and the poll backend run the
+# same code here.  It may not know transports (transport/) or the runtime
+# API's connection (runtime/); they are built on it.
+#
 # The loop core: ready queue, timer heap, one driver wait per iteration.
 #
-# ringline.EventLoop (in ringline/_loop.py) is
+# ringline.EventLoop (in ringline/aio/_loop.py) is
 #     class EventLoop(LoopCore, asyncio.BaseEventLoop)
 # so asyncio's own code provides everything that is not on the hot path
 # (tasks, exception handler, executor, async generators, create_connection

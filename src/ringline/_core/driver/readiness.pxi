@@ -1,8 +1,8 @@
 # The poll backend (issue 4): completions emulated over readiness.  This
 # file is the mechanism-independent half, _ReadinessDriver; its subclasses
 # only register fds, make the wait syscall and decode its events:
-#   PollDriver    (driver_poll.pxi)    epoll, Linux
-#   KqueueDriver  (driver_kqueue.pxi)  kqueue, macOS/BSD
+#   PollDriver    (driver/epoll.pxi)    epoll, Linux
+#   KqueueDriver  (driver/kqueue.pxi)  kqueue, macOS/BSD
 #
 # The loop and the transports speak one language: start an Op, get
 # op.complete(res, flags) later, res being the syscall's result or -errno.
@@ -70,7 +70,7 @@
 # POLLERR/POLLHUP for both.  epoll uses these values natively (rl_poll.h
 # checks it at compile time); the kqueue driver translates its filters.
 
-cdef extern from "rl_poll.h" nogil:
+cdef extern from "driver/rl_poll.h" nogil:
     enum:
         POLLPRI
         RL_POLLRDHUP

@@ -1,11 +1,24 @@
-"""Entry points: new_event_loop, run, and the thin policy shim."""
+"""The asyncio face: ringline's event loop, a drop-in for asyncio's.
+
+This package owns what a program reaches through asyncio's API on a ringline
+loop: the loop class (_loop.py: the compiled LoopCore plus
+asyncio.BaseEventLoop), its transports (_coretransport.py, their shared Python
+half; _transports.py, stream sockets; _datagram.py, UDP), TLS (_sslproto.py:
+asyncio's SSLProtocol with its per-record path compiled), subprocesses
+(_subprocess.py, spawned by _spawn.py's pool), and the entry points defined
+here: new_event_loop, run, and the thin policy shim.
+
+It may not import ringline.runtime: the runtime API is built on this loop,
+never the other way round.  The compiled halves are _core/loop/ and
+_core/transport/; private CPython names come from ringline._compat only.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, Coroutine, TypeVar
 
-from . import _compat
+from .. import _compat
 from ._loop import EventLoop
 
 _T = TypeVar("_T")
@@ -17,7 +30,7 @@ def new_event_loop(backend: str | None = None) -> EventLoop:
     ``backend`` is ``None`` (the best the kernel allows, or the
     ``RINGLINE_BACKEND`` environment variable), ``"io_uring"`` or ``"poll"``.
     """
-    from ._backend import resolve_backend
+    from .._backend import resolve_backend
 
     return EventLoop(resolve_backend(backend))
 

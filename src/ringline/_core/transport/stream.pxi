@@ -1,6 +1,14 @@
+# Layer: transport (_core/transport/).  It owns the compiled halves of the
+# asyncio face's transports: stream sockets and multishot accept (this file),
+# datagrams (dgram.pxi) and the TLS record path under asyncio's SSLProtocol
+# (tls.pxi).  Their Python halves are in ringline/aio/.  It starts Ops on the
+# loop's driver and may ask which kind of driver that is (multishot receive
+# on io_uring, fd ownership on the poll backend), but may not call the kernel
+# any other way, and may not know the runtime API (_core/runtime/).
+#
 # Stream transports (TCP, Unix) on the ring: the compiled half.
 #
-# StreamCore does the per-message work; ringline._transports.SocketTransport
+# StreamCore does the per-message work; ringline.aio._transports.SocketTransport
 # (a real asyncio.Transport subclass) owns one and forwards to it.  A cdef
 # class cannot also inherit asyncio.Transport (its __slots__ layout
 # conflicts), so the Python transport binds write/writelines to the core's
@@ -218,7 +226,7 @@ cdef class StreamCore:
     cdef public int fd
     cdef bint buffered
     cdef object srp                  # an exact asyncio.StreamReaderProtocol, or None
-    cdef SSLCore tls                 # ringline._sslproto.SSLProtocol's core, or None
+    cdef SSLCore tls                 # ringline.aio._sslproto.SSLProtocol's core, or None
     cdef object data_received        # bound methods, looked up once
     cdef object get_buffer
     cdef object buffer_updated
@@ -301,7 +309,7 @@ cdef class StreamCore:
                                 type(protocol) is _StreamReaderProtocol and
                                 hasattr(protocol, '_stream_reader_wr')) else None
         # TLS: ciphertext goes from the kernel buffer into the incoming BIO
-        # (sslproto.pxi), not through get_buffer()/buffer_updated().
+        # (transport/tls.pxi), not through get_buffer()/buffer_updated().
         tls = getattr(protocol, '_ringline_tls', None)
         self.tls = tls if type(tls) is SSLCore else None
         if self.buffered:

@@ -1,4 +1,11 @@
-"""The runtime API's public names (re-exported by ringline/__init__.py)."""
+"""The runtime face: Builder, workers, Handler, ConnCtx (re-exported by ringline).
+
+Owns the worker model and a connection that bypasses asyncio's transports:
+ConnCtx (_conn.py; compiled half _core/runtime/connctx.pxi) talks to the
+driver through ConnCore, never through an asyncio transport or protocol.
+Workers run on the asyncio face's loop (ringline.aio); the asyncio face
+never imports this package.  Private CPython names: ringline._compat only.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from ._config import Config
 from ._conn import NEED_MORE, ConnCtx, SendPoolExhausted, connect, connect_unix
 from ._handler import Handler, HandlerProtocol, WorkerCtx
 from ._metrics import metrics, render_prometheus
-from ._runtime import PoolDisabledError, request_shutdown, resolve, spawn_blocking
+from ._state import PoolDisabledError, request_shutdown, resolve, spawn_blocking
 from ._streams import open_streams
 from ._udp import UdpCtx, UdpSendPoolExhausted
 

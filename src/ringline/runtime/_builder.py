@@ -595,7 +595,7 @@ def _process_main(worker_id, cpu, cfg, handler_cls, listeners, other_socks, cont
             pass
     # launch() may have been called from a running loop: that loop is the
     # parent's, not ours to run or touch here.
-    from . import _compat
+    from .. import _compat
     _compat.set_running_loop(None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the launcher handles Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -1,7 +1,7 @@
 """Datagram transports (UDP, Unix datagram) over the ring.
 
 The per-datagram work (receive completions, peer addresses, sendto, the send
-queue, flow control) is in the compiled DgramCore (_core/dgram.pxi); this
+queue, flow control) is in the compiled DgramCore (_core/transport/dgram.pxi); this
 class is the public face asyncio code sees.  sendto() is the core's own
 method bound on the instance, so sending a datagram costs no Python frame.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from asyncio import DatagramTransport as _DatagramTransport
 
-from . import _compat
-from ._core.core import DgramCore
+from .. import _compat
+from .._core.core import DgramCore
 from ._coretransport import CoreTransport
 
 __all__ = ("DatagramTransport",)

@@ -1,6 +1,6 @@
 # Datagram transports (UDP, Unix datagram): the compiled half.
 #
-# DgramCore does the per-datagram work; ringline._datagram.DatagramTransport
+# DgramCore does the per-datagram work; ringline.aio._datagram.DatagramTransport
 # (a real asyncio.DatagramTransport) owns one and binds sendto() to the
 # core's method, as the stream transport binds write(): no Python frame per
 # datagram on either path.

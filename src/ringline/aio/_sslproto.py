@@ -1,7 +1,7 @@
 """TLS for the asyncio loop: asyncio's SSLProtocol with its per-record path compiled.
 
 The state machine, handshake, shutdown and flow control are asyncio's own
-(``asyncio.sslproto.SSLProtocol``); ``_core.SSLCore`` (``_core/sslproto.pxi``)
+(``asyncio.sslproto.SSLProtocol``); ``_core.SSLCore`` (``_core/transport/tls.pxi``)
 takes over what runs for every record on a WRAPPED session and holds the
 attributes that path reads.  Its methods are bound as instance attributes, so
 asyncio's code calling ``self._do_read()`` or the app calling
@@ -10,12 +10,12 @@ asyncio's code calling ``self._do_read()`` or the app calling
 
 from __future__ import annotations
 
-from . import _compat
-from ._core import core
+from .. import _compat
+from .._core import core
 
 __all__ = ("SSLProtocol",)
 
-# asyncio's names for the attributes SSLCore keeps (see sslproto.pxi).
+# asyncio's names for the attributes SSLCore keeps (see transport/tls.pxi).
 _FIELDS = ("_state", "_app_reading_paused", "_ssl_reading_paused",
            "_app_writing_paused", "_ssl_writing_paused", "_app_protocol_is_buffer",
            "_write_buffer_size", "_incoming_high_water", "_incoming_low_water",

@@ -1,6 +1,6 @@
 # The poll backend's kqueue driver (macOS, FreeBSD, NetBSD, OpenBSD,
 # DragonFly).  The completion emulation -- queues, pending results, owned-fd
-# ready bits -- is _ReadinessDriver's (driver_readiness.pxi), shared with
+# ready bits -- is _ReadinessDriver's (driver/readiness.pxi), shared with
 # the epoll driver; this file registers fds with kevent() changes, waits in
 # kevent() and translates its events into poll(2) bits.
 #
@@ -78,7 +78,7 @@
 #   is missing (older OpenBSD, NetBSD < 10): a non-blocking pipe read by the
 #   same WakeOp as the epoll driver's eventfd.
 
-cdef extern from "kq.h" nogil:
+cdef extern from "driver/kq.h" nogil:
     ctypedef struct kevent_t "struct kevent":
         uintptr_t ident
         int filter
@@ -109,7 +109,7 @@ cdef extern from "kq.h" nogil:
         EV_ERROR
         EV_EOF
 
-# What one knote covers, in the poll(2) bits of driver_readiness.pxi.
+# What one knote covers, in the poll(2) bits of driver/readiness.pxi.
 cdef int _KQ_READ_BITS = POLLIN | POLLPRI | RL_POLLRDHUP
 cdef int _KQ_WRITE_BITS = POLLOUT
 

@@ -1,4 +1,4 @@
-/* kqueue for the poll backend's kqueue driver (driver_kqueue.pxi).
+/* kqueue for the poll backend's kqueue driver (driver/kqueue.pxi).
  *
  * The real <sys/event.h> on macOS and the BSDs, or libkqueue's (a kqueue
  * emulation over epoll, Linux) when RINGLINE_LIBKQUEUE is defined and its

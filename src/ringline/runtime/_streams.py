@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ._coretransport import water_marks
+from ..aio._coretransport import water_marks
 
 __all__ = ("open_streams",)
 

@@ -1,7 +1,7 @@
 """UdpCtx: a worker's UDP socket (Builder.bind_udp), over the ring.
 
 Receiving is the loop's datagram transport (one multishot RECVMSG over the
-datagram buffer ring, _core/dgram.pxi); datagrams wait in a bounded queue
+datagram buffer ring, _core/transport/dgram.pxi); datagrams wait in a bounded queue
 (Config.udp_ring_size; beyond it new ones are dropped and counted) until
 ``await udp.recv_from()`` takes them.  ``send_to()`` queues one SENDMSG and
 returns at once; at most Config.udp_send_slots may be in flight, beyond

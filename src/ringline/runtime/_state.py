@@ -20,7 +20,7 @@ import socket
 import threading
 
 from ._config import Config
-from ._core.core import ConnEnv, SendPool
+from .._core.core import ConnEnv, SendPool
 from ._metrics import local_block
 
 __all__ = ("Runtime", "current_runtime", "spawn_blocking", "resolve", "request_shutdown",
@@ -85,7 +85,7 @@ class _Pools:
 
 
 def _zc_supported() -> bool:
-    from ._backend import features
+    from .._backend import features
     try:
         return bool(features().get("SEND_ZC"))
     except Exception:  # noqa: BLE001 - a probe problem just means no SEND_ZC

@@ -1,6 +1,6 @@
 """ConnCtx: one connection of the runtime API, and outbound connect().
 
-The receive and send paths are compiled (_core/connctx.pxi, ConnCore);
+The receive and send paths are compiled (_core/runtime/connctx.pxi, ConnCore);
 this class adds what is not per-message: addresses, TLS description, the
 owning task, the stream adapter, ``async with``.
 
@@ -23,8 +23,8 @@ import socket
 import ssl as ssl_mod
 
 from . import _tls
-from ._core.core import NEED_MORE, ConnCore, SendPoolExhausted
-from ._runtime import current_runtime
+from .._core.core import NEED_MORE, ConnCore, SendPoolExhausted
+from ._state import current_runtime
 
 __all__ = ("ConnCtx", "NEED_MORE", "SendPoolExhausted", "connect", "connect_unix")
 
@@ -41,7 +41,7 @@ class ConnCtx(ConnCore):
 
     The functions given to with_data() and friends run in the task that
     awaits them, never in a completion, so in that task's context (an
-    on_accept task's is described in ringline._handler).
+    on_accept task's is described in ringline.runtime._handler).
     """
 
     __slots__ = ("_peer", "_local", "_sslobj", "__weakref__")

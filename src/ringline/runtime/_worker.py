@@ -23,11 +23,12 @@ import socket
 import ssl
 import traceback
 
-from . import _subprocess, _tls
+from ..aio import _subprocess
+from . import _tls
 from ._conn import ConnCtx, _set_nodelay
-from ._core.core import METRIC_SLOTS, _serve_accept, set_recv_buffers, set_ring_entries
+from .._core.core import METRIC_SLOTS, _serve_accept, set_recv_buffers, set_ring_entries
 from ._handler import WorkerCtx, has_callback
-from ._runtime import Runtime, _Pools
+from ._state import Runtime, _Pools
 
 __all__ = ("Worker", "Listener")
 
@@ -110,7 +111,7 @@ class Worker:
         set_ring_entries(cfg.sq_entries, cfg.cq_entries)
         if cfg.spawner_threads > 0 and self.in_process:
             _subprocess.SPAWNER_THREADS = cfg.spawner_threads
-        from ._run import new_event_loop
+        from ..aio import new_event_loop
         loop = self.loop = new_event_loop(cfg.backend)
         pools = _Pools(cfg, f"ringline-w{self.worker_id}")
         loop._ringline_runtime = Runtime(loop, cfg, self.metrics, worker=self, pools=pools)

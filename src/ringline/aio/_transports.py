@@ -1,7 +1,7 @@
 """Stream transports: real asyncio.Transport subclasses over the ring.
 
 The per-message work (receive completions, the send queue, flow control) is
-in the compiled StreamCore (_core/stream.pxi); this class is the public face
+in the compiled StreamCore (_core/transport/stream.pxi); this class is the public face
 asyncio code sees (isinstance checks, get_extra_info, set_protocol, repr).
 write() and writelines() are the core's own methods bound on the instance,
 so a write costs no Python frame.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import socket
 from asyncio import Transport
 
-from . import _compat
-from ._core.core import StreamCore
+from .. import _compat
+from .._core.core import StreamCore
 from ._coretransport import CoreTransport
 
 __all__ = ("SocketTransport",)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 
-from . import _compat
+from .. import _compat
 
 
 def water_marks(high=None, low=None):

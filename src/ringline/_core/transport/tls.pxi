@@ -1,4 +1,4 @@
-# TLS over a stream transport: the compiled half of ringline._sslproto.
+# TLS over a stream transport: the compiled half of ringline.aio._sslproto.
 #
 # ringline keeps asyncio's own SSLProtocol (Lib/asyncio/sslproto.py, 3.11+:
 # memory BIOs, the handshake/flush/shutdown state machine, flow control in
@@ -85,7 +85,7 @@ cdef class SSLCore:
     # hold this object's bound methods, and asyncio drops its own references
     # at connection_lost so that a closed connection is freed by reference
     # counting alone (test_ssl's memory-leak tests check that).
-    cdef object proto_ref       # the ringline._sslproto.SSLProtocol
+    cdef object proto_ref       # the ringline.aio._sslproto.SSLProtocol
     cdef object app_ref         # its _SSLProtocolTransport
     cdef object backlog         # proto._write_backlog (a deque, never replaced)
     cdef object incoming        # ssl.MemoryBIO

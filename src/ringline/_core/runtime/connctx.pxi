@@ -1,7 +1,14 @@
+# Layer: runtime (_core/runtime/).  It owns the compiled half of the runtime
+# face: the connection (ConnCore, with its kernel buffers KBuf), the send
+# pool, the per-worker metrics block and the ring sizes a worker sets.  Its
+# Python half is ringline/runtime/.  Like transport/ it is built on loop/
+# and the driver interface; it may not use the asyncio face's transports
+# (transport/), and they do not use it.
+#
 # ConnCtx's compiled half: the runtime API's connection over the driver.
 # (Class declarations: core.pxd.)
 #
-# ringline.ConnCtx (ringline/_conn.py) subclasses ConnCore; the per-message
+# ringline.ConnCtx (ringline/runtime/_conn.py) subclasses ConnCore; the per-message
 # work is here.  It talks to the driver directly, not through an asyncio
 # transport, so with_data() can hand the handler the kernel's own buffer.
 #
@@ -63,7 +70,7 @@ cdef enum:
     SE_POOL = 1
     SE_KBUF = 2
     SE_ZC = 4
-    # Metrics slots (ringline/_metrics.py has the names, in this order).
+    # Metrics slots (ringline/runtime/_metrics.py has the names, in this order).
     M_ACCEPTED = 0
     M_OUTBOUND = 1
     M_CLOSED = 2

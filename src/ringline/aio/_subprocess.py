@@ -71,8 +71,8 @@ import sys
 import threading
 import time
 import warnings
-from . import _compat
-from ._compat import logger
+from .. import _compat
+from .._compat import logger
 
 from . import _spawn
 

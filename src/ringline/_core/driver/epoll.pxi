@@ -1,6 +1,6 @@
 # The poll backend's epoll driver (Linux).  The completion emulation --
 # queues, pending results, owned-fd ready bits -- is _ReadinessDriver's
-# (driver_readiness.pxi); this file registers fds with epoll, waits in
+# (driver/readiness.pxi); this file registers fds with epoll, waits in
 # epoll_wait and hands the events on.  Off Linux the epoll calls are stubs
 # that fail with ENOSYS (rl_poll.h) and backend="poll" uses kqueue.
 #
@@ -68,9 +68,9 @@
 # EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET (own_fd) and removes it before the
 # close (disown_fd) -- the two conditions ONESHOT guards against (a
 # registration nobody can remove, a reused fd number) cannot arise.  The
-# per-direction "maybe ready" bits are driver_readiness.pxi's.
+# per-direction "maybe ready" bits are driver/readiness.pxi's.
 
-cdef extern from "rl_poll.h" nogil:
+cdef extern from "driver/rl_poll.h" nogil:
     ctypedef union epoll_data_t:
         void *ptr
         int fd

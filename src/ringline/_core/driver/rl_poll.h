@@ -1,9 +1,9 @@
-/* epoll and eventfd for the poll backend's epoll driver (driver_poll.pxi).
+/* epoll and eventfd for the poll backend's epoll driver (driver/epoll.pxi).
  *
  * Linux has them.  Elsewhere this header declares them with stubs that
  * fail with ENOSYS, so the epoll driver still compiles (and is type-checked)
  * on a macOS/BSD build, where backend="poll" picks the kqueue driver
- * (driver_kqueue.pxi) instead.  The readiness drivers speak poll(2) bits;
+ * (driver/kqueue.pxi) instead.  The readiness drivers speak poll(2) bits;
  * RL_POLLRDHUP is the "peer shut its write side" bit (POLLRDHUP, Linux only).
  */
 #ifndef RINGLINE_RL_POLL_H

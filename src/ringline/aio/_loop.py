@@ -20,10 +20,11 @@ import threading
 import weakref
 from asyncio import BaseEventLoop, SendfileNotAvailableError, TimerHandle
 
-from . import _compat, _sslproto, _subprocess
+from .. import _compat
+from . import _sslproto, _subprocess
 from ._datagram import DatagramTransport
-from ._core import core as _core
-from ._core.core import LoopCore, _serve_accept
+from .._core import core as _core
+from .._core.core import LoopCore, _serve_accept
 from ._transports import SocketTransport
 
 __all__ = ("EventLoop",)
