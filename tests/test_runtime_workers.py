@@ -396,6 +396,41 @@ def test_metrics_and_prometheus(backend):
         assert "ringline_connections_active" in text
 
 
+
+def test_metric_slots_defined_once():
+    # The compiled core defines the slots (M_* constants with their names);
+    # the Python modules only derive from METRIC_NAMES.
+    from ringline._core import core
+    from ringline.runtime import _metrics, _udp, _worker
+    names = core.METRIC_NAMES
+    assert len(names) == len(set(names)) == core.METRIC_SLOTS == len(core.METRIC_HELP)
+    # The public names and their order (the shared-memory layout) are API.
+    assert names == (
+        "connections_accepted", "connections_outbound", "connections_closed", "bytes_in",
+        "bytes_out", "sqes_submitted", "cqes_processed", "io_uring_enter", "buffer_ring_empty",
+        "send_pool_exhausted", "connections_rejected", "handler_errors", "udp_datagrams_in",
+        "udp_datagrams_out", "udp_send_exhausted", "loop_iterations")
+    assert _metrics.NAMES == names
+    assert [c[0] for c in _metrics.COUNTERS] == list(names)
+    assert [c[2] for c in _metrics.COUNTERS] == list(core.METRIC_HELP)
+    assert all(h for h in core.METRIC_HELP)
+    assert names[_worker._M_REJECTED] == "connections_rejected"
+    assert names[_worker._M_HANDLER_ERRORS] == "handler_errors"
+    assert names[_worker._M_LOOP_ITERATIONS] == "loop_iterations"
+    assert names[_udp._M_UDP_IN] == "udp_datagrams_in"
+    assert names[_udp._M_UDP_OUT] == "udp_datagrams_out"
+    assert names[_udp._M_UDP_EXHAUSTED] == "udp_send_exhausted"
+    # Slot i of a block is what metrics() reports under names[i].
+    area = _metrics.MetricsArea(2)
+    block = area.block(1)
+    for i in range(core.METRIC_SLOTS):
+        for _ in range(i + 1):
+            block.add(i)
+    assert block.values() == list(range(1, core.METRIC_SLOTS + 1))
+    w = area.worker(1)
+    assert all(w[name] == i + 1 for i, name in enumerate(names))
+    assert not any(area.worker(0)[name] for name in names)
+
 # ---- UDP --------------------------------------------------------------------------------------------
 
 def test_udp(backend):

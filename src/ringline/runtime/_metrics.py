@@ -18,33 +18,19 @@ import os
 import threading
 import weakref
 
-from .._core.core import METRIC_SLOTS, MetricsBlock
+from .._core.core import METRIC_HELP, METRIC_NAMES, METRIC_SLOTS, MetricsBlock
 
-__all__ = ("COUNTERS", "MetricsArea", "metrics", "render_prometheus", "local_block")
+__all__ = ("COUNTERS", "NAMES", "SLOT", "MetricsArea", "metrics", "render_prometheus",
+           "local_block")
 
-#: (name, kind, help) in slot order (_core/runtime/connctx.pxi M_* enum).
-COUNTERS = (
-    ("connections_accepted", "counter", "Inbound connections accepted."),
-    ("connections_outbound", "counter", "Outbound connections established."),
-    ("connections_closed", "counter", "Connections closed."),
-    ("bytes_in", "counter", "Bytes received on connections."),
-    ("bytes_out", "counter", "Bytes the kernel took for sending on connections."),
-    ("sqes_submitted", "counter",
-     "Submission queue entries submitted (poll backend: operations started)."),
-    ("cqes_processed", "counter",
-     "Completion queue entries processed (poll backend: operations completed)."),
-    ("io_uring_enter", "counter", "io_uring_enter calls (poll backend: epoll_wait calls)."),
-    ("buffer_ring_empty", "counter", "Receives that found the provided-buffer ring empty (ENOBUFS)."),
-    ("send_pool_exhausted", "counter", "send_nowait() calls refused for lack of send pool slots."),
-    ("connections_rejected", "counter", "Connections closed at accept (max_connections)."),
-    ("handler_errors", "counter", "Exceptions escaping a connection handler."),
-    ("udp_datagrams_in", "counter", "UDP datagrams received."),
-    ("udp_datagrams_out", "counter", "UDP datagrams sent."),
-    ("udp_send_exhausted", "counter", "send_to() calls refused: all UDP send slots in flight."),
-    ("loop_iterations", "counter", "Event loop iterations."),
-)
-assert len(COUNTERS) == METRIC_SLOTS
-NAMES = tuple(c[0] for c in COUNTERS)
+# The slots are defined once, in the compiled core (_core/runtime/connctx.pxi:
+# the M_* constants and each one's name and help); everything here derives.
+#: The counters' names in slot order.
+NAMES = METRIC_NAMES
+#: name -> slot index (what MetricsBlock.add() takes).
+SLOT = {name: i for i, name in enumerate(NAMES)}
+#: (name, kind, help) in slot order.
+COUNTERS = tuple((name, "counter", help_) for name, help_ in zip(METRIC_NAMES, METRIC_HELP))
 _SLOT_BYTES = METRIC_SLOTS * 8
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import collections
 
+from ._metrics import SLOT
+
 __all__ = ("UdpCtx", "UdpSendPoolExhausted")
 
-_M_UDP_IN = 12
-_M_UDP_OUT = 13
-_M_UDP_EXHAUSTED = 14
+_M_UDP_IN = SLOT["udp_datagrams_in"]
+_M_UDP_OUT = SLOT["udp_datagrams_out"]
+_M_UDP_EXHAUSTED = SLOT["udp_send_exhausted"]
 
 
 class UdpSendPoolExhausted(RuntimeError):

@@ -26,18 +26,18 @@ import traceback
 from ..aio import _subprocess
 from . import _tls
 from ._conn import ConnCtx, _set_nodelay
-from .._core.core import METRIC_SLOTS, _serve_accept, set_recv_buffers, set_ring_entries
+from .._core.core import _serve_accept, set_recv_buffers, set_ring_entries
 from ._handler import WorkerCtx, has_callback
+from ._metrics import SLOT
 from ._state import Runtime, _Pools
 
 __all__ = ("Worker", "Listener")
 
 logger = logging.getLogger("ringline")
 
-_M_REJECTED = 10
-_M_HANDLER_ERRORS = 11
-_M_LOOP_ITERATIONS = 15
-assert METRIC_SLOTS == 16
+_M_REJECTED = SLOT["connections_rejected"]
+_M_HANDLER_ERRORS = SLOT["handler_errors"]
+_M_LOOP_ITERATIONS = SLOT["loop_iterations"]
 
 
 class Listener:

@@ -70,7 +70,8 @@ cdef enum:
     SE_POOL = 1
     SE_KBUF = 2
     SE_ZC = 4
-    # Metrics slots (ringline/runtime/_metrics.py has the names, in this order).
+    # Metrics slots: each one's name and help text are in _METRIC_INFO below,
+    # the one definition Python reads (METRIC_NAMES, METRIC_HELP).
     M_ACCEPTED = 0
     M_OUTBOUND = 1
     M_CLOSED = 2
@@ -91,6 +92,39 @@ cdef enum:
 
 NEED_MORE = -1
 METRIC_SLOTS = M_NSLOTS
+
+# Every slot's (name, help), keyed by its constant.  runtime/_metrics.py (names,
+# Prometheus help), _worker.py and _udp.py (the indices they add to) take theirs
+# from METRIC_NAMES / METRIC_HELP, never from numbers of their own.  A slot left
+# out, or two entries for one slot, fails the import below.
+cdef dict _METRIC_INFO = {
+    M_ACCEPTED: ("connections_accepted", "Inbound connections accepted."),
+    M_OUTBOUND: ("connections_outbound", "Outbound connections established."),
+    M_CLOSED: ("connections_closed", "Connections closed."),
+    M_BYTES_IN: ("bytes_in", "Bytes received on connections."),
+    M_BYTES_OUT: ("bytes_out", "Bytes the kernel took for sending on connections."),
+    M_SQES: ("sqes_submitted",
+             "Submission queue entries submitted (poll backend: operations started)."),
+    M_CQES: ("cqes_processed",
+             "Completion queue entries processed (poll backend: operations completed)."),
+    M_ENTER: ("io_uring_enter", "io_uring_enter calls (poll backend: epoll_wait calls)."),
+    M_RING_EMPTY: ("buffer_ring_empty",
+                   "Receives that found the provided-buffer ring empty (ENOBUFS)."),
+    M_POOL_EXHAUSTED: ("send_pool_exhausted",
+                       "send_nowait() calls refused for lack of send pool slots."),
+    M_REJECTED: ("connections_rejected", "Connections closed at accept (max_connections)."),
+    M_HANDLER_ERRORS: ("handler_errors", "Exceptions escaping a connection handler."),
+    M_UDP_IN: ("udp_datagrams_in", "UDP datagrams received."),
+    M_UDP_OUT: ("udp_datagrams_out", "UDP datagrams sent."),
+    M_UDP_EXHAUSTED: ("udp_send_exhausted",
+                      "send_to() calls refused: all UDP send slots in flight."),
+    M_LOOP_ITERATIONS: ("loop_iterations", "Event loop iterations."),
+}
+if sorted(_METRIC_INFO) != list(range(M_NSLOTS)):
+    raise ImportError("ringline core: _METRIC_INFO does not name every metrics slot once")
+#: The slots' names and help texts, in slot order (index == M_* constant).
+METRIC_NAMES = tuple([_METRIC_INFO[i][0] for i in range(M_NSLOTS)])
+METRIC_HELP = tuple([_METRIC_INFO[i][1] for i in range(M_NSLOTS)])
 
 cdef object _empty_view = memoryview(b'')
 cdef char *_fmt_B = 'B'
