@@ -1,55 +1,23 @@
 """The TLS and UDP echo benchmarks (tls_echo.py, udp_echo.py): run_echo.py's runner
-with echogen.c as the client.
+with loadgen.c in its TLS (-t) or UDP (-u) mode as the client.
 
 The servers are echo_server.py's ``tls``/``tls-streams`` and ``udp`` APIs, started and
-verified as run_echo.py does; the client is echogen (C, epoll, OpenSSL for TLS), pinned to
+verified as run_echo.py does; the client is loadgen (C, epoll, OpenSSL for TLS), pinned to
 its own CPU, so nothing on the client side runs on the loop under test.  Measurement,
 disturbance checks, CPU accounting and the report are run_echo.py's own code.
 """
 import argparse
 import json
-import os
-import subprocess
 import sys
 
 import _common
 import run_echo
 
-ECHOGEN_SRC = os.path.join(_common.HERE, "echogen.c")
-
 KINDS = {
-    # kind: (echogen flag, APIs, default servers, default size, default conns)
+    # kind: (loadgen mode flag, APIs, default servers, default size, default conns)
     "tls": ("-t", ("tls", "tls-streams"), "asyncio-tls,uvloop-tls,ringline-tls", "1024", "64"),
     "udp": ("-u", ("udp",), "asyncio-udp,uvloop-udp,ringline-udp", "1024", "64"),
 }
-
-
-def build_echogen(kind):
-    """Compile echogen.c (once) and a wrapper that puts it in KIND's mode, so that
-    run_echo.run_loadgen can run it like loadgen."""
-    exe = os.path.join(run_echo.BUILD_DIR, "echogen")
-    if not (os.path.exists(exe) and os.path.getmtime(exe) >= os.path.getmtime(ECHOGEN_SRC)):
-        os.makedirs(run_echo.BUILD_DIR, exist_ok=True)
-        cmd = [os.environ.get("CC", "cc"), "-O2", "-Wall", "-o", exe, ECHOGEN_SRC, "-lssl", "-lcrypto"]
-        run_echo.log("building: " + " ".join(cmd))
-        try:
-            subprocess.run(cmd, check=True)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            sys.exit(f"cannot build echogen ({exc}): a C compiler and the OpenSSL headers "
-                     "(libssl-dev) are needed")
-    wrapper = os.path.join(run_echo.BUILD_DIR, f"echogen-{kind}")
-    text = f'#!/bin/sh\nexec "{exe}" {KINDS[kind][0]} "$@"\n'
-    try:
-        with open(wrapper) as f:
-            current = f.read()
-    except OSError:
-        current = None
-    if current != text:
-        with open(wrapper + ".tmp", "w") as f:
-            f.write(text)
-        os.chmod(wrapper + ".tmp", 0o755)
-        os.replace(wrapper + ".tmp", wrapper)
-    return wrapper
 
 
 def main(kind, doc):
@@ -83,7 +51,8 @@ def main(kind, doc):
     split = {n: ((n[:-len("-tls-streams")], "tls-streams") if n.endswith("-tls-streams")
                  else tuple(n.rsplit("-", 1))) for n in names}
     cells = [(int(s), int(c)) for s in _common.split_list(args.size) for c in _common.split_list(args.conns)]
-    args.loadgen = build_echogen(kind)
+    args.loadgen = run_echo.build_loadgen(tls=kind == "tls")    # TLS: the -DWITH_TLS build
+    args.loadgen_mode = [flag]
     if kind == "tls":
         import echo_server
         echo_server.ensure_cert()        # once, before the servers start
@@ -152,14 +121,14 @@ def main(kind, doc):
 
     text = run_echo.report(args, names, cells, runs, failed,
                            {n: s.ready.get("loop", "?") for n, s in servers.items()})
-    title = {"tls": "TLS echo (asyncio.Protocol over loop.create_server(ssl=...); client: echogen -t, "
+    title = {"tls": "TLS echo (asyncio.Protocol over loop.create_server(ssl=...); client: loadgen -t, "
                     "OpenSSL, one request in flight per connection)",
-             "udp": "UDP echo (DatagramProtocol echoing every datagram; client: echogen -u, one "
+             "udp": "UDP echo (DatagramProtocol echoing every datagram; client: loadgen -u, one "
                     "datagram in flight per flow, each flow its own connected socket)"}[kind]
     print(f"{title}\n\n" + text.replace("loadgen", "client"))
     if kind == "udp":
         lost = sum(r.get("lost", 0) for per in runs.values() for r in per.values())
-        print(f"\nDatagrams never echoed within echogen's timeout (200 ms), all runs: {lost}")
+        print(f"\nDatagrams never echoed within loadgen's timeout (200 ms), all runs: {lost}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump([dict(r, server=n, size=c[0], conns=c[1], rep=rep)

@@ -1,14 +1,25 @@
 /*
- * loadgen.c -- closed-loop TCP echo load generator (epoll, non-blocking sockets).
+ * loadgen.c -- closed-loop echo load generator (epoll, non-blocking sockets): TCP, UDP
+ * and TLS modes in one client (run_echo.py: TCP; udp_echo.py: -u; tls_echo.py: -t).
  *
- * Opens CONNS connections to HOST:PORT.  Every connection has exactly one request in
- * flight: it writes SIZE bytes, waits until SIZE bytes have come back, then writes the
+ * Opens CONNS connections (UDP: flows) to HOST:PORT.  Every one has exactly one request
+ * in flight: it writes SIZE bytes, waits until SIZE bytes have come back, then writes the
  * next request.  The first WARMUP seconds are not counted; then DURATION seconds are
  * measured and one JSON line is printed on stdout.
  *
- *   cc -O2 -o loadgen loadgen.c
- *   loadgen -p PORT [-H 127.0.0.1] [-c 64] [-s 1024] [-d 3] [-w 0.5] [-V] [-m]
+ *   cc -O2 -o loadgen loadgen.c                                       # TCP and UDP
+ *   cc -O2 -DWITH_TLS -o loadgen-tls loadgen.c -lssl -lcrypto         # and TLS (libssl-dev)
+ *   loadgen [-u|-t] -p PORT [-H 127.0.0.1] [-c 64] [-s 1024] [-d 3] [-w 0.5] [-T 200] [-V] [-m]
  *
+ *   (no mode flag)  TCP: CONNS connections (TCP_NODELAY).
+ *   -u  UDP: CONNS flows, each its own connected UDP socket with one datagram of SIZE
+ *       bytes (8..65536; the first 8 carry the flow's sequence number) in flight.  A
+ *       datagram whose echo has not come back within -T ms (default 200) counts as lost
+ *       (never as a request) and the flow sends the next one; a late echo of an earlier
+ *       datagram is recognised by its sequence number and ignored.
+ *   -t  TLS: CONNS TLS connections (OpenSSL, TLS 1.2+, read-ahead, the server's
+ *       certificate is not verified), handshakes done before the warm-up; reads only
+ *       until the echo is complete.  Only in a build with -DWITH_TLS.
  *   -V  compare every echoed byte with what was sent (each request uses a different
  *       slice of a pattern, so stale or reordered data is caught too).  Without -V only
  *       byte counts are checked: an echo may never be longer than what was sent.
@@ -16,14 +27,17 @@
  *       edges of the measured window, so a caller can sample e.g. the server's CPU time
  *       over exactly that window.
  *
- * JSON fields: requests and rps (requests completed in the window), mbps (echoed
- * payload, one direction, 1 MB = 1e6 bytes), lat_us {p50, p90, p99, p999, max, mean}
- * (write of a request's first byte to receipt of its echo's last byte, requests completed
- * in the window), errors (connections that failed: reset, early close, wrong byte count
- * or content), stalled_conns (connections that completed nothing in the window).
+ * JSON fields: mode, host, port, conns, size, warmup, duration (the measured window, s),
+ * verify, requests and rps (requests completed in the window), mbps (echoed payload, one
+ * direction, 1 MB = 1e6 bytes), lat_us {p50, p90, p99, p999, max, mean} (write of a
+ * request's first byte to receipt of its echo's last byte, requests completed in the
+ * window), errors (TCP/TLS: connections that failed: reset, early close, wrong byte count
+ * or content; UDP: echoes of the wrong size or content), lost (UDP: datagrams of the
+ * window never echoed within -T; 0 otherwise), stalled_conns (connections that completed
+ * nothing in the window).
  *
  * Exit status: 0 ok; 2 if there were errors or no request completed; 1 on bad usage
- * or when a connection cannot be opened.
+ * or when the set-up (address, socket, connect, TLS handshake) fails.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -40,29 +54,42 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef WITH_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#endif
 
 #define MAX_EVENTS 256
 #define RECV_BUF (256 * 1024)
 #define PATTERN_SLICES 251 /* prime, so consecutive requests rarely share an offset */
+#define SEQ_BYTES 8        /* UDP: each datagram starts with its flow's sequence number */
+#define UDP_MAX 65536
+
+enum { MODE_TCP, MODE_UDP, MODE_TLS };
+static const char *const mode_names[] = {"tcp", "udp", "tls"};
 
 typedef struct {
     int fd;
     int id;
-    int out_armed;          /* EPOLLOUT currently requested */
+    int out_armed;            /* EPOLLOUT currently requested */
     const unsigned char *msg; /* current request's bytes (a slice of the pattern) */
-    size_t sent, got;       /* bytes of the current request written / echoed so far */
-    uint64_t seq;           /* requests issued on this connection */
-    uint64_t t_issue;       /* ns */
+    size_t sent, got;         /* bytes of the current request written / echoed so far */
+    uint64_t seq;             /* requests issued on this connection */
+    uint64_t t_issue;         /* ns */
     uint64_t done_in_window;
+#ifdef WITH_TLS
+    SSL *ssl;
+#endif
 } conn_t;
 
-static int ep;
+static int ep, mode = MODE_TCP;
 static size_t msg_size = 1024;
 static int verify;
 static unsigned char *pattern; /* msg_size + PATTERN_SLICES bytes */
 static unsigned char recv_buf[RECV_BUF];
+static unsigned char send_buf[UDP_MAX];
 static int measuring;
-static uint64_t errors, live_conns;
+static uint64_t errors, lost, live_conns, timeout_ns = 200000000ull;
 
 /* latencies of requests completed in the window, in microseconds */
 static float *lat;
@@ -118,6 +145,12 @@ static void conn_fail(conn_t *c, const char *why)
     errors++;
     live_conns--;
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+#ifdef WITH_TLS
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+#endif
     close(c->fd);
     c->fd = -1;
 }
@@ -130,8 +163,28 @@ static void set_out_armed(conn_t *c, int on)
     c->out_armed = on;
 }
 
+/* The request's echo is complete. */
+static void request_done(conn_t *c)
+{
+    if (measuring) {
+        record_latency((float)((double)(now_ns() - c->t_issue) / 1000.0));
+        c->done_in_window++;
+    }
+}
+
+static const unsigned char *next_slice(conn_t *c)
+{
+    /* Without -V the content does not matter: always send the pattern's start. */
+    size_t slice = verify ? (size_t)((c->seq * 7 + (uint64_t)c->id * 13) % PATTERN_SLICES) : 0;
+    return pattern + slice;
+}
+
+static void issue(conn_t *c);
+
+/* ------------------------------------------------------------------ TCP */
+
 /* Write as much of the current request as the socket takes. */
-static void conn_write(conn_t *c)
+static void tcp_write(conn_t *c)
 {
     while (c->sent < msg_size) {
         ssize_t n = send(c->fd, c->msg + c->sent, msg_size - c->sent, MSG_NOSIGNAL);
@@ -152,18 +205,23 @@ static void conn_write(conn_t *c)
         set_out_armed(c, 0);
 }
 
-static void conn_issue(conn_t *c)
+/* Checks N freshly echoed bytes in recv_buf; returns 1 when the request is complete. */
+static int stream_echoed(conn_t *c, size_t n)
 {
-    /* Without -V the content does not matter: always send the pattern's start. */
-    size_t slice = verify ? (size_t)((c->seq * 7 + (uint64_t)c->id * 13) % PATTERN_SLICES) : 0;
-    c->msg = pattern + slice;
-    c->sent = c->got = 0;
-    c->seq++;
-    c->t_issue = now_ns();
-    conn_write(c);
+    /* One request in flight: the echo can never be ahead of what was written. */
+    if (c->got + n > c->sent) {
+        conn_fail(c, "server echoed more bytes than were sent");
+        return 0;
+    }
+    if (verify && memcmp(recv_buf, c->msg + c->got, n) != 0) {
+        conn_fail(c, "echoed bytes differ from the bytes sent");
+        return 0;
+    }
+    c->got += n;
+    return c->got == msg_size;
 }
 
-static void conn_read(conn_t *c)
+static void tcp_read(conn_t *c)
 {
     ssize_t n = recv(c->fd, recv_buf, sizeof recv_buf, 0);
     if (n < 0) {
@@ -175,68 +233,255 @@ static void conn_read(conn_t *c)
         conn_fail(c, "server closed the connection");
         return;
     }
-    /* One request in flight: the echo can never be ahead of what was written. */
-    if (c->got + (size_t)n > c->sent) {
-        conn_fail(c, "server echoed more bytes than were sent");
-        return;
+    if (stream_echoed(c, (size_t)n)) {
+        request_done(c);
+        issue(c);
     }
-    if (verify && memcmp(recv_buf, c->msg + c->got, (size_t)n) != 0) {
-        conn_fail(c, "echoed bytes differ from the bytes sent");
-        return;
-    }
-    c->got += (size_t)n;
-    if (c->got < msg_size)
-        return;
-    if (measuring) {
-        record_latency((float)((double)(now_ns() - c->t_issue) / 1000.0));
-        c->done_in_window++;
-    }
-    conn_issue(c);
 }
 
-static int connect_to(const struct addrinfo *ai)
+/* ------------------------------------------------------------------ UDP */
+
+static void udp_issue(conn_t *c)
 {
-    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    c->msg = next_slice(c);
+    c->seq++;
+    memcpy(send_buf, c->msg, msg_size);
+    memcpy(send_buf, &c->seq, SEQ_BYTES);
+    c->t_issue = now_ns();
+    ssize_t n = send(c->fd, send_buf, msg_size, 0);
+    if (n < 0 && errno != EAGAIN && errno != ENOBUFS && errno != ECONNREFUSED && errno != EINTR)
+        conn_fail(c, strerror(errno));
+    /* EAGAIN/ENOBUFS/ECONNREFUSED: the datagram is lost; the timeout sends the next. */
+}
+
+static void udp_read(conn_t *c)
+{
+    for (;;) {
+        ssize_t n = recv(c->fd, recv_buf, sizeof recv_buf, 0);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNREFUSED)
+                conn_fail(c, strerror(errno));
+            return;
+        }
+        uint64_t seq = c->seq;
+        if ((size_t)n >= SEQ_BYTES)
+            memcpy(&seq, recv_buf, SEQ_BYTES);
+        if (seq != c->seq)
+            continue; /* a late echo of a datagram already counted as lost */
+        if ((size_t)n != msg_size) {
+            if (errors++ < 5)
+                fprintf(stderr, "loadgen: flow %d: echo of %zd bytes, sent %zu\n", c->id, n, msg_size);
+        } else if (verify && memcmp(recv_buf + SEQ_BYTES, c->msg + SEQ_BYTES, msg_size - SEQ_BYTES)) {
+            if (errors++ < 5)
+                fprintf(stderr, "loadgen: flow %d: echo differs from what was sent\n", c->id);
+        } else {
+            request_done(c);
+        }
+        udp_issue(c);
+        if (c->fd < 0)
+            return;
+    }
+}
+
+static void udp_check_timeouts(conn_t *conns, int n)
+{
+    uint64_t now = now_ns();
+    for (int i = 0; i < n; i++) {
+        conn_t *c = &conns[i];
+        if (c->fd >= 0 && now - c->t_issue > timeout_ns) {
+            if (measuring)
+                lost++;
+            udp_issue(c);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ TLS */
+#ifdef WITH_TLS
+static void die_ssl(const char *what)
+{
+    fprintf(stderr, "loadgen: %s: ", what);
+    ERR_print_errors_fp(stderr);
+    fprintf(stderr, "\n");
+    exit(1);
+}
+
+static void tls_write(conn_t *c)
+{
+    while (c->sent < msg_size) {
+        ERR_clear_error();
+        int n = SSL_write(c->ssl, c->msg + c->sent, (int)(msg_size - c->sent));
+        if (n > 0) {
+            c->sent += (size_t)n;
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, n);
+        if (err == SSL_ERROR_WANT_WRITE) {
+            if (!c->out_armed)
+                set_out_armed(c, 1);
+            return;
+        }
+        if (err == SSL_ERROR_WANT_READ)
+            return;
+        conn_fail(c, "SSL_write failed");
+        return;
+    }
+    if (c->out_armed)
+        set_out_armed(c, 0);
+}
+
+static void tls_read(conn_t *c)
+{
+    for (;;) {
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, recv_buf, sizeof recv_buf);
+        if (n <= 0) {
+            int err = SSL_get_error(c->ssl, n);
+            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+                return;
+            conn_fail(c, err == SSL_ERROR_ZERO_RETURN ? "server closed the connection" : "SSL_read failed");
+            return;
+        }
+        if (!stream_echoed(c, (size_t)n)) {
+            if (c->fd < 0)
+                return;
+            continue;
+        }
+        request_done(c);
+        issue(c);
+        if (c->fd < 0)
+            return;
+        /* One request in flight: its echo cannot be here yet unless OpenSSL already
+           holds bytes; otherwise the next SSL_read would only cost a read() that returns
+           EAGAIN.  The epoll registration is level-triggered, so nothing is missed. */
+        if (!SSL_has_pending(c->ssl))
+            return;
+    }
+}
+
+static SSL_CTX *tls_context(void)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx)
+        die_ssl("SSL_CTX_new");
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* One read() per burst of records instead of two per record (header, then body):
+       the client's own cost per request is part of what caps the measurement once it
+       nears a core. */
+    SSL_CTX_set_read_ahead(ctx, 1);
+    return ctx;
+}
+
+/* On the still-blocking socket, before the warm-up. */
+static void tls_handshake(conn_t *c, SSL_CTX *ctx)
+{
+    c->ssl = SSL_new(ctx);
+    if (!c->ssl)
+        die_ssl("SSL_new");
+    SSL_set_fd(c->ssl, c->fd);
+    SSL_set_connect_state(c->ssl);
+    ERR_clear_error();
+    if (SSL_do_handshake(c->ssl) != 1)
+        die_ssl("TLS handshake");
+}
+#endif
+
+/* ------------------------------------------------------------------ main */
+
+/* The next request: UDP sends one datagram, TCP/TLS write what the socket takes. */
+static void issue(conn_t *c)
+{
+    if (mode == MODE_UDP) {
+        udp_issue(c);
+        return;
+    }
+    c->msg = next_slice(c);
+    c->sent = c->got = 0;
+    c->seq++;
+    c->t_issue = now_ns();
+#ifdef WITH_TLS
+    if (mode == MODE_TLS) {
+        tls_write(c);
+        return;
+    }
+#endif
+    tcp_write(c);
+}
+
+static int open_conn(const struct addrinfo *ai)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
     if (fd < 0)
         die("socket");
     /* Blocking connect keeps set-up simple; the server is already listening. */
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0)
         die("connect");
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
-        die("fcntl");
+    if (mode != MODE_UDP) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     return fd;
+}
+
+static void set_nonblocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        die("fcntl");
 }
 
 static void usage(const char *argv0)
 {
-    fprintf(stderr, "usage: %s -p PORT [-H HOST] [-c CONNS] [-s SIZE] [-d SECONDS] [-w SECONDS] [-V] [-m]\n",
-            argv0);
+    fprintf(stderr,
+            "usage: %s [-u|-t] -p PORT [-H HOST] [-c CONNS] [-s SIZE] [-d SECONDS] [-w SECONDS] "
+            "[-T TIMEOUT_MS] [-V] [-m]\n"
+            "  no mode flag: TCP; -u: UDP; -t: TLS%s\n",
+            argv0,
+#ifdef WITH_TLS
+            ""
+#else
+            " (not in this build: compile with -DWITH_TLS ... -lssl -lcrypto)"
+#endif
+    );
     exit(1);
 }
 
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *port = NULL;
-    int nconns = 64, markers = 0, opt;
+    int nconns = 64, markers = 0, opt, modes = 0;
     double duration = 3.0, warmup = 0.5;
 
-    while ((opt = getopt(argc, argv, "H:p:c:s:d:w:Vm")) != -1) {
+    while ((opt = getopt(argc, argv, "utH:p:c:s:d:w:T:Vm")) != -1) {
         switch (opt) {
+        case 'u': mode = MODE_UDP; modes++; break;
+        case 't': mode = MODE_TLS; modes++; break;
         case 'H': host = optarg; break;
         case 'p': port = optarg; break;
         case 'c': nconns = atoi(optarg); break;
         case 's': msg_size = (size_t)strtoull(optarg, NULL, 10); break;
         case 'd': duration = strtod(optarg, NULL); break;
         case 'w': warmup = strtod(optarg, NULL); break;
+        case 'T': timeout_ns = (uint64_t)(strtod(optarg, NULL) * 1e6); break;
         case 'V': verify = 1; break;
         case 'm': markers = 1; break;
         default: usage(argv[0]);
         }
     }
-    if (!port || nconns < 1 || msg_size < 1 || duration <= 0 || warmup < 0)
+    if (!port || modes > 1 || nconns < 1 || msg_size < 1 || duration <= 0 || warmup < 0 || !timeout_ns)
         usage(argv[0]);
+#ifndef WITH_TLS
+    if (mode == MODE_TLS) {
+        fprintf(stderr, "loadgen: -t (TLS) needs a build with -DWITH_TLS and -lssl -lcrypto\n");
+        return 1;
+    }
+#endif
+    if (mode == MODE_UDP && (msg_size > UDP_MAX || msg_size < SEQ_BYTES)) {
+        fprintf(stderr, "loadgen: UDP size must be %d..%d bytes\n", SEQ_BYTES, UDP_MAX);
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
 
     pattern = malloc(msg_size + PATTERN_SLICES);
@@ -245,13 +490,18 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < msg_size + PATTERN_SLICES; i++)
         pattern[i] = (unsigned char)((i * 131 + (i >> 8)) & 0xff);
 
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = mode == MODE_UDP ? SOCK_DGRAM : SOCK_STREAM},
+                    *ai;
     int gai = getaddrinfo(host, port, &hints, &ai);
     if (gai) {
         fprintf(stderr, "loadgen: %s:%s: %s\n", host, port, gai_strerror(gai));
         return 1;
     }
-    ep = epoll_create1(0);
+#ifdef WITH_TLS
+    SSL_CTX *ctx = mode == MODE_TLS ? tls_context() : NULL;
+#endif
+    ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
         die("epoll_create1");
     conn_t *conns = calloc((size_t)nconns, sizeof *conns);
@@ -260,7 +510,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < nconns; i++) {
         conn_t *c = &conns[i];
         c->id = i;
-        c->fd = connect_to(ai);
+        c->fd = open_conn(ai);
+#ifdef WITH_TLS
+        if (mode == MODE_TLS)
+            tls_handshake(c, ctx);
+#endif
+        set_nonblocking(c->fd);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
             die("epoll_ctl");
@@ -271,8 +526,6 @@ int main(int argc, char **argv)
     uint64_t t0 = now_ns();
     uint64_t t_measure = t0 + (uint64_t)(warmup * 1e9);
     uint64_t t_end = t_measure + (uint64_t)(duration * 1e9);
-    for (int i = 0; i < nconns; i++)
-        conn_issue(&conns[i]);
     if (warmup == 0) {
         measuring = 1;
         if (markers) {
@@ -280,9 +533,11 @@ int main(int argc, char **argv)
             fflush(stdout);
         }
     }
+    for (int i = 0; i < nconns; i++)
+        issue(&conns[i]);
 
     struct epoll_event evs[MAX_EVENTS];
-    uint64_t t_stop;
+    uint64_t t_stop, last_timeout_check = t0;
     for (;;) {
         uint64_t t = now_ns();
         if (!measuring && t >= t_measure) {
@@ -298,8 +553,14 @@ int main(int argc, char **argv)
             t_stop = t;
             break;
         }
+        if (mode == MODE_UDP && t - last_timeout_check > timeout_ns / 4) {
+            udp_check_timeouts(conns, nconns);
+            last_timeout_check = t;
+        }
         uint64_t deadline = measuring ? t_end : t_measure;
         int timeout_ms = (int)((deadline - t + 999999) / 1000000);
+        if (mode == MODE_UDP && timeout_ms > (int)(timeout_ns / 4000000) + 1)
+            timeout_ms = (int)(timeout_ns / 4000000) + 1;
         int n = epoll_wait(ep, evs, MAX_EVENTS, timeout_ms);
         if (n < 0) {
             if (errno == EINTR)
@@ -308,10 +569,27 @@ int main(int argc, char **argv)
         }
         for (int i = 0; i < n; i++) {
             conn_t *c = evs[i].data.ptr;
-            if (c->fd >= 0 && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
-                conn_read(c);
-            if (c->fd >= 0 && (evs[i].events & EPOLLOUT))
-                conn_write(c);
+            if (c->fd < 0)
+                continue;
+            switch (mode) {
+            case MODE_UDP:
+                udp_read(c);
+                break;
+            case MODE_TCP:
+                if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+                    tcp_read(c);
+                if (c->fd >= 0 && (evs[i].events & EPOLLOUT))
+                    tcp_write(c);
+                break;
+#ifdef WITH_TLS
+            case MODE_TLS:
+                if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+                    tls_read(c);
+                if (c->fd >= 0 && (evs[i].events & EPOLLOUT) && c->sent < msg_size)
+                    tls_write(c);
+                break;
+#endif
+            }
         }
     }
     if (markers) {
@@ -331,13 +609,14 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < lat_n; i++)
         sum += lat[i];
     double rps = window > 0 ? (double)lat_n / window : 0.0;
-    printf("{\"host\": \"%s\", \"port\": %s, \"conns\": %d, \"size\": %zu, \"warmup\": %.3f, "
-           "\"duration\": %.3f, \"verify\": %s, \"requests\": %zu, \"rps\": %.1f, \"mbps\": %.3f, "
-           "\"lat_us\": {\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f, \"p999\": %.1f, \"max\": %.1f, "
-           "\"mean\": %.1f}, \"errors\": %llu, \"stalled_conns\": %llu}\n",
-           host, port, nconns, msg_size, warmup, window, verify ? "true" : "false", lat_n, rps,
-           rps * (double)msg_size / 1e6, percentile(0.50), percentile(0.90), percentile(0.99),
-           percentile(0.999), lat_n ? lat[lat_n - 1] : 0.0, lat_n ? sum / (double)lat_n : 0.0,
-           (unsigned long long)errors, (unsigned long long)stalled);
+    printf("{\"mode\": \"%s\", \"host\": \"%s\", \"port\": %s, \"conns\": %d, \"size\": %zu, "
+           "\"warmup\": %.3f, \"duration\": %.3f, \"verify\": %s, \"requests\": %zu, \"rps\": %.1f, "
+           "\"mbps\": %.3f, \"lat_us\": {\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f, \"p999\": %.1f, "
+           "\"max\": %.1f, \"mean\": %.1f}, \"errors\": %llu, \"lost\": %llu, \"stalled_conns\": %llu}\n",
+           mode_names[mode], host, port, nconns, msg_size, warmup, window, verify ? "true" : "false",
+           lat_n, rps, rps * (double)msg_size / 1e6, percentile(0.50), percentile(0.90),
+           percentile(0.99), percentile(0.999), lat_n ? lat[lat_n - 1] : 0.0,
+           lat_n ? sum / (double)lat_n : 0.0, (unsigned long long)errors, (unsigned long long)lost,
+           (unsigned long long)stalled);
     return errors || lat_n == 0 ? 2 : 0;
 }

@@ -41,19 +41,26 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def build_loadgen():
-    """Compile loadgen.c into the (gitignored) build dir unless an up-to-date binary is there."""
-    exe = os.path.join(BUILD_DIR, "loadgen")
+def build_loadgen(tls=False):
+    """Compile loadgen.c into the (gitignored) build dir unless an up-to-date binary is there.
+
+    The plain build (TCP and UDP modes) needs only a C compiler; TLS=True builds
+    loadgen-tls with -DWITH_TLS against OpenSSL (libssl-dev) for -t."""
+    exe = os.path.join(BUILD_DIR, "loadgen-tls" if tls else "loadgen")
     if os.path.exists(exe) and os.path.getmtime(exe) >= os.path.getmtime(LOADGEN_SRC):
         return exe
     os.makedirs(BUILD_DIR, exist_ok=True)
     cmd = [os.environ.get("CC", "cc"), "-O2", "-Wall", "-o", exe, LOADGEN_SRC]
+    if tls:
+        cmd[2:2] = ["-DWITH_TLS"]
+        cmd += ["-lssl", "-lcrypto"]
     log("building: " + " ".join(cmd))
     try:
         subprocess.run(cmd, check=True)
     except (OSError, subprocess.CalledProcessError) as exc:
-        sys.exit(f"cannot build the load generator ({exc}); a C compiler is needed "
-                 "(benchmarks/demo.py needs none)")
+        sys.exit(f"cannot build the load generator ({exc}); a C compiler is needed"
+                 + (" and, for TLS, the OpenSSL headers (libssl-dev)" if tls
+                    else " (benchmarks/demo.py needs none)"))
     return exe
 
 
@@ -61,11 +68,14 @@ def build_loadgen():
 def run_loadgen(args, server, others, size, conns, warmup, duration, verify=False):
     """Run loadgen against SERVER; returns its JSON result plus server CPU over the window.
 
+    args.loadgen_mode, if set, is loadgen's mode flag (["-u"] or ["-t"]; TCP without).
+
     CPU time is sampled when loadgen reports the edges of its measured window (-m), so the
     warm-up does not count.  OTHERS (idle servers) are sampled too: an idle server that
     burns CPU would steal it from the one being measured."""
-    cmd = [args.loadgen, "-p", str(server.port), "-c", str(conns), "-s", str(size),
-           "-d", str(duration), "-w", str(warmup), "-m"] + (["-V"] if verify else [])
+    cmd = [args.loadgen, *getattr(args, "loadgen_mode", ()), "-p", str(server.port),
+           "-c", str(conns), "-s", str(size), "-d", str(duration), "-w", str(warmup), "-m"] \
+        + (["-V"] if verify else [])
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          stdin=subprocess.DEVNULL, preexec_fn=_common.pinned(args.client_cpu))
     watchdog = threading.Timer(warmup + duration + 30, p.kill)

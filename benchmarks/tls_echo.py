@@ -9,8 +9,9 @@ A server is LOOP-API with API ``tls`` (an asyncio.Protocol echo behind
 loop.create_server(ssl=...)) or ``tls-streams`` (asyncio.start_server(ssl=...) with
 read/write/drain); see echo_server.py.  The certificate is a self-signed ECDSA P-256 one
 made once with the openssl command (benchmarks/.build/echo-cert.pem).  The client is
-echogen -t (echogen.c: epoll + OpenSSL, TLS 1.3, one request in flight per connection,
-handshakes done before the warm-up), pinned to --client-cpu; the servers are pinned to
+loadgen -t (loadgen.c built with -DWITH_TLS: epoll + OpenSSL, TLS 1.3, one request in
+flight per connection, handshakes done before the warm-up), pinned to --client-cpu; the
+servers are pinned to
 --server-cpu.  Everything else (verification, interleaved repetitions, server CPU from
 /proc, disturbance checks, the report) is run_echo.py's.
 

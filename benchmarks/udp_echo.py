@@ -6,7 +6,7 @@
 
 The server (echo_server.py --api udp) is a DatagramProtocol on
 loop.create_datagram_endpoint that sends every datagram back to its sender (4 MiB
-socket buffers for every loop).  The client is echogen -u (echogen.c): CONNS flows, each a
+socket buffers for every loop).  The client is loadgen -u (loadgen.c): CONNS flows, each a
 connected UDP socket with one datagram in flight; a datagram not echoed within 200 ms
 counts as lost and the flow goes on (lost datagrams are reported, and never counted as
 requests).  Pinning, verification, interleaved repetitions, server CPU from /proc,
