@@ -4,6 +4,11 @@ from typing import Any, Callable, Mapping
 
 from contextvars import Context
 
+#: The runtime API's per-worker counters (_core/runtime/connctx.pxi), in slot order.
+METRIC_SLOTS: int
+METRIC_NAMES: tuple[str, ...]
+METRIC_HELP: tuple[str, ...]
+
 class RingUnavailable(OSError): ...
 
 def probe() -> tuple[int, int, dict[int, bool]]: ...
