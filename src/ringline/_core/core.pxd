@@ -88,11 +88,32 @@ cdef class Op:
     cdef int keep_unclaimed(self, object result, object buf) except -1
 
 
+# Driver.counters(): the driver's work so far, the same three on every
+# backend (io_uring: SQEs, CQEs, io_uring_enter calls; poll: ops started,
+# ops completed, epoll_wait/kevent calls).
+ctypedef struct DriverCounters:
+    uint64_t submitted
+    uint64_t completed
+    uint64_t waits
+
+
 cdef class Driver:
     cdef LoopCore loop
     cdef Py_ssize_t inflight
-    cdef readonly str name
+    cdef readonly str name          # for reporting only (loop.stats(), info)
     cdef readonly int wake_fd
+    # Capabilities (driver/base.pxi): each backend sets them when it is made;
+    # everything above the driver asks these instead of which backend it is.
+    cdef readonly bint direct_send        # a write with nothing queued is tried by send() first
+    cdef readonly bint batched_reads      # a read completion may take what else is queued now
+    cdef readonly bint zero_copy_send     # SEND_ZC may be used
+    cdef readonly bint file_ops_in_ring   # file ops are Ops of this driver (else a thread pool)
+    cdef readonly bint provided_buffers   # the stream provided-buffer ring (pbuf) is registered
+    # Provided buffers, as the driver hands them out (NULL without a ring):
+    # completions carry a buffer id into these; valid while the driver lives.
+    cdef rl_pbuf_ring *pbuf               # streams (valid while provided_buffers)
+    cdef rl_pbuf_ring *dpbuf              # datagrams (valid once dgram_ring() said True)
+    cdef Py_ssize_t pbuf_out              # pbuf buffers held outside the ring (connctx.pxi KBuf)
 
     cdef int start(self, Op op) except -1
     cdef int cancel(self, Op op) except -1
@@ -104,6 +125,9 @@ cdef class Driver:
     cdef int wake(self) noexcept nogil
     cdef int enter_thread(self) except -1
     cdef int leave_thread(self) except -1
+    cdef DriverCounters counters(self) noexcept
+    cdef bint dgram_ring(self) except -1
+    cdef int reserve(self, int n) except -1
 
 
 cdef class UringDriver(Driver):
@@ -115,13 +139,9 @@ cdef class UringDriver(Driver):
     cdef uint64_t n_cqes
     cdef uint64_t n_enobufs       # CQEs with -ENOBUFS (a buffer ring was empty)
     cdef Op wake_op
-    cdef rl_pbuf_ring pbuf
-    cdef bint has_pbuf
-    cdef Py_ssize_t pbuf_out      # provided buffers held outside the ring (connctx.pxi KBuf)
-    cdef rl_pbuf_ring dpbuf       # datagram buffers, registered on first use
+    cdef rl_pbuf_ring pbuf_ring   # Driver.pbuf points here
+    cdef rl_pbuf_ring dpbuf_ring  # datagram buffers, registered on first use (Driver.dpbuf)
     cdef int dpbuf_state          # 0 not tried, 1 registered, -1 unavailable
-
-    cdef bint dgram_ring(self) except -1
 
     cdef io_uring_sqe *get_sqe(self) except NULL
     cdef int reap(self) except -1
@@ -299,7 +319,7 @@ cdef class ConnEnv:
 
 @cython.final
 cdef class KBuf:
-    cdef UringDriver d              # None: bytes of `owner`, not a ring buffer
+    cdef Driver d                   # None: bytes of `owner`, not a ring buffer
     cdef object owner
     cdef char *ptr
     cdef Py_ssize_t n
@@ -355,7 +375,6 @@ cdef class ConnCore:
     cdef LoopCore loop
     cdef Driver drv
     cdef bint tcp
-    cdef UringDriver ud
     cdef ConnEnv env
     cdef SendPool pool
     cdef MetricsBlock m

@@ -35,6 +35,12 @@ class TimerHandle(Handle):
 class Driver:
     name: str
     wake_fd: int
+    # capabilities (driver/base.pxi)
+    direct_send: bool
+    batched_reads: bool
+    zero_copy_send: bool
+    file_ops_in_ring: bool
+    provided_buffers: bool
     def stats(self) -> dict[str, Any]: ...
 
 class UringDriver(Driver): ...

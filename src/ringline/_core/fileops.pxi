@@ -140,31 +140,14 @@ def _fs_set_chunk(Py_ssize_t n):
 
 # ---- which way an op runs -------------------------------------------------
 
-cdef unsigned char _ring_ops[256]
-cdef bint _ring_ops_known = False
 cdef bint _force_threads = False
 
 
-cdef int _probe_ring_ops() except -1:
-    global _ring_ops_known
-    memset(_ring_ops, 0, 256)
-    try:
-        _, _, ops = probe()
-    except OSError:
-        ops = {}
-    for k, v in ops.items():
-        if v and 0 <= k < 256:
-            _ring_ops[k] = 1
-    _ring_ops_known = True
-    return 0
-
-
 cdef inline bint _in_ring(LoopCore loop, int opcode) except -1:
-    if _force_threads or type(loop._driver) is not UringDriver:
+    # The ring's opcodes are probed once per process (driver/uring.pxi).
+    if _force_threads or loop._driver is None or not loop._driver.file_ops_in_ring:
         return False
-    if not _ring_ops_known:
-        _probe_ring_ops()
-    return _ring_ops[opcode] != 0
+    return _ring_has_op(opcode)
 
 
 def fs_ring_opcode(loop, int opcode):
@@ -934,13 +917,10 @@ def fs_splice_pair(loop, int fd_in, int64_t off_in, int pipe_w, int pipe_r, int 
     both in one submission (io_uring only).  The second resolves to
     -ECANCELED when the first moved fewer than nbytes (EOF) or failed."""
     cdef LoopCore lp = <LoopCore?>loop
-    cdef UringDriver d
     if not _in_ring(lp, IORING_OP_SPLICE):
         raise RuntimeError("linked splices need the io_uring backend")
-    d = <UringDriver>lp._driver
-    if d.ring_open and d.ring.sq_entries - rl_sq_pending(&d.ring) < 2:
-        # Both SQEs must go out in one batch, or the link would end early.
-        d.flush()
+    # Both SQEs must go out in one batch, or the link would end early.
+    lp._driver.reserve(2)
     f1 = fs_splice(loop, fd_in, off_in, pipe_w, -1, nbytes, 0, True, fname)
     f2 = fs_splice(loop, pipe_r, -1, fd_out, off_out, nbytes, 0, False, fname)
     return f1, f2

@@ -225,14 +225,14 @@ def _fuzz_pbuf_status(loop):
     cdef UringDriver d
     cdef unsigned head = 0
     cdef int r
-    drv = (<LoopCore?>loop)._driver
-    if not isinstance(drv, UringDriver):
+    cdef Driver drv = (<LoopCore?>loop)._driver
+    if drv is None or not drv.provided_buffers:
         return None
-    d = <UringDriver>drv
-    if not d.has_pbuf or not d.ring_open:
+    d = <UringDriver?>drv           # the ring's fd: only io_uring has provided buffers
+    if not d.ring_open:
         return None
-    r = rl_fz_pbuf_head(d.ring.fd, d.pbuf.bgid, &head)
+    r = rl_fz_pbuf_head(d.ring.fd, drv.pbuf.bgid, &head)
     if r < 0:
         raise OSError(-r, "IORING_REGISTER_PBUF_STATUS: " + os.strerror(-r))
-    return {'entries': d.pbuf.entries, 'head': head & 0xFFFF, 'tail': d.pbuf.tail,
-            'in_kernel': (d.pbuf.tail - head) & 0xFFFF, 'lent': d.pbuf_out}
+    return {'entries': drv.pbuf.entries, 'head': head & 0xFFFF, 'tail': drv.pbuf.tail,
+            'in_kernel': (drv.pbuf.tail - head) & 0xFFFF, 'lent': drv.pbuf_out}

@@ -235,9 +235,10 @@ class EventLoop(LoopCore, _compat.SelectorLoopMethods, BaseEventLoop):
     # path is below.
 
     async def _sock_sendfile_native(self, sock, file, offset, count):
-        # io_uring: zero-copy in the ring, SPLICE file -> pipe -> socket.
-        # The poll backend: os.sendfile() as asyncio does it.
-        if self._backend != "io_uring":
+        # With file ops in the ring (io_uring): zero-copy there, SPLICE
+        # file -> pipe -> socket.  Otherwise (the poll backend): os.sendfile()
+        # as asyncio does it.
+        if not self._driver.file_ops_in_ring:
             return await self._sock_sendfile_readiness(sock, file, offset, count)
         if not _compat.os_sendfile_available():
             raise SendfileNotAvailableError("os.sendfile() is not available")

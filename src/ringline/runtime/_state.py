@@ -84,14 +84,6 @@ class _Pools:
                 p.shutdown(wait=wait, cancel_futures=True)
 
 
-def _zc_supported() -> bool:
-    from .._backend import features
-    try:
-        return bool(features().get("SEND_ZC"))
-    except Exception:  # noqa: BLE001 - a probe problem just means no SEND_ZC
-        return False
-
-
 class Runtime:
     """Per-loop state of the runtime API."""
 
@@ -101,10 +93,11 @@ class Runtime:
         self.worker = worker
         self.metrics = metrics_block if metrics_block is not None else local_block()
         self.pool = SendPool(config.send_pool_slots, config.send_slot_size, self.metrics)
-        backend = getattr(loop, "backend", None)
+        # Whether SEND_ZC is used is the driver's to say (its zero_copy_send).
+        driver = getattr(loop, "_driver", None)
         self.env = ConnEnv(
             self.pool, self.metrics, config.buffer_size, config.send_zc_threshold,
-            backend == "io_uring" and _zc_supported(), 0,
+            bool(getattr(driver, "zero_copy_send", False)), 0,
             f"Config.send_pool_slots={config.send_pool_slots}, "
             f"send_slot_size={config.send_slot_size}")
         self.pools = pools if pools is not None else _Pools(config, "ringline")

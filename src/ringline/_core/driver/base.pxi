@@ -18,6 +18,26 @@
 # drivers (epoll, kqueue: driver/readiness.pxi) emulate completions over
 # readiness with the same Op objects (Op.attempt does the syscall,
 # Op.poll_events says what to wait for).
+#
+# Capabilities: what differs between the backends, as the layers above need
+# to know it, is reported by the driver as C fields of Driver (core.pxd),
+# set once by each backend's __cinit__.  Nothing outside driver/ asks which
+# backend it is (tests/test_architecture.py; the loop factory, loop.pxi's
+# _make_driver, chooses one, and `name` is for reporting):
+#   direct_send       a write with nothing queued is tried by send() at once
+#                     (poll: the only way out; io_uring: SENDs go in the ring)
+#   batched_reads     a read completion may go on reading what is queued now
+#                     (poll: readiness said there is data; io_uring: multishot)
+#   zero_copy_send    SEND_ZC may be used (io_uring with the opcode)
+#   file_ops_in_ring  file ops are Ops of this driver (io_uring; else fileops
+#                     uses its thread pool)
+#   provided_buffers  the stream provided-buffer ring is registered: pbuf
+#                     (rl_pbuf_addr, rl_pbuf_recycle on it), pbuf_out counts
+#                     the buffers held outside it; dgram_ring() registers the
+#                     datagram one (dpbuf) on first use
+# plus counters() (submitted, completed, waits: the same three everywhere) and
+# reserve(n) (the next n starts go to the kernel in one batch).  The poll
+# driver leaves them all False, NULL and no-ops.
 
 cdef int _fork_generation = 0
 
@@ -71,6 +91,23 @@ cdef class Driver:
 
     cdef int leave_thread(self) except -1:
         """It stops running there: undo what enter_thread() did."""
+        return 0
+
+    cdef DriverCounters counters(self) noexcept:
+        cdef DriverCounters c
+        c.submitted = 0
+        c.completed = 0
+        c.waits = 0
+        return c
+
+    cdef bint dgram_ring(self) except -1:
+        """Whether the datagram provided-buffer ring (dpbuf) is usable,
+        registering it on first use."""
+        return False
+
+    cdef int reserve(self, int n) except -1:
+        """Make room for the next n starts to reach the kernel in one batch
+        (linked SQEs)."""
         return 0
 
     def stats(self):

@@ -146,6 +146,18 @@ cdef class _ReadinessDriver(Driver):
         self.fds = {}
         self.pending = []
         self.evbuf = NULL
+        # Capabilities (base.pxi): writes are tried at once, a read that
+        # found data goes on reading; no zero-copy send, no file ops (the
+        # thread pool), no provided buffers.
+        self.direct_send = True
+        self.batched_reads = True
+
+    cdef DriverCounters counters(self) noexcept:
+        cdef DriverCounters c
+        c.submitted = self.n_started
+        c.completed = self.n_completed
+        c.waits = self.n_wait
+        return c
 
     def arm_wakeup(self):
         if self.wake_op is not None:

@@ -81,8 +81,18 @@ cdef class UringDriver(Driver):
         self.wake_op.loop = loop
         self.wake_op.fd = self.wake_fd
         # Provided buffers (5.19+); without them streams use single-shot recv.
-        self.has_pbuf = (_pbuf_entries > 0 and
-                         rl_pbuf_ring_init(&self.ring, &self.pbuf, _pbuf_entries, _pbuf_size, 0) == 0)
+        self.pbuf = &self.pbuf_ring
+        self.dpbuf = &self.dpbuf_ring
+        self.provided_buffers = (_pbuf_entries > 0 and
+                                 rl_pbuf_ring_init(&self.ring, &self.pbuf_ring, _pbuf_entries,
+                                                   _pbuf_size, 0) == 0)
+        # Capabilities (base.pxi): SENDs go in the ring (large writes
+        # excepted: stream.pxi DIRECT_SEND_MIN); multishot receives; file
+        # ops in the ring; SEND_ZC where the kernel has it.
+        self.direct_send = False
+        self.batched_reads = False
+        self.file_ops_in_ring = True
+        self.zero_copy_send = _ring_has_op(RL_OP_SEND_ZC)
 
     def arm_wakeup(self):
         self.start(self.wake_op)
@@ -106,11 +116,23 @@ cdef class UringDriver(Driver):
     cdef bint dgram_ring(self) except -1:
         # The datagram buffer ring (8 MiB, touched as used) exists only once an endpoint asks.
         if self.dpbuf_state == 0:
-            if rl_pbuf_ring_init(&self.ring, &self.dpbuf, DGRAM_RING_ENTRIES, DGRAM_BUF, DGRAM_BGID) == 0:
+            if rl_pbuf_ring_init(&self.ring, &self.dpbuf_ring, DGRAM_RING_ENTRIES, DGRAM_BUF, DGRAM_BGID) == 0:
                 self.dpbuf_state = 1
             else:
                 self.dpbuf_state = -1
         return self.dpbuf_state == 1
+
+    cdef int reserve(self, int n) except -1:
+        if self.ring_open and self.ring.sq_entries - rl_sq_pending(&self.ring) < <unsigned>n:
+            self.flush()
+        return 0
+
+    cdef DriverCounters counters(self) noexcept:
+        cdef DriverCounters c
+        c.submitted = self.n_sqes
+        c.completed = self.n_cqes
+        c.waits = self.n_enter
+        return c
 
     cdef io_uring_sqe *get_sqe(self) except NULL:
         cdef io_uring_sqe *sqe = rl_get_sqe(&self.ring)
@@ -310,13 +332,13 @@ cdef class UringDriver(Driver):
                 _live.ops_leaked += len(self.ops)
                 self.ops = []
         self.ring_open = False
-        if self.has_pbuf and not forked and self.inflight == 0 and self.pbuf_out == 0:
+        if self.provided_buffers and not forked and self.inflight == 0 and self.pbuf_out == 0:
             # (pbuf_out: receive buffers ConnCtx views still expose are
             # never unmapped under them -- leaked instead.)
-            rl_pbuf_ring_free(&self.ring, &self.pbuf)
+            rl_pbuf_ring_free(&self.ring, &self.pbuf_ring)
         if self.dpbuf_state == 1 and not forked and self.inflight == 0:
-            rl_pbuf_ring_free(&self.ring, &self.dpbuf)
-        self.has_pbuf = False
+            rl_pbuf_ring_free(&self.ring, &self.dpbuf_ring)
+        self.provided_buffers = False
         self.dpbuf_state = -1
         rl_ring_exit(&self.ring)
         if self.wake_fd >= 0:
@@ -365,7 +387,7 @@ cdef class UringDriver(Driver):
             'cqes_processed': self.n_cqes,
             'inflight': self.inflight,
             'cq_overflow': self.ring.cq_koverflow[0] if self.ring_open else 0,
-            'recv_buffers': (self.pbuf.entries, self.pbuf.buf_size) if self.has_pbuf else None,
+            'recv_buffers': (self.pbuf_ring.entries, self.pbuf_ring.buf_size) if self.provided_buffers else None,
             'recv_enobufs': self.n_enobufs,     # receives that found the buffer ring empty
         }
 
@@ -385,6 +407,33 @@ cdef str _ring_refusal_reason(int err):
     if err == errno_ENOMEM:
         return "io_uring_setup failed: out of locked memory (ENOMEM)"
     return "io_uring_setup failed: " + os.strerror(err)
+
+
+# The opcodes this kernel's rings support, probed once per process (on a
+# fresh ring) when first asked: SEND_ZC (zero_copy_send above) and the file
+# ops (fileops.pxi).
+cdef unsigned char _ring_ops[256]
+cdef bint _ring_ops_known = False
+
+
+cdef int _probe_ring_ops() except -1:
+    global _ring_ops_known
+    memset(_ring_ops, 0, 256)
+    try:
+        _, _, ops = probe()
+    except OSError:
+        ops = {}
+    for k, v in ops.items():
+        if v and 0 <= k < 256:
+            _ring_ops[k] = 1
+    _ring_ops_known = True
+    return 0
+
+
+cdef bint _ring_has_op(int opcode) except -1:
+    if not _ring_ops_known:
+        _probe_ring_ops()
+    return _ring_ops[opcode] != 0
 
 
 def probe():

@@ -200,16 +200,13 @@ cdef class MetricsBlock:
         """Copy the driver's counters (SQEs, CQEs, io_uring_enter calls; on
         the poll backend: ops started, completed, epoll_wait calls)."""
         cdef Driver d = loop._driver
+        cdef DriverCounters c
         if d is None:
             return
-        if isinstance(d, UringDriver):
-            self.p[M_SQES] = (<UringDriver>d).n_sqes
-            self.p[M_CQES] = (<UringDriver>d).n_cqes
-            self.p[M_ENTER] = (<UringDriver>d).n_enter
-        elif isinstance(d, _ReadinessDriver):
-            self.p[M_SQES] = (<_ReadinessDriver>d).n_started
-            self.p[M_CQES] = (<_ReadinessDriver>d).n_completed
-            self.p[M_ENTER] = (<_ReadinessDriver>d).n_wait
+        c = d.counters()
+        self.p[M_SQES] = c.submitted
+        self.p[M_CQES] = c.completed
+        self.p[M_ENTER] = c.waits
 
 
 # ---- the send pool ---------------------------------------------------------------
@@ -329,8 +326,8 @@ cdef class KBuf:
             if self.d is not None:
                 self.d.pbuf_out -= 1
                 _live.pbufs_out -= 1
-                if self.d.has_pbuf:
-                    rl_pbuf_recycle(&self.d.pbuf, self.bid)
+                if self.d.provided_buffers:
+                    rl_pbuf_recycle(self.d.pbuf, self.bid)
                 self.d = None
             self.ptr = NULL
 
@@ -345,8 +342,8 @@ cdef class KBuf:
         if self.d is not None:
             self.d.pbuf_out -= 1
             _live.pbufs_out -= 1
-            if self.d.has_pbuf:
-                rl_pbuf_recycle(&self.d.pbuf, self.bid)
+            if self.d.provided_buffers:
+                rl_pbuf_recycle(self.d.pbuf, self.bid)
             self.d = None
 
     def __repr__(self):
@@ -365,11 +362,11 @@ cdef KBuf _kbuf_of_bytes(bytes data):
     return kb
 
 
-cdef inline KBuf _kbuf_new(UringDriver d, int bid, Py_ssize_t n):
+cdef inline KBuf _kbuf_new(Driver d, int bid, Py_ssize_t n):
     cdef KBuf kb = KBuf.__new__(KBuf)
     kb.d = d
     kb.bid = bid
-    kb.ptr = rl_pbuf_addr(&d.pbuf, bid)
+    kb.ptr = rl_pbuf_addr(d.pbuf, bid)
     kb.n = n
     kb.itemsize = 1
     kb.refs = 1
@@ -412,8 +409,8 @@ cdef class ConnRecvOp(Op):
         return 0
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
-        cdef UringDriver d = <UringDriver>self.loop._driver
-        if self.single or not d.has_pbuf:
+        cdef Driver d = self.loop._driver
+        if self.single or not d.provided_buffers:
             if self.buf == NULL:    # first: if it raises, the SQE stays a NOP
                 self.buf = self.core.env.bufs.take()
             self.single = True
@@ -461,7 +458,7 @@ cdef class ConnRecvOp(Op):
             if res > 0:
                 core.on_kbuf(bid, res)
             else:
-                rl_pbuf_recycle(&(<UringDriver>self.loop._driver).pbuf, bid)
+                rl_pbuf_recycle(self.loop._driver.pbuf, bid)
         elif res > 0 and self.buf != NULL:
             buf = self.buf
             RL_KERNEL_WROTE(buf, res)
@@ -707,11 +704,10 @@ cdef class ConnCore:
     def _setup(self, LoopCore loop, sock, ConnEnv env, bint outbound=False):
         if self.loop is not None:
             raise RuntimeError("connection already set up")
-        if not isinstance(loop._driver, Driver):
+        if loop._driver is None:
             raise TypeError("a ringline event loop is needed")
         self.loop = loop
         self.drv = loop._driver
-        self.ud = <UringDriver>self.drv if isinstance(self.drv, UringDriver) else None
         self.env = env
         self.pool = env.pool
         self.m = env.metrics
@@ -743,7 +739,7 @@ cdef class ConnCore:
         return 0
 
     cdef int on_kbuf(self, int bid, Py_ssize_t n) except -1:
-        cdef KBuf kb = _kbuf_new(self.ud, bid, n)
+        cdef KBuf kb = _kbuf_new(self.drv, bid, n)
         self.m.p[M_BYTES_IN] += n
         if self.closing:
             kb.put()
@@ -1131,7 +1127,7 @@ cdef class ConnCore:
         e.len = n
         e.hold = <PyObject*>holder
         Py_INCREF(holder)
-        if allow_zc and self.ud is not None and self.env.zc_ok and \
+        if allow_zc and self.drv is not None and self.drv.zero_copy_send and self.env.zc_ok and \
                 self.env.zc_threshold > 0 and n >= self.env.zc_threshold:
             e.flags = SE_ZC
         self.bytes_queued += n

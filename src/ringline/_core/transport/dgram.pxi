@@ -120,7 +120,7 @@ cdef class DgramRecvOp(Op):
         return self.own
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
-        cdef UringDriver d = <UringDriver>self.loop._driver
+        cdef Driver d = self.loop._driver
         memset(&self.msg, 0, sizeof(msghdr))
         sqe.opcode = IORING_OP_RECVMSG
         sqe.fd = self.fd
@@ -180,7 +180,7 @@ cdef class DgramRecvOp(Op):
         return 0
 
     cdef inline int _complete(self, int res, uint32_t flags) except -1:
-        cdef UringDriver d
+        cdef Driver d
         cdef char *buf
         cdef char *payload
         cdef Py_ssize_t plen
@@ -194,20 +194,21 @@ cdef class DgramRecvOp(Op):
         if not more:
             self.single = False
         if res >= 0 and (flags & IORING_CQE_F_BUFFER):
-            d = <UringDriver>self.loop._driver
+            d = self.loop._driver
             bid = flags >> IORING_CQE_BUFFER_SHIFT
-            buf = rl_pbuf_addr(&d.dpbuf, bid)
+            buf = rl_pbuf_addr(d.dpbuf, bid)
             try:
                 _recvmsg_out_parse(buf, DGRAM_BUF, res, sizeof(sockaddr_storage), 0,
                                    &payload, &plen, &name, &namelen, &mflags)
                 self.core.on_datagram(payload, plen, name, namelen)
             finally:
-                rl_pbuf_recycle(&d.dpbuf, bid)
+                rl_pbuf_recycle(d.dpbuf, bid)
         elif res >= 0 and single:
             if res > 0:
                 RL_KERNEL_WROTE(self.own, res)
             self.core.on_datagram(self.own, res, <sockaddr*>&self.addr, self.msg.msg_namelen)
-            if isinstance(self.loop._driver, _ReadinessDriver):
+            d = self.loop._driver
+            if d is not None and d.batched_reads:
                 # Readiness said there is data: take what is queued now,
                 # in this iteration, instead of one datagram per iteration.
                 i = 1

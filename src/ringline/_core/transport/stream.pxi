@@ -2,9 +2,9 @@
 # asyncio face's transports: stream sockets and multishot accept (this file),
 # datagrams (dgram.pxi) and the TLS record path under asyncio's SSLProtocol
 # (tls.pxi).  Their Python halves are in ringline/aio/.  It starts Ops on the
-# loop's driver and may ask which kind of driver that is (multishot receive
-# on io_uring, fd ownership on the poll backend), but may not call the kernel
-# any other way, and may not know the runtime API (_core/runtime/).
+# loop's driver and asks what that driver can do (its capabilities,
+# driver/base.pxi: provided buffers for multishot receive, direct sends),
+# never which backend it is; it may not call the kernel any other way, and may not know the runtime API (_core/runtime/).
 #
 # Stream transports (TCP, Unix) on the ring: the compiled half.
 #
@@ -68,14 +68,14 @@ cdef class StreamRecvOp(Op):
         return 0
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
-        cdef UringDriver d = <UringDriver>self.loop._driver
-        if self.single or not d.has_pbuf:
+        cdef Driver d = self.loop._driver
+        if self.single or not d.provided_buffers:
             # Buffer first: if that raises, the SQE stays the NOP get_sqe()
             # zeroed.  Without a buffer ring (kernel < 5.19) every armed recv
             # waits in the kernel with its buffer, so the connection keeps a
             # small one of its own instead of tying up a pooled 256 KiB one.
             if self.buf == NULL:
-                if d.has_pbuf:
+                if d.provided_buffers:
                     self.buf = self.loop._rbufs.take()
                 else:
                     self.buf = <char*>PyMem_Malloc(OWNED_RECV_SIZE)
@@ -119,7 +119,7 @@ cdef class StreamRecvOp(Op):
         cdef StreamCore core = self.core
         cdef PyObject *ctx = NULL        # borrowed: entered, the thread state holds it
         cdef char *ptr = NULL
-        cdef UringDriver d
+        cdef Driver d
         cdef bint single = self.single
         cdef bint more = (flags & IORING_CQE_F_MORE) != 0
         if not core.in_context and core.context is not None:
@@ -129,8 +129,8 @@ cdef class StreamRecvOp(Op):
             core.in_context = True
         try:
             if flags & IORING_CQE_F_BUFFER:
-                d = <UringDriver>self.loop._driver
-                ptr = rl_pbuf_addr(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
+                d = self.loop._driver
+                ptr = rl_pbuf_addr(d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
             elif single and res > 0:
                 ptr = self.buf
                 RL_KERNEL_WROTE(ptr, res)
@@ -145,7 +145,7 @@ cdef class StreamRecvOp(Op):
                     core.on_data(ptr, res)
                 finally:
                     if flags & IORING_CQE_F_BUFFER:
-                        rl_pbuf_recycle(&d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
+                        rl_pbuf_recycle(d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
                     elif single and not self.owned:
                         self.loop._rbufs.give(ptr)
                 if not more:
@@ -279,7 +279,7 @@ cdef class StreamCore:
         # everything, no op or completion exists at all.  On io_uring the
         # SEND goes in the ring with the iteration's other SQEs instead,
         # unless the write is DIRECT_SEND_MIN or more.
-        self.direct_send = loop._driver.name == "poll"
+        self.direct_send = loop._driver.direct_send
 
     def disown(self):
         # The transport is about to close the socket.  Never raises: the
