@@ -83,7 +83,7 @@ def _allowed(rel, line):
 def test_sources_found():
     names = {p.relative_to(SRC).as_posix() for p in _sources()}
     assert "_core/transport/stream.pxi" in names
-    assert "_core/runtime/connctx.pxi" in names
+    assert "_core/runtime/conn.pxi" in names
     assert "aio/_loop.py" in names
     assert not any(n.startswith("_core/driver/") for n in names)
 

@@ -113,7 +113,7 @@ cdef class Driver:
     # completions carry a buffer id into these; valid while the driver lives.
     cdef rl_pbuf_ring *pbuf               # streams (valid while provided_buffers)
     cdef rl_pbuf_ring *dpbuf              # datagrams (valid once dgram_ring() said True)
-    cdef Py_ssize_t pbuf_out              # pbuf buffers held outside the ring (connctx.pxi KBuf)
+    cdef Py_ssize_t pbuf_out              # pbuf buffers held outside the ring (runtime/kbuf.pxi)
 
     cdef int start(self, Op op) except -1
     cdef int cancel(self, Op op) except -1
@@ -267,7 +267,7 @@ cdef class LoopCore:
     cdef bint _remove_poller(self, object fd, dict table) except -1
 
 
-# ---- the runtime API's connection (connctx.pxi) --------------------------------
+# ---- the runtime API's connection (runtime/) --------------------------------
 
 cdef enum:
     CONN_IOV_BATCH = 64

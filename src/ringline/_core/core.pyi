@@ -4,7 +4,7 @@ from typing import Any, Callable, Mapping
 
 from contextvars import Context
 
-#: The runtime API's per-worker counters (_core/runtime/connctx.pxi), in slot order.
+#: The runtime API's per-worker counters (_core/runtime/metrics.pxi), in slot order.
 METRIC_SLOTS: int
 METRIC_NAMES: tuple[str, ...]
 METRIC_HELP: tuple[str, ...]

@@ -14,8 +14,10 @@
 #   transport/  the asyncio face's transports: stream.pxi (TCP, Unix,
 #               multishot accept), dgram.pxi (UDP), tls.pxi (asyncio
 #               SSLProtocol's per-record path)
-#   runtime/    the runtime face's connection (connctx.pxi: ConnCore, KBuf,
-#               send pool, metrics block)
+#   runtime/    the runtime face's connection: ConnCore (conn.pxi), its ops
+#               (connops.pxi), kernel buffers (kbuf.pxi), the awaitable
+#               (wait.pxi), the send pool (sendpool.pxi), ring sizes and
+#               ConnEnv (env.pxi), the metrics block (metrics.pxi)
 #   fileops.pxi   file operations for ringline.fs, in the ring or on a pool
 #   nvme.pxi      NVMe passthrough for ringline.nvme: URING_CMD on a ring of
 #                 128-byte SQEs
@@ -23,7 +25,7 @@
 #   fuzzhooks.pxi test-only entry points for the fuzzers (tests/fuzz/); not API
 #
 # Each folder's main file (driver/base.pxi, loop/loop.pxi, transport/stream.pxi,
-# runtime/connctx.pxi) opens with what its layer owns and may not touch.  In
+# runtime/conn.pxi) opens with what its layer owns and may not touch.  In
 # short: the driver knows Ops, not what started them; the loop knows the
 # driver interface, not transports; transport/ and runtime/ are the two faces'
 # compiled halves, both built on loop/, and neither uses the other.  Class
@@ -180,5 +182,11 @@ include "transport/stream.pxi"
 include "fileops.pxi"
 include "nvme.pxi"
 include "transport/dgram.pxi"
-include "runtime/connctx.pxi"
+include "runtime/conn.pxi"
+include "runtime/metrics.pxi"
+include "runtime/sendpool.pxi"
+include "runtime/env.pxi"
+include "runtime/kbuf.pxi"
+include "runtime/connops.pxi"
+include "runtime/wait.pxi"
 include "fuzzhooks.pxi"     # test-only entry points for tests/fuzz/

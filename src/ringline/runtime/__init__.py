@@ -1,7 +1,7 @@
 """The runtime face: Builder, workers, Handler, ConnCtx (re-exported by ringline).
 
 Owns the worker model and a connection that bypasses asyncio's transports:
-ConnCtx (_conn.py; compiled half _core/runtime/connctx.pxi) talks to the
+ConnCtx (_conn.py; compiled half _core/runtime/conn.pxi) talks to the
 driver through ConnCore, never through an asyncio transport or protocol.
 Workers run on the asyncio face's loop (ringline.aio); the asyncio face
 never imports this package.  Private CPython names: ringline._compat only.

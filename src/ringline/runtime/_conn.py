@@ -1,6 +1,6 @@
 """ConnCtx: one connection of the runtime API, and outbound connect().
 
-The receive and send paths are compiled (_core/runtime/connctx.pxi, ConnCore);
+The receive and send paths are compiled (_core/runtime/conn.pxi, ConnCore);
 this class adds what is not per-message: addresses, TLS description, the
 owning task, the stream adapter, ``async with``.
 

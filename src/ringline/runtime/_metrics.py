@@ -23,7 +23,7 @@ from .._core.core import METRIC_HELP, METRIC_NAMES, METRIC_SLOTS, MetricsBlock
 __all__ = ("COUNTERS", "NAMES", "SLOT", "MetricsArea", "metrics", "render_prometheus",
            "local_block")
 
-# The slots are defined once, in the compiled core (_core/runtime/connctx.pxi:
+# The slots are defined once, in the compiled core (_core/runtime/metrics.pxi:
 # the M_* constants and each one's name and help); everything here derives.
 #: The counters' names in slot order.
 NAMES = METRIC_NAMES
