@@ -25,7 +25,7 @@ import warnings
 import weakref
 from asyncio import (base_events, base_subprocess, constants, coroutines, events,
                      format_helpers, futures, log, selector_events, sslproto, streams,
-                     transports, trsock, unix_events)
+                     tasks, transports, trsock, unix_events)
 
 PY312 = sys.version_info >= (3, 12)
 PY313 = sys.version_info >= (3, 13)
@@ -63,6 +63,14 @@ def is_debug_mode() -> bool:
     """coroutines._is_debug_mode(): PYTHONASYNCIODEBUG / -X dev.  3.11-3.14.
     Looked up at each call: CPython's test_runners patches it."""
     return coroutines._is_debug_mode()
+
+#: tasks._enter_task(loop, task) / tasks._leave_task(loop, task): what a Task
+#: step does around coro.send so that current_task() names the task.  The
+#: runtime API's direct resume (_core/runtime/direct.pxi) steps a handler's
+#: coroutine on its Task's behalf and does the same.  3.11-3.14 (the C
+#: accelerator's where it is built).
+enter_task = tasks._enter_task
+leave_task = tasks._leave_task
 
 #: base_events._format_handle(handle): the slow-callback warning's text. 3.11-3.14.
 format_handle = base_events._format_handle

@@ -25,6 +25,27 @@ cdef extern from "<sys/uio.h>":
         size_t iov_len
 
 
+cdef class Resumable:
+    cdef int resume(self) except -1
+
+
+@cython.final
+cdef class DirectCoro(Resumable):
+    cdef object coro                 # the handler's coroutine
+    cdef LoopCore loop
+    cdef public object task          # the asyncio.Task running this
+    cdef object context              # the Task's context
+    cdef object waiter               # the future the Task waits on during direct steps
+    cdef object outcome              # a direct step's yield, result or exception
+    cdef int state                   # DC_* (runtime/direct.pxi)
+    cdef bint queued                 # in the loop's direct list
+    cdef bint cancelled_in_step      # the step cancelled its own task
+    cdef object wait_target          # the connection it waits on, or None
+
+    cdef inline int schedule(self) except -1
+    cdef int _finish(self) except -1
+
+
 cdef class Handle:
     cdef readonly object _callback
     cdef readonly object _args
@@ -249,12 +270,18 @@ cdef class LoopCore:
     cdef unsigned long _fork_gen
     cdef bint _wake_pending
     cdef public object _iter_hook    # called after every iteration (runtime API)
+    cdef list _direct                # Resumables queued by completions (handles.pxi)
+    cdef list _direct_spare
+    cdef Py_ssize_t _direct_budget
+    cdef readonly uint64_t direct_steps
+    cdef readonly uint64_t direct_deferred
     cdef BufPool _rbufs              # stream read buffers (bufpool.pxi)
 
     cdef inline int _check_closed_c(self) except -1
     cdef inline Handle _call_soon_c(self, object callback, tuple args, object context)
     cdef int _run_once_c(self) except -1
     cdef int _run_ready(self) except -1
+    cdef int _run_direct(self) except -1
     cdef list _pop_expired(self)
     cdef int _run_handles(self, list todo) except -1
     cdef int _check_fork(self) except -1

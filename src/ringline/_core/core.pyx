@@ -189,4 +189,5 @@ include "runtime/env.pxi"
 include "runtime/kbuf.pxi"
 include "runtime/connops.pxi"
 include "runtime/wait.pxi"
+include "runtime/direct.pxi"
 include "fuzzhooks.pxi"     # test-only entry points for tests/fuzz/

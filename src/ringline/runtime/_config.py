@@ -78,6 +78,10 @@ class Config:
     spawner_threads: int = 2
     #: threads of spawn_blocking()'s pool (0 = spawn_blocking() disabled).
     blocking_threads: int = 4
+    #: resume a handler's task straight from the completion that satisfies
+    #: its connection wait (with_data, send, drain): no future, no call_soon
+    #: per message.  False: every wait is an ordinary asyncio future.
+    direct_resume: bool = True
 
     # ---- UDP ---------------------------------------------------------------------
     #: datagrams a UdpCtx keeps received and unread before dropping.
@@ -155,6 +159,8 @@ class Config:
                 "pool could start no subprocess")
         integer("blocking_threads", 0, 1024,
                 rule="must be in 0..1024 (0 disables spawn_blocking())")
+        if not isinstance(self.direct_resume, bool):
+            bad("direct_resume", "must be a bool")
         integer("udp_ring_size", 1, 32768, pow2=True)
         integer("udp_buffer_size", 512, 65536, rule="must be in 512..65536 bytes")
         integer("udp_send_slots", 1, rule="must be at least 1: a zero-sized UDP send "

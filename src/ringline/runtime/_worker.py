@@ -15,6 +15,7 @@ open, close the loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import logging
 import os
@@ -26,7 +27,7 @@ import traceback
 from ..aio import _subprocess
 from . import _tls
 from ._conn import ConnCtx, _set_nodelay
-from .._core.core import _serve_accept, set_recv_buffers, set_ring_entries
+from .._core.core import DirectCoro, _serve_accept, set_recv_buffers, set_ring_entries
 from ._handler import WorkerCtx, has_callback
 from ._metrics import SLOT
 from ._state import Runtime, _Pools
@@ -199,9 +200,23 @@ class Worker:
         return 1 if self.failed is not None else 0
 
     def _spawn(self, coro):
-        task = self.loop.create_task(coro)
+        task = self._task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
+
+    def _task(self, coro):
+        # A handler's task: an ordinary asyncio Task, whose connection waits
+        # are resumed straight from completions (DirectCoro, _core/runtime/
+        # direct.pxi) unless Config.direct_resume is off.  Its context is a
+        # copy of the current one, as create_task() takes.
+        loop = self.loop
+        if not self.config.direct_resume:
+            return loop.create_task(coro)
+        ctx = contextvars.copy_context()
+        dc = DirectCoro(coro, loop, ctx)
+        task = loop.create_task(dc, context=ctx)
+        dc.task = task
         return task
 
     async def _guard(self, coro, what):
@@ -285,7 +300,7 @@ class Worker:
             conn = ConnCtx()
             conn._setup(loop, s, env, False)
             conn._start()
-            task = loop.create_task(serve(conn, tls))
+            task = self._task(serve(conn, tls))
             conn.task = task
             conn_tasks.add(task)
             task.add_done_callback(conn_tasks.discard)

@@ -6,6 +6,16 @@
 # Context.run() method call.
 
 
+# What the loop resumes right after its poll, with no Handle in between:
+# the runtime API's direct resume of a handler task (runtime/direct.pxi).
+# The loop runs at most its direct budget of these per iteration; the rest
+# wait for the next one, after the ready queue and the timers had their turn.
+cdef class Resumable:
+
+    cdef int resume(self) except -1:
+        return 0
+
+
 @cython.freelist(256)
 cdef class Handle:
 

@@ -19,6 +19,9 @@
 
 cdef enum:
     RBUF_SIZE = 262144      # one recv: a large message in one read (uvloop reads 256 KiB too)
+    # Direct resumes run per iteration at most (Resumable, handles.pxi): a
+    # burst of ready connections cannot hold back the timers and callbacks.
+    DIRECT_BUDGET = 256
 
 
 cdef class LoopCore:
@@ -29,6 +32,9 @@ cdef class LoopCore:
     def _core_init(self, backend):
         self._ready = []
         self._ready_spare = []
+        self._direct = []
+        self._direct_spare = []
+        self._direct_budget = DIRECT_BUDGET
         self._timers = TimerHeap()
         self._readers = {}
         self._writers = {}
@@ -156,7 +162,7 @@ cdef class LoopCore:
         cdef list expired = None
         cdef bint ran_first = False
 
-        if len(ready) or self._stopping:
+        if len(ready) or self._stopping or len(self._direct):
             timeout_ns = 0
             # asyncio runs what was queued before an iteration's poll ahead
             # of the I/O callbacks that poll produces (its handles go to the
@@ -186,6 +192,8 @@ cdef class LoopCore:
                 timeout_ns = trim_ns + 1
 
         self._driver.wait(timeout_ns)
+        if len(self._direct):
+            self._run_direct()
 
         if ran_first:
             if expired is not None:
@@ -240,6 +248,27 @@ cdef class LoopCore:
         finally:
             del todo[:]
             self._ready_spare = todo
+        return 0
+
+    cdef int _run_direct(self) except -1:
+        # The Resumables the poll queued, in order, up to the budget; the
+        # rest stay queued (ahead of new ones) for the next iteration.
+        cdef list todo = self._direct
+        cdef Py_ssize_t i, n = len(todo)
+        if n > self._direct_budget:
+            self._direct = todo[self._direct_budget:]
+            del todo[self._direct_budget:]
+            self.direct_deferred += n - self._direct_budget
+            n = self._direct_budget
+        else:
+            self._direct = self._direct_spare
+        try:
+            for i in range(n):
+                (<Resumable>todo[i]).resume()
+        finally:
+            del todo[:]
+            self._direct_spare = todo
+        self.direct_steps += n
         return 0
 
     cdef int _run_handles(self, list todo) except -1:
@@ -301,6 +330,7 @@ cdef class LoopCore:
     def _core_close(self):
         cdef bint forked = self._fork_gen != _fork_generation
         self._ready.clear()
+        self._direct.clear()
         self._timers.clear()
         for op in list(self._readers.values()) + list(self._writers.values()):
             (<PollOp>op).active = False
@@ -321,7 +351,17 @@ cdef class LoopCore:
             self._driver.flush()
 
     def _driver_stats(self):
-        return self._driver.stats() if self._driver is not None else {}
+        d = self._driver.stats() if self._driver is not None else {}
+        d['direct_steps'] = self.direct_steps
+        d['direct_deferred'] = self.direct_deferred
+        return d
+
+    def _set_direct_budget(self, Py_ssize_t n):
+        """Direct resumes per iteration at most (tests); returns the old."""
+        if n < 1:
+            raise ValueError(f"direct budget must be at least 1, got {n}")
+        old, self._direct_budget = self._direct_budget, n
+        return old
 
     @property
     def _backend(self):

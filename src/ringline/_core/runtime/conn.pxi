@@ -260,13 +260,22 @@ cdef class ConnCore:
         cdef object w = self.waiter
         if w is not None:
             self.waiter = None
-            _wake_waiter(w)
+            _wake_any(w)
         return 0
 
     cdef object _recv_waiter(self):
         cdef object w = self.waiter
-        if w is not None and not w.done():
-            raise RuntimeError('another task is already waiting to receive on this connection')
+        if w is not None:
+            if type(w) is DirectCoro:
+                if (w is not _direct_current and (<DirectCoro>w).wait_target is self
+                        and (<DirectCoro>w).waiter is not None):
+                    raise RuntimeError('another task is already waiting to receive on this connection')
+            elif not w.done():
+                raise RuntimeError('another task is already waiting to receive on this connection')
+        w = _direct_waiter(self, self.loop)
+        if w is not None:
+            self.waiter = w
+            return _DIRECT_WAIT
         w = _new_waiter(self.loop)
         self.waiter = w
         return w
@@ -757,17 +766,21 @@ cdef class ConnCore:
 
     cdef int _resolve_send_waiters(self) except -1:
         while self.send_waiters and (<tuple>self.send_waiters[0])[0] <= self.bytes_taken:
-            _wake_waiter((<tuple>self.send_waiters.popleft())[1])
+            _wake_any((<tuple>self.send_waiters.popleft())[1])
         return 0
 
     cdef int _fail_send_waiters(self) except -1:
         while self.send_waiters:
             # the awaitable re-checks and raises
-            _wake_waiter((<tuple>self.send_waiters.popleft())[1])
+            _wake_any((<tuple>self.send_waiters.popleft())[1])
         return 0
 
     cdef object _send_waiter(self, uint64_t target):
-        cdef object w = _new_waiter(self.loop)
+        cdef object w = _direct_waiter(self, self.loop)
+        if w is not None:
+            self.send_waiters.append((target, w))
+            return _DIRECT_WAIT
+        w = _new_waiter(self.loop)
         self.send_waiters.append((target, w))
         return w
 

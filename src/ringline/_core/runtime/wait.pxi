@@ -24,6 +24,23 @@ cdef inline int _wake_waiter(object w) except -1:
     return 0
 
 
+cdef inline int _wake_any(object w) except -1:
+    # A waiter future, or the DirectCoro of a handler waiting directly.
+    if type(w) is DirectCoro:
+        return (<DirectCoro>w).schedule()
+    return _wake_waiter(w)
+
+
+cdef inline DirectCoro _direct_waiter(object conn, LoopCore loop):
+    # The DirectCoro to register instead of a future: the one running the
+    # awaiting coroutine now, if any (never in debug mode: see direct.pxi).
+    cdef DirectCoro dc = _direct_current
+    if dc is None or dc.loop is not loop or loop._debug:
+        return None
+    dc.wait_target = conn
+    return dc
+
+
 # am_send for _ConnAwait: `await conn.with_data(fn)` finishing without a
 # StopIteration (PyIter_Send asks am_send first; tp_iternext stays for
 # tracing and explicit iteration).
