@@ -201,6 +201,8 @@ def _echo_parser(sub) -> None:
     p.add_argument("--shutdown-timeout", type=float, default=1.0)
     p.add_argument("--ring-size", type=int, default=None, help="receive buffers per worker")
     p.add_argument("--buffer-size", type=int, default=None, help="bytes per receive buffer")
+    p.add_argument("--no-direct-resume", action="store_true",
+                   help="resume handlers through asyncio futures (Config.direct_resume=False)")
 
 
 def _echo_main(args) -> int:
@@ -214,7 +216,8 @@ def _echo_main(args) -> int:
         tls.load_cert_chain(args.tls_cert, args.tls_key)
     cfg = ringline.Config(workers=args.workers, backend=args.backend,
                           worker_mode=args.worker_mode, pin_to_core=not args.no_pin,
-                          shutdown_timeout=args.shutdown_timeout, tls=tls)
+                          shutdown_timeout=args.shutdown_timeout, tls=tls,
+                          direct_resume=not args.no_direct_resume)
     if args.ring_size:
         cfg.ring_size = args.ring_size
     if args.buffer_size:
