@@ -97,18 +97,19 @@ cdef class DirectCoro(Resumable):
         cdef object out = self.outcome
         cdef int done = 0
         global _direct_current
+        cdef bint self_cancelled = self.cancelled_in_step
         self.outcome = None
         self.state = DC_RUN
         self.waiter = None
+        self.cancelled_in_step = False
         if st == DC_RAISE:
             self._finish()
             raise out               # the coroutine's own exception wins, as in a Task step
         if st == DC_RETURN:
             self._finish()
-            if self.cancelled_in_step:
+            if self_cancelled:
                 # It cancelled its own task, then returned: asyncio's task
                 # ends cancelled.  (The Task throws an instance.)
-                self.cancelled_in_step = False
                 raise typ
             raise StopIteration(out)
         if st == DC_YIELD and out is not None:
@@ -194,9 +195,19 @@ cdef class DirectCoro(Resumable):
         self.queued = False
         if w is None or task is None or w.done():
             return 0            # not waiting on us: the Task steps the coroutine itself
-        PyContext_Enter(ctx)
         try:
-            _enter_task(self.loop, task)
+            PyContext_Enter(ctx)
+        except RuntimeError:
+            # Entered already: the loop iterates inside this task's own step
+            # (a nested run).  The Task resumes it instead.
+            w.set_result(None)
+            return 0
+        try:
+            try:
+                _enter_task(self.loop, task)
+            except RuntimeError:
+                w.set_result(None)      # another task runs (a nested run): as above
+                return 0
             try:
                 r = _dc_drive(self, &done)
             except BaseException as exc:
@@ -254,6 +265,7 @@ cdef object _dc_send(DirectCoro self, object value, int *done):
         self.outcome = None
         self.state = DC_RUN
         self.waiter = None
+        self.cancelled_in_step = False
         if st == DC_YIELD:
             return r
         self._finish()
