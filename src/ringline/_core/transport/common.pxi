@@ -1,8 +1,9 @@
-# The shared transport core: what both faces' connections are made of.
-# The asyncio face (StreamCore, stream.pxi; DgramCore, dgram.pxi) and the
-# runtime face (ConnCore, runtime/conn.pxi) build on these instead of each
-# keeping a copy; like the rest of transport/ it is built on loop/ and the
-# driver interface only, and knows neither face.
+# The shared transport core.  Both faces' stream connections receive and
+# send with its ops (StreamCore, stream.pxi; ConnCore, runtime/conn.pxi),
+# and the asyncio face's two transport cores (StreamCore; DgramCore,
+# dgram.pxi) are TransportCores, instead of each keeping a copy.  Like the
+# rest of transport/ it is built on loop/ and the driver interface only;
+# it refers to neither face's classes.
 #
 #   GatherSendOp   one SEND (one iovec) or SENDMSG (up to IOV_BATCH,
 #                  gathered) per op; StreamSendOp and ConnSendOp add only
@@ -12,13 +13,14 @@
 #                  ENOBUFS or without a ring, recv() for the poll backend,
 #                  and what follows the end of a receive (_recv_ended()).
 #                  StreamRecvOp and ConnRecvOp add only their completion.
-#   TransportCore  the state an asyncio transport's core keeps (StreamCore,
+#   TransportCore  what an asyncio transport's core keeps (StreamCore,
 #                  DgramCore): protocol, flow control, fatal errors, the
 #                  data held while reading is paused, the protocol's context.
 #
 # (GatherSendOp and BufRecvOp are declared in core.pxd: the runtime's ops
-# subclass them.)  Subclasses are @cython.final, so their own methods are
-# direct calls; the few inherited ones called per message are small.
+# subclass them.)  The subclasses are @cython.final, so their own methods
+# are direct calls; what they call here per message is inline (_recv_*,
+# _enter/_leave) or a method of Op's they override anyway (prep, attempt).
 
 cdef extern from "<sys/socket.h>":
     ssize_t c_sendto "sendto"(int fd, const void *buf, size_t n, int flags,
@@ -358,6 +360,8 @@ cdef class TransportCore:
     # ---- closing ---------------------------------------------------------------
 
     cpdef fatal_error(self, exc, message='Fatal error on transport'):
+        # Logged (OSError, in debug mode) or reported, then force_close():
+        # the subclass's, which schedules connection_lost.
         if isinstance(exc, OSError):
             if self.loop._debug:
                 _get_logger().debug("%r: %s", self.transport, message, exc_info=True)
