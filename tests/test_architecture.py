@@ -1,4 +1,5 @@
 """The driver reports capabilities; nothing else asks which backend it is.
+And the transports' compiled code is written once.
 
 What differs between io_uring and the poll backend is reported by the driver
 (driver/base.pxi: direct_send, batched_reads, zero_copy_send,
@@ -7,10 +8,15 @@ Outside src/ringline/_core/driver/, no code tests the driver's type or name
 or compares a backend name, except where the ALLOWED list below says why.
 A new check fails this test: ask the driver for a capability instead (or,
 if it is one of the two allowed kinds, add it below with its reason).
+
+The stream, datagram and runtime connection cores share their ops, flow
+control and error paths through transport/common.pxi: no run of DUP_RUN
+code lines may appear in two of them (test_no_copied_transport_code).
 """
 
 from __future__ import annotations
 
+import collections
 import pathlib
 import re
 
@@ -153,3 +159,65 @@ def test_capabilities_reported():
         finally:
             loop.close()
         assert not drv.provided_buffers     # a closed driver lends no buffers
+
+
+# ---- one compiled transport core ------------------------------------------------
+
+# The compiled transport code of each face (conn.pxi and connops.pxi are one
+# face's, so together).  What two of them need goes in transport/common.pxi.
+TRANSPORT_FACES = {
+    "stream": ["_core/transport/stream.pxi"],
+    "dgram": ["_core/transport/dgram.pxi"],
+    "conn": ["_core/runtime/conn.pxi", "_core/runtime/connops.pxi"],
+}
+DUP_RUN = 6     # code lines (comments and blank lines skipped, whitespace normalised)
+
+
+def _code_lines(path):
+    """(line number, normalised code) of each line that has code."""
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        code = re.sub(r"\s+", " ", line.split("#")[0]).strip()
+        if code:
+            out.append((n, code))
+    return out
+
+
+def _shared_runs(faces, run=DUP_RUN, root=SRC):
+    """[(rel:line, rel:line), ...]: windows of `run` code lines that occur in
+    two different faces (one pair per window, its first line in each)."""
+    where = collections.defaultdict(list)       # window -> [(face, rel, line)]
+    for face, rels in faces.items():
+        for rel in rels:
+            lines = _code_lines(root / rel)
+            for k in range(len(lines) - run + 1):
+                key = tuple(code for _, code in lines[k:k + run])
+                where[key].append((face, rel, lines[k][0]))
+    pairs = []
+    for places in where.values():
+        firsts = {}
+        for face, rel, n in places:
+            firsts.setdefault(face, f"{rel}:{n}")
+        if len(firsts) > 1:
+            names = sorted(firsts.values())
+            pairs.extend((a, b) for i, a in enumerate(names) for b in names[i + 1:])
+    return sorted(pairs)
+
+
+def test_no_copied_transport_code():
+    pairs = _shared_runs(TRANSPORT_FACES)
+    assert not pairs, (
+        f"{len(pairs)} runs of {DUP_RUN} code lines copied between transport cores "
+        "(share them through _core/transport/common.pxi):\n"
+        + "\n".join(f"{a}  =  {b}" for a, b in pairs))
+
+
+def test_copied_transport_code_is_found(tmp_path):
+    # The check itself: a copied run is reported with both places, however
+    # it is indented; comments and blank lines do not hide it.
+    body = [f"x{i} = f(y{i})" for i in range(DUP_RUN)]
+    (tmp_path / "a.pxi").write_text("\n".join(body) + "\n")
+    (tmp_path / "b.pxi").write_text("# a comment\n" + "\n\n".join("    " + b for b in body) + "\n")
+    faces = {"a": ["a.pxi"], "b": ["b.pxi"]}
+    assert _shared_runs(faces, root=tmp_path) == [("a.pxi:1", "b.pxi:2")]
+    assert _shared_runs(faces, DUP_RUN + 1, root=tmp_path) == []

@@ -294,10 +294,32 @@ cdef class LoopCore:
     cdef bint _remove_poller(self, object fd, dict table) except -1
 
 
-# ---- the runtime API's connection (runtime/) --------------------------------
+# ---- the shared transport core (transport/common.pxi) ------------------------
 
 cdef enum:
-    CONN_IOV_BATCH = 64
+    IOV_BATCH = 64              # iovecs per gathered send
+
+
+cdef class GatherSendOp(Op):
+    cdef msghdr msg
+    cdef iovec iov[IOV_BATCH]
+    cdef int niov
+
+
+cdef class BufRecvOp(Op):
+    cdef BufPool bufs           # lends the single shot's buffer
+    cdef Py_ssize_t size        # of bufs' buffers
+    cdef Py_ssize_t own_size    # > 0: without a buffer ring, a buffer of its own this size
+    cdef bint tcp               # a short read drains the socket
+    cdef bint single            # single-shot into buf (ENOBUFS path, poll backend)
+    cdef bint owned             # buf is this op's own
+    cdef char *buf              # borrowed from bufs while it holds bytes, or owned
+
+    cdef int init(self, LoopCore loop, int fd, BufPool bufs, Py_ssize_t size,
+                  Py_ssize_t own_size, bint tcp) except -1
+
+
+# ---- the runtime API's connection (runtime/) --------------------------------
 
 # One entry of a connection's send queue: bytes the kernel is to send from
 # ptr, owned by a send pool slot (slot >= 0) or held by `hold` (the object
@@ -366,19 +388,13 @@ cdef class _BufHold:
 
 
 @cython.final
-cdef class ConnRecvOp(Op):
+cdef class ConnRecvOp(BufRecvOp):
     cdef ConnCore core
-    cdef bint single            # single-shot into buf (ENOBUFS path, poll backend)
-    cdef char *buf              # borrowed from env while it holds bytes
-    cdef int _drop_buf(self) except -1
 
 
 @cython.final
-cdef class ConnSendOp(Op):
+cdef class ConnSendOp(GatherSendOp):
     cdef ConnCore core
-    cdef msghdr msg
-    cdef iovec iov[CONN_IOV_BATCH]
-    cdef int niov
 
 
 @cython.final

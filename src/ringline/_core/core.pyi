@@ -112,22 +112,12 @@ class DirectCoro:
     @property
     def cr_await(self) -> Any: ...
 
-class StreamCore:
+class TransportCore:
+    """What StreamCore and DgramCore share (transport/common.pxi)."""
     transport: Any
     protocol: Any
-    closing: bool
-    paused: bool
-    protocol_paused: bool
-    wsize: int
-    high_water: int
-    low_water: int
-    def setup(self, loop: LoopCore, transport: Any, sock: Any, protocol: Any) -> None: ...
-    def write(self, data: Any) -> None: ...
-    def writelines(self, list_of_data: Any) -> None: ...
-
-class DgramCore:
-    transport: Any
-    protocol: Any
+    sock: Any
+    fd: int
     closing: bool
     paused: bool
     protocol_paused: bool
@@ -135,6 +125,17 @@ class DgramCore:
     wsize: int
     high_water: int
     low_water: int
+    def is_reading(self) -> bool: ...
+    def maybe_pause_protocol(self) -> None: ...
+    def maybe_resume_protocol(self) -> None: ...
+    def fatal_error(self, exc: BaseException, message: str = ...) -> None: ...
+
+class StreamCore(TransportCore):
+    def setup(self, loop: LoopCore, transport: Any, sock: Any, protocol: Any) -> None: ...
+    def write(self, data: Any) -> None: ...
+    def writelines(self, list_of_data: Any) -> None: ...
+
+class DgramCore(TransportCore):
     direct: bool
     sent_hook: Callable[[], object] | None
     @property

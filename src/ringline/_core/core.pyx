@@ -11,7 +11,9 @@
 #   loop/       LoopCore (loop.pxi), Op and the socket ops (ops.pxi), Handle,
 #               TimerHandle and the timer heap (handles.pxi), read buffers
 #               lent per read (bufpool.pxi)
-#   transport/  the asyncio face's transports: stream.pxi (TCP, Unix,
+#   transport/  the shared transport core both faces use: common.pxi (the
+#               stream receive and gathered send ops, TransportCore); and
+#               the asyncio face's transports: stream.pxi (TCP, Unix,
 #               multishot accept), dgram.pxi (UDP), tls.pxi (asyncio
 #               SSLProtocol's per-record path)
 #   runtime/    the runtime face's connection: ConnCore (conn.pxi), its ops
@@ -28,7 +30,9 @@
 # runtime/conn.pxi) opens with what its layer owns and may not touch.  In
 # short: the driver knows Ops, not what started them; the loop knows the
 # driver interface, not transports; transport/ and runtime/ are the two faces'
-# compiled halves, both built on loop/, and neither uses the other.  Class
+# compiled halves, both built on loop/ and on the shared transport core
+# (transport/common.pxi, which knows neither face), and neither face's
+# part uses the other's.  Class
 # declarations are in core.pxd (shared by every part), the io_uring ABI's in
 # uring.pxd, the Python-visible API's types in core.pyi.  Private CPython
 # names come from ringline._compat only.
@@ -177,6 +181,7 @@ include "driver/epoll.pxi"
 include "driver/kqueue.pxi"
 include "loop/bufpool.pxi"
 include "loop/loop.pxi"
+include "transport/common.pxi"
 include "transport/tls.pxi"
 include "transport/stream.pxi"
 include "fileops.pxi"

@@ -4,8 +4,10 @@
 # (sendpool.pxi), the per-worker metrics block (metrics.pxi) and what a
 # worker sets for its connections (env.pxi).  Its
 # Python half is ringline/runtime/.  Like transport/ it is built on loop/
-# and the driver interface; it may not use the asyncio face's transports
-# (transport/), and they do not use it.
+# and the driver interface, and on the shared transport core
+# (transport/common.pxi: its receive and send ops are BufRecvOp and
+# GatherSendOp); it may not use the asyncio face's transports (stream.pxi,
+# dgram.pxi, tls.pxi), and they do not use it.
 #
 # ConnCtx's compiled half: the runtime API's connection over the driver.
 # (Class declarations: core.pxd.)
@@ -146,8 +148,7 @@ cdef class ConnCore:
         if self.rop is None:
             self.rop = ConnRecvOp.__new__(ConnRecvOp)
             self.rop.core = self
-            self.rop.loop = self.loop
-            self.rop.fd = self.fd
+            self.rop.init(self.loop, self.fd, self.env.bufs, self.env.own_size, 0, self.tcp)
         self._arm()
 
     # ---- receive: completions -----------------------------------------------
@@ -237,22 +238,19 @@ cdef class ConnCore:
 
     cdef int recv_ended(self, int res) except -1:
         # The recv op is over (multishot ended, or a single-shot completed).
+        cdef int what
         if self.closing:
             return 0
-        if res > 0 or res == -errno_ECANCELED:
+        what = _recv_ended(self.rop, res)
+        if what == RECV_AGAIN or what == RECV_EMPTY:
+            if what == RECV_EMPTY:
+                self.m.p[M_RING_EMPTY] += 1
             self._arm()
             return 0
-        if res == 0:
+        if what == RECV_EOF:
             self.eof = True
-            self._wake()
-            return 0
-        if res == -errno_ENOBUFS:
-            # Ring empty: one recv into our own buffer, then multishot again.
-            self.m.p[M_RING_EMPTY] += 1
-            self.rop.single = True
-            self._arm()
-            return 0
-        self.rexc = _os_error(-res)
+        else:
+            self.rexc = _os_error(-res)
         self._wake()
         return 0
 
@@ -689,7 +687,7 @@ cdef class ConnCore:
             op.loop = self.loop
             op.fd = self.fd
         n = 0
-        for i in range(min(self.qlen, CONN_IOV_BATCH)):
+        for i in range(min(self.qlen, IOV_BATCH)):
             e = &self.q[self.qhead + i]
             if e.flags & SE_ZC:
                 break

@@ -53,10 +53,6 @@ cdef extern from *:
         socklen_t len
         rl_addr_u u
 
-cdef extern from "<sys/socket.h>":
-    ssize_t c_sendto "sendto"(int fd, const void *buf, size_t n, int flags,
-                              const sockaddr *addr, socklen_t addrlen)
-
 from libc.string cimport memcmp
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.long cimport PyLong_AsLong
@@ -165,18 +161,12 @@ cdef class DgramRecvOp(Op):
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         cdef DgramCore core = self.core
-        cdef PyObject *ctx               # borrowed: entered, the thread state holds it
-        if core.in_context or core.context is None:
-            return self._complete(res, flags)
         # The protocol's context, as asyncio's reader callback has it.
-        ctx = <PyObject*>core.context
-        PyContext_Enter(<object>ctx)
-        core.in_context = True
+        cdef object ctx = core._enter()
         try:
             self._complete(res, flags)
         finally:
-            core.in_context = False
-            PyContext_Exit(<object>ctx)
+            core._leave(ctx)
         return 0
 
     cdef inline int _complete(self, int res, uint32_t flags) except -1:
@@ -276,57 +266,37 @@ cdef class DgramSendOp(Op):
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         cdef DgramCore core = self.core
-        cdef object ctx = core.context
+        cdef object ctx
         self.data = None
-        if ctx is None or core.in_context:
-            return core.on_sent(res)
         # error_received() and resume_writing() in the protocol's context.
-        PyContext_Enter(ctx)
-        core.in_context = True
+        ctx = core._enter()
         try:
             core.on_sent(res)
         finally:
-            core.in_context = False
-            PyContext_Exit(ctx)
+            core._leave(ctx)
         return 0
 
 
+# The fields and methods every transport core shares (protocol, flow
+# control, fatal errors, paused data, context) are TransportCore's (common.pxi).
 @cython.final
-cdef class DgramCore:
-    cdef LoopCore loop
-    cdef public object transport     # the asyncio.DatagramTransport that owns us
-    cdef public object protocol
-    cdef public object sock
-    cdef public int fd
+cdef class DgramCore(TransportCore):
     cdef int family
     cdef public object address       # remote_addr of a connected endpoint, else None
     cdef bint peer_connected         # socket has a peer: send() without an address
     cdef object datagram_received    # bound method, looked up once per protocol
-    cdef object pending              # (data, addr) taken from the socket while paused
+    # (pending holds (data, addr) pairs, in a deque.)
     cdef DgramRecvOp rop
     cdef DgramSendOp sop
     cdef object queue                # deque of (bytes, addr) waiting to be sent
-    cdef public Py_ssize_t wsize     # bytes queued (get_write_buffer_size)
-    cdef public Py_ssize_t high_water
-    cdef public Py_ssize_t low_water
-    cdef public bint protocol_paused
-    cdef public bint closing
-    cdef public int conn_lost
-    cdef public bint paused          # pause_reading()
     cdef public bint direct          # try sendto(2) before queueing
     cdef public object sent_hook     # called after each queued datagram is done
     cdef rl_addr_ent *peers          # ADDR_SLOTS entries, allocated on first use
     cdef sockaddr_storage dst
     cdef socklen_t dstlen
-    # A copy of the creating context, entered around every completion (as
-    # StreamCore's: asyncio's reader callback has one).
-    cdef object context
-    cdef bint in_context             # entered: not again from a re-entrant completion
 
     def __cinit__(self):
         self.queue = collections.deque()
-        self.high_water = 64 * 1024
-        self.low_water = 16 * 1024
         self.direct = True
         self.peers = NULL
 
@@ -344,14 +314,10 @@ cdef class DgramCore:
         PyMem_Free(peers)
 
     def setup(self, LoopCore loop, transport, sock, protocol, address, bint peer_connected):
-        self.loop = loop
-        self.transport = transport
-        self.sock = sock
-        self.fd = sock.fileno()
+        self._bind(loop, transport, sock)
         self.family = sock.family
         self.address = address
         self.peer_connected = peer_connected
-        self.context = PyContext_CopyCurrent()
         self.set_protocol(protocol)
         self.rop = DgramRecvOp.__new__(DgramRecvOp)
         self.rop.core = self
@@ -474,8 +440,7 @@ cdef class DgramCore:
             return
         self.paused = True
         self.rop.stop()
-        if self.loop._debug:
-            _get_logger().debug("%r pauses reading", self.transport)
+        self._debug_reading('pauses')
 
     def resume_reading(self):
         if self.closing or not self.paused:
@@ -485,22 +450,7 @@ cdef class DgramCore:
             self.loop._call_soon_c(self._deliver_pending, (), None)
         else:
             self.rop.start()
-        if self.loop._debug:
-            _get_logger().debug("%r resumes reading", self.transport)
-
-    def _deliver_pending(self):
-        # Datagrams a completion kept: delivered in the protocol's context too.
-        cdef object ctx = self.context
-        if ctx is None or self.in_context:
-            self._deliver_pending_c()
-            return
-        PyContext_Enter(ctx)
-        self.in_context = True
-        try:
-            self._deliver_pending_c()
-        finally:
-            self.in_context = False
-            PyContext_Exit(ctx)
+        self._debug_reading('resumes')
 
     cdef int _deliver_pending_c(self) except -1:
         while self.pending and not self.paused and not self.closing:
@@ -511,9 +461,6 @@ cdef class DgramCore:
             self.rop.start()
         return 0
 
-    def is_reading(self):
-        return not self.closing and not self.paused
-
     # ---- sending --------------------------------------------------------------
 
     def sendto(self, data, addr=None):
@@ -523,13 +470,7 @@ cdef class DgramCore:
         cdef sockaddr *sa = NULL
         cdef socklen_t salen = 0
         if type(data) is not bytes:
-            if not isinstance(data, (bytearray, memoryview)):
-                raise TypeError(f'data argument must be a bytes-like object, '
-                                f'not {type(data).__name__!r}')
-            if not data:
-                return
-            # What is queued must not change under us: an immutable copy.
-            data = bytes(data)
+            data = _data_arg(data)
         n = len(<bytes>data)
         if n == 0:
             return
@@ -540,9 +481,7 @@ cdef class DgramCore:
         elif self.peer_connected:
             addr = None         # a connected socket: send(), as asyncio does
         if self.conn_lost and self.address:
-            if self.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-                _get_logger().warning('socket.send() raised exception.')
-            self.conn_lost += 1
+            self._write_after_lost()
             return
         if self.sock is None:
             return
@@ -564,13 +503,10 @@ cdef class DgramCore:
                     return
                 sa = <sockaddr*>&self.dst
                 salen = self.dstlen
-        while True:
-            r = c_sendto(self.fd, PyBytes_AS_STRING(data), n, MSG_NOSIGNAL | MSG_DONTWAIT, sa, salen)
-            if r >= 0:
-                return
-            err = errno
-            if err != errno_EINTR:
-                break
+        r = _send_now(self.fd, PyBytes_AS_STRING(data), n, sa, salen)
+        if r >= 0:
+            return
+        err = <int>-r
         if err == errno_EAGAIN:
             if not self.conn_lost:
                 self._enqueue(<bytes>data, addr)
@@ -630,16 +566,9 @@ cdef class DgramCore:
                     memcpy(&op.addr, sa, salen)
             err = errno_EAGAIN
             if self.direct:
-                while True:
-                    r = c_sendto(self.fd, PyBytes_AS_STRING(data), len(data),
-                                 MSG_NOSIGNAL | MSG_DONTWAIT,
-                                 <sockaddr*>&op.addr if salen else NULL, salen)
-                    if r >= 0:
-                        err = 0
-                        break
-                    err = errno
-                    if err != errno_EINTR:
-                        break
+                r = _send_now(self.fd, PyBytes_AS_STRING(data), len(data),
+                              <sockaddr*>&op.addr if salen else NULL, salen)
+                err = 0 if r >= 0 else <int>-r
             if err == 0 or err != errno_EAGAIN:
                 self._pop_head()
                 if err:
@@ -695,46 +624,6 @@ cdef class DgramCore:
         """Datagrams waiting to be sent (including one in flight)."""
         return len(self.queue)
 
-    # ---- flow control ---------------------------------------------------------
-
-    cdef int _pause_protocol(self) except -1:
-        self.protocol_paused = True
-        try:
-            self.protocol.pause_writing()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self.loop.call_exception_handler({
-                'message': 'protocol.pause_writing() failed',
-                'exception': exc,
-                'transport': self.transport,
-                'protocol': self.protocol,
-            })
-        return 0
-
-    cdef int _resume_protocol(self) except -1:
-        self.protocol_paused = False
-        try:
-            self.protocol.resume_writing()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self.loop.call_exception_handler({
-                'message': 'protocol.resume_writing() failed',
-                'exception': exc,
-                'transport': self.transport,
-                'protocol': self.protocol,
-            })
-        return 0
-
-    def maybe_pause_protocol(self):
-        if self.wsize > self.high_water and not self.protocol_paused:
-            self._pause_protocol()
-
-    def maybe_resume_protocol(self):
-        if self.protocol_paused and self.wsize <= self.low_water:
-            self._resume_protocol()
-
     # ---- closing --------------------------------------------------------------
 
     def disown(self):
@@ -766,28 +655,12 @@ cdef class DgramCore:
         self.conn_lost += 1
         self.loop._call_soon_c(self.call_connection_lost, (exc,), None)
 
-    cpdef fatal_error(self, exc, message='Fatal error on transport'):
-        if isinstance(exc, OSError):
-            if self.loop._debug:
-                _get_logger().debug("%r: %s", self.transport, message, exc_info=True)
-        else:
-            self.loop.call_exception_handler({
-                'message': message,
-                'exception': exc,
-                'transport': self.transport,
-                'protocol': self.protocol,
-            })
-        self.force_close(exc)
-
     def call_connection_lost(self, exc):
         try:
             self.transport._connection_lost(exc)
         finally:
+            self._unbind()
             self.sock = None
-            self.protocol = None
             self.datagram_received = None
-            self.transport = None
             self.sent_hook = None
-            self.pending = None
-            self.context = None
             self._drop_peers()

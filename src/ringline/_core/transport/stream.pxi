@@ -1,10 +1,14 @@
-# Layer: transport (_core/transport/).  It owns the compiled halves of the
-# asyncio face's transports: stream sockets and multishot accept (this file),
-# datagrams (dgram.pxi) and the TLS record path under asyncio's SSLProtocol
-# (tls.pxi).  Their Python halves are in ringline/aio/.  It starts Ops on the
-# loop's driver and asks what that driver can do (its capabilities,
-# driver/base.pxi: provided buffers for multishot receive, direct sends),
-# never which backend it is; it may not call the kernel any other way, and may not know the runtime API (_core/runtime/).
+# Layer: transport (_core/transport/).  It owns the shared transport core
+# (common.pxi: the receive and gathered-send ops and TransportCore, which
+# the runtime face's connection uses too, so it knows neither face) and the
+# compiled halves of the asyncio face's transports: stream sockets and
+# multishot accept (this file), datagrams (dgram.pxi) and the TLS record
+# path under asyncio's SSLProtocol (tls.pxi).  Their Python halves are in
+# ringline/aio/.  It starts Ops on the loop's driver and asks what that
+# driver can do (its capabilities, driver/base.pxi: provided buffers for
+# multishot receive, direct sends), never which backend it is; it may not
+# call the kernel any other way, and may not know the runtime API
+# (_core/runtime/).
 #
 # Stream transports (TCP, Unix) on the ring: the compiled half.
 #
@@ -35,9 +39,7 @@
 # (always) and on io_uring when it is DIRECT_SEND_MIN or more (why: there).
 
 cdef enum:
-    IOV_BATCH = 64
     OWNED_RECV_SIZE = 65536     # io_uring without a buffer ring: per connection
-    LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
     # io_uring: a write this large with nothing queued is sent at once by a
     # send() syscall.  Measured on the 100 KiB echo: kept for a SEND SQE,
     # 64 connections' bytes objects stay alive until the next iteration and
@@ -47,97 +49,27 @@ cdef enum:
     DIRECT_SEND_MIN = 32768
 
 
+# Receive and send are the shared transport core's ops (common.pxi); these
+# add what the transport does with their completions.
 @cython.final
-cdef class StreamRecvOp(Op):
+cdef class StreamRecvOp(BufRecvOp):
     cdef StreamCore core
-    cdef bint single            # single-shot into buf (ENOBUFS path, poll backend)
-    cdef bint owned             # buf is this op's own (io_uring without a buffer ring)
-    cdef char *buf              # borrowed from the loop's pool while it holds bytes
-
-    def __dealloc__(self):
-        if self.buf != NULL:    # never completed (loop torn down), or owned
-            if not self.owned:
-                _live.rbufs_out -= 1    # the pool's, freed instead of given back
-            PyMem_Free(self.buf)
-            self.buf = NULL
-
-    cdef inline int _drop_buf(self) except -1:
-        if self.buf != NULL and not self.owned:
-            self.loop._rbufs.give(self.buf)
-            self.buf = NULL
-        return 0
-
-    cdef int prep(self, io_uring_sqe *sqe) except -1:
-        cdef Driver d = self.loop._driver
-        if self.single or not d.provided_buffers:
-            # Buffer first: if that raises, the SQE stays the NOP get_sqe()
-            # zeroed.  Without a buffer ring (kernel < 5.19) every armed recv
-            # waits in the kernel with its buffer, so the connection keeps a
-            # small one of its own instead of tying up a pooled 256 KiB one.
-            if self.buf == NULL:
-                if d.provided_buffers:
-                    self.buf = self.loop._rbufs.take()
-                else:
-                    self.buf = <char*>PyMem_Malloc(OWNED_RECV_SIZE)
-                    if self.buf == NULL:
-                        raise MemoryError()
-                    self.owned = True
-            self.single = True
-            sqe.opcode = IORING_OP_RECV
-            sqe.fd = self.fd
-            sqe.addr = <uint64_t><uintptr_t>self.buf
-            sqe.len = OWNED_RECV_SIZE if self.owned else RBUF_SIZE
-        else:
-            sqe.opcode = IORING_OP_RECV
-            sqe.fd = self.fd
-            sqe.ioprio = IORING_RECV_MULTISHOT
-            sqe.flags = IOSQE_BUFFER_SELECT
-            sqe.buf_group = d.pbuf.bgid
-        return 0
-
-    cdef int attempt(self) except? -1:
-        cdef ssize_t n
-        cdef int err
-        self.single = True
-        if self.buf == NULL:
-            self.buf = self.loop._rbufs.take()
-        n = recv(self.fd, self.buf, RBUF_SIZE, MSG_DONTWAIT)
-        if n <= 0:
-            err = errno
-            self._drop_buf()    # nothing to hand up: hold no buffer while waiting
-            return <int>n if n == 0 else -err
-        if n < RBUF_SIZE and self.core.tcp:
-            # A short read drained the socket: the poll driver waits for the
-            # next readiness edge instead of a recv bound to say EAGAIN.
-            self.wait_first = True
-        return <int>n
-
-    cdef int poll_events(self):
-        return POLLIN
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         cdef StreamCore core = self.core
-        cdef PyObject *ctx = NULL        # borrowed: entered, the thread state holds it
+        cdef object ctx
         cdef char *ptr = NULL
         cdef Driver d
         cdef bint single = self.single
         cdef bint more = (flags & IORING_CQE_F_MORE) != 0
-        if not core.in_context and core.context is not None:
-            # The protocol's context, as asyncio's reader callback has it.
-            ctx = <PyObject*>core.context
-            PyContext_Enter(<object>ctx)
-            core.in_context = True
+        # The protocol's context, as asyncio's reader callback has it.
+        ctx = core._enter()
         try:
             if flags & IORING_CQE_F_BUFFER:
                 d = self.loop._driver
                 ptr = rl_pbuf_addr(d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
             elif single and res > 0:
-                ptr = self.buf
-                RL_KERNEL_WROTE(ptr, res)
-                if not self.owned:
-                    # Detached before the protocol runs: a re-arm from inside it
-                    # takes a buffer of its own instead of this one.
-                    self.buf = NULL
+                ptr = _recv_filled(self, res)
             if not more:
                 self.single = False
             if res > 0:
@@ -146,61 +78,24 @@ cdef class StreamRecvOp(Op):
                 finally:
                     if flags & IORING_CQE_F_BUFFER:
                         rl_pbuf_recycle(d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
-                    elif single and not self.owned:
-                        self.loop._rbufs.give(ptr)
-                if not more:
-                    # Over, but not at EOF: a multishot the kernel ended with
-                    # data (it does when the CQ ring is full), or a single shot.
-                    core.recv_ended(1)
-            elif not more:
-                if single:
-                    self._drop_buf()
+                    elif single:
+                        _recv_give(self, ptr)
+            elif not more and single:
+                _recv_drop_buf(self)
+            if not more:
+                # A multishot the kernel ended (with data: it does when the
+                # CQ ring is full), or a single shot.
                 core.recv_ended(res)
         finally:
-            if ctx != NULL:
-                core.in_context = False
-                PyContext_Exit(<object>ctx)
+            core._leave(ctx)
         return 0
 
 
 @cython.final
-cdef class StreamSendOp(Op):
+cdef class StreamSendOp(GatherSendOp):
     cdef StreamCore core
     cdef list chunks            # the objects whose bytes the kernel reads
     cdef Py_ssize_t nbytes
-    cdef msghdr msg
-    cdef iovec iov[IOV_BATCH]
-    cdef int niov
-
-    cdef int prep(self, io_uring_sqe *sqe) except -1:
-        sqe.fd = self.fd
-        if self.niov == 1:
-            sqe.opcode = IORING_OP_SEND
-            sqe.addr = <uint64_t><uintptr_t>self.iov[0].iov_base
-            sqe.len = <uint32_t>self.iov[0].iov_len
-        else:
-            memset(&self.msg, 0, sizeof(msghdr))
-            self.msg.msg_iov = &self.iov[0]
-            self.msg.msg_iovlen = self.niov
-            sqe.opcode = IORING_OP_SENDMSG
-            sqe.addr = <uint64_t><uintptr_t>&self.msg
-            sqe.len = 1
-        sqe.msg_flags = MSG_NOSIGNAL
-        return 0
-
-    cdef int attempt(self) except? -1:
-        cdef ssize_t n
-        if self.niov == 1:
-            n = send(self.fd, self.iov[0].iov_base, self.iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT)
-        else:
-            memset(&self.msg, 0, sizeof(msghdr))
-            self.msg.msg_iov = &self.iov[0]
-            self.msg.msg_iovlen = self.niov
-            n = sendmsg(self.fd, <msghdr_t*>&self.msg, MSG_NOSIGNAL | MSG_DONTWAIT)
-        return <int>n if n >= 0 else -errno
-
-    cdef int poll_events(self):
-        return POLLOUT
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         self.chunks = None
@@ -214,16 +109,12 @@ cdef class StreamSendOp(Op):
 
 
 cdef object _TransportSocket = None
-cdef object _logger = None
 
 
+# The fields and methods every transport core shares (protocol, flow
+# control, fatal errors, paused data, context) are TransportCore's (common.pxi).
 @cython.final
-cdef class StreamCore:
-    cdef LoopCore loop
-    cdef public object transport     # the asyncio.Transport that owns us
-    cdef public object protocol
-    cdef public object sock
-    cdef public int fd
+cdef class StreamCore(TransportCore):
     cdef bint buffered
     cdef object srp                  # an exact asyncio.StreamReaderProtocol, or None
     cdef SSLCore tls                 # ringline.aio._sslproto.SSLProtocol's core, or None
@@ -234,40 +125,19 @@ cdef class StreamCore:
     cdef StreamSendOp sop
     cdef list wbuf                   # queued chunks (bytes), head partly sent
     cdef Py_ssize_t woff             # bytes of wbuf[0] already sent
-    cdef public Py_ssize_t wsize     # queued and not yet taken by the kernel
-    cdef public Py_ssize_t high_water
-    cdef public Py_ssize_t low_water
-    cdef public bint protocol_paused
-    cdef public bint closing
-    cdef public int conn_lost
-    cdef public bint paused          # pause_reading()
     cdef public bint eof             # write_eof() asked
     cdef bint eof_received
     cdef bint recv_armed
     cdef bint direct_send            # poll backend: write() tries send() itself
     cdef bint tcp                    # a short read drains the socket (see setup)
-    cdef list pending                # data that arrived while paused
-    cdef bint pending_eof
+    cdef bint pending_eof            # EOF arrived while paused (pending: a list of bytes)
     cdef object empty_waiter
-    # A copy of the creating context, entered around the completions that
-    # reach the protocol: it sees what asyncio's reader callback would (one
-    # copy per transport, taken when it registers its reader).  in_context:
-    # entered now, so a completion run re-entrantly (get_sqe's reap) does
-    # not enter it again.
-    cdef object context
-    cdef bint in_context
 
     def __cinit__(self):
         self.wbuf = []
-        self.high_water = 64 * 1024
-        self.low_water = 16 * 1024
 
     def setup(self, LoopCore loop, transport, sock, protocol):
-        self.loop = loop
-        self.transport = transport
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.context = PyContext_CopyCurrent()
+        self._bind(loop, transport, sock)
         self.set_protocol(protocol)
         loop._driver.own_fd(self.fd, sock)
         # A short read means "drained" only where the stack never stops a
@@ -332,8 +202,7 @@ cdef class StreamCore:
         if self.rop is None:
             self.rop = StreamRecvOp.__new__(StreamRecvOp)
             self.rop.core = self
-            self.rop.loop = self.loop
-            self.rop.fd = self.fd
+            self.rop.init(self.loop, self.fd, self.loop._rbufs, RBUF_SIZE, OWNED_RECV_SIZE, self.tcp)
         if self.rop.state != OP_IDLE:
             return 0
         self.recv_armed = True
@@ -417,30 +286,21 @@ cdef class StreamCore:
         return 0
 
     cdef int recv_ended(self, int res) except -1:
-        # The multishot (or single-shot) recv is over.  res: 0 = EOF, or
-        # 1 = over with data (a single shot, or a multishot the kernel
-        # ended), or -errno.
+        # The multishot (or single-shot) recv is over (_recv_ended()).
+        cdef int what
         self.recv_armed = False
         if self.conn_lost:
             return 0
-        if res == 0:
+        what = _recv_ended(self.rop, res)
+        if what == RECV_EOF:
             if self.paused or self.pending:
                 self.pending_eof = True
                 return 0
             return self._on_eof()
-        if res == 1 or res == -errno_ECANCELED:
-            if not self.paused and not self.closing:
-                self._arm()
-            return 0
-        if res == -errno_ENOBUFS:
-            # Ring empty: one single-shot recv into our own buffer, then
-            # multishot again.  Progress without spinning on ENOBUFS.
-            if not self.paused and not self.closing:
-                if self.rop is not None:
-                    self.rop.single = True
-                self._arm()
-            return 0
-        self.fatal_error(_os_error(-res), 'Fatal read error on socket transport')
+        if what == RECV_ERROR:
+            self.fatal_error(_os_error(-res), 'Fatal read error on socket transport')
+        elif not self.paused and not self.closing:
+            self._arm()
         return 0
 
     cdef int _on_eof(self) except -1:
@@ -464,8 +324,7 @@ cdef class StreamCore:
         self.paused = True
         if self.rop is not None and self.rop.state == OP_INFLIGHT:
             self.loop._driver.cancel(self.rop)
-        if self.loop._debug:
-            _get_logger().debug("%r pauses reading", self.transport)
+        self._debug_reading('pauses')
 
     def resume_reading(self):
         if self.closing or not self.paused:
@@ -475,22 +334,7 @@ cdef class StreamCore:
             self.loop._call_soon_c(self._deliver_pending, (), None)
         elif not self.recv_armed:
             self._arm()
-        if self.loop._debug:
-            _get_logger().debug("%r resumes reading", self.transport)
-
-    def _deliver_pending(self):
-        # Data a completion kept: delivered in the protocol's context too.
-        cdef object ctx = self.context
-        if ctx is None or self.in_context:
-            self._deliver_pending_c()
-            return
-        PyContext_Enter(ctx)
-        self.in_context = True
-        try:
-            self._deliver_pending_c()
-        finally:
-            self.in_context = False
-            PyContext_Exit(ctx)
+        self._debug_reading('resumes')
 
     cdef int _deliver_pending_c(self) except -1:
         cdef bytes data
@@ -515,9 +359,6 @@ cdef class StreamCore:
             self._arm()
         return 0
 
-    def is_reading(self):
-        return not self.closing and not self.paused
-
     def is_closing(self):
         return self.closing
 
@@ -526,11 +367,7 @@ cdef class StreamCore:
     def write(self, data):
         cdef Py_ssize_t n
         if type(data) is not bytes:
-            if not isinstance(data, (bytearray, memoryview)):
-                raise TypeError(f'data argument must be a bytes-like object, '
-                                f'not {type(data).__name__!r}')
-            # asyncio copies mutable data at write(): the caller may reuse it.
-            data = bytes(data)
+            data = _data_arg(data)
         if self.eof:
             raise RuntimeError('Cannot call write() after write_eof()')
         if self.empty_waiter is not None:
@@ -539,9 +376,7 @@ cdef class StreamCore:
         if n == 0:
             return
         if self.conn_lost:
-            if self.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-                _get_logger().warning('socket.send() raised exception.')
-            self.conn_lost += 1
+            self._write_after_lost()
             return
         if not self.wbuf and (self.direct_send or n >= DIRECT_SEND_MIN):
             data = self._send_now(data)
@@ -559,18 +394,14 @@ cdef class StreamCore:
         """Send what the kernel takes now; return the rest, or None when
         nothing is left to queue (all sent, or the transport failed)."""
         cdef Py_ssize_t n = len(data)
-        cdef ssize_t k
-        while True:
-            k = send(self.fd, PyBytes_AS_STRING(data), n, MSG_NOSIGNAL | MSG_DONTWAIT)
-            if k >= 0 or errno != errno_EINTR:
-                break
+        cdef ssize_t k = _send_now(self.fd, PyBytes_AS_STRING(data), n, NULL, 0)
         if k == n:
             return None
         if k > 0:
             return data[k:]
-        if errno == errno_EAGAIN:
+        if k == -errno_EAGAIN:
             return data
-        self.fatal_error(_os_error(errno), 'Fatal write error on socket transport')
+        self.fatal_error(_os_error(<int>-k), 'Fatal write error on socket transport')
         return None
 
     def writelines(self, list_of_data):
@@ -580,10 +411,7 @@ cdef class StreamCore:
                 self.write(data)
                 continue
             if type(data) is not bytes:
-                if not isinstance(data, (bytearray, memoryview)):
-                    raise TypeError(f'data argument must be a bytes-like object, '
-                                    f'not {type(data).__name__!r}')
-                data = bytes(data)
+                data = _data_arg(data)
             if len(data):
                 self.wbuf.append(data)
                 self.wsize += len(data)
@@ -617,16 +445,11 @@ cdef class StreamCore:
         return 0
 
     cdef int on_sent_in_context(self, int res) except -1:
-        cdef object ctx = self.context
-        if ctx is None or self.in_context:
-            return self.on_sent(res)
-        PyContext_Enter(ctx)
-        self.in_context = True
+        cdef object ctx = self._enter()
         try:
             self.on_sent(res)
         finally:
-            self.in_context = False
-            PyContext_Exit(ctx)
+            self._leave(ctx)
         return 0
 
     cdef int on_sent(self, int res) except -1:
@@ -673,44 +496,6 @@ cdef class StreamCore:
             except OSError:
                 pass
         return 0
-
-    cdef int _pause_protocol(self) except -1:
-        self.protocol_paused = True
-        try:
-            self.protocol.pause_writing()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self.loop.call_exception_handler({
-                'message': 'protocol.pause_writing() failed',
-                'exception': exc,
-                'transport': self.transport,
-                'protocol': self.protocol,
-            })
-        return 0
-
-    cdef int _resume_protocol(self) except -1:
-        self.protocol_paused = False
-        try:
-            self.protocol.resume_writing()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self.loop.call_exception_handler({
-                'message': 'protocol.resume_writing() failed',
-                'exception': exc,
-                'transport': self.transport,
-                'protocol': self.protocol,
-            })
-        return 0
-
-    def maybe_pause_protocol(self):
-        if self.wsize > self.high_water and not self.protocol_paused:
-            self._pause_protocol()
-
-    def maybe_resume_protocol(self):
-        if self.protocol_paused and self.wsize <= self.low_water:
-            self._resume_protocol()
 
     def write_eof(self):
         if self.closing or self.eof:
@@ -764,19 +549,6 @@ cdef class StreamCore:
         self.conn_lost += 1
         self.loop._call_soon_c(self.call_connection_lost, (exc,), None)
 
-    cpdef fatal_error(self, exc, message='Fatal error on transport'):
-        if isinstance(exc, OSError):
-            if self.loop._debug:
-                _get_logger().debug("%r: %s", self.transport, message, exc_info=True)
-        else:
-            self.loop.call_exception_handler({
-                'message': message,
-                'exception': exc,
-                'transport': self.transport,
-                'protocol': self.protocol,
-            })
-        self.force_close(exc)
-
     def call_connection_lost(self, exc):
         if self.empty_waiter is not None and not self.empty_waiter.done():
             if exc is None:
@@ -787,20 +559,10 @@ cdef class StreamCore:
         try:
             self.transport._connection_lost(exc)
         finally:
-            self.protocol = None
+            self._unbind()
             self.data_received = self.get_buffer = self.buffer_updated = None
             self.srp = None
             self.tls = None
-            self.transport = None
-            self.pending = None
-            self.context = None
-
-
-cdef object _get_logger():
-    global _logger
-    if _logger is None:
-        _logger = _compat.logger
-    return _logger
 
 
 from asyncio import BufferedProtocol as _BufferedProtocol
