@@ -159,6 +159,7 @@ cdef class UringDriver(Driver):
     cdef uint64_t n_sqes
     cdef uint64_t n_cqes
     cdef uint64_t n_enobufs       # CQEs with -ENOBUFS (a buffer ring was empty)
+    cdef uint64_t n_flushes       # mid-batch submissions (set_flush_interval)
     cdef Op wake_op
     cdef rl_pbuf_ring pbuf_ring   # Driver.pbuf points here
     cdef rl_pbuf_ring dpbuf_ring  # datagram buffers, registered on first use (Driver.dpbuf)

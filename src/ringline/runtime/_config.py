@@ -28,6 +28,9 @@ class Config:
     # ---- the ring ----------------------------------------------------------
     #: io_uring submission queue entries (a power of two).
     sq_entries: int = 256
+    #: submit what callbacks queued every this many completions of a long
+    #: batch (0 = once per loop iteration); io_uring only.
+    flush_interval: int = 0
     #: completion queue entries (a power of two, at least sq_entries).
     cq_entries: int = 4096
     #: provided buffers in each worker's receive buffer ring (a power of two).
@@ -125,6 +128,8 @@ class Config:
         integer("cq_entries", self.sq_entries if isinstance(self.sq_entries, int) else 1,
                 65536, pow2=True,
                 rule="must be a power of two, at least sq_entries and at most 65536")
+        integer("flush_interval", 0, 65536,
+                rule="must be 0 (once per iteration) or a completion count up to 65536")
         integer("ring_size", 1, 32768, pow2=True)
         integer("buffer_size", 64, 1 << 20,
                 rule="must be in 64..1048576 bytes (one receive buffer)")

@@ -27,7 +27,8 @@ import traceback
 from ..aio import _subprocess
 from . import _tls
 from ._conn import ConnCtx, _set_nodelay
-from .._core.core import DirectCoro, _serve_accept, set_recv_buffers, set_ring_entries
+from .._core.core import (DirectCoro, _serve_accept, set_flush_interval, set_recv_buffers,
+                          set_ring_entries)
 from ._handler import WorkerCtx, has_callback
 from ._metrics import SLOT
 from ._state import Runtime, _Pools
@@ -110,6 +111,7 @@ class Worker:
         cfg = self.config
         set_recv_buffers(cfg.ring_size, cfg.buffer_size)
         set_ring_entries(cfg.sq_entries, cfg.cq_entries)
+        set_flush_interval(cfg.flush_interval)
         if cfg.spawner_threads > 0 and self.in_process:
             _subprocess.SPAWNER_THREADS = cfg.spawner_threads
         from ..aio import new_event_loop

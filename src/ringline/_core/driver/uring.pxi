@@ -41,6 +41,24 @@ def set_registered_ring(bint enabled):
     return old
 
 
+# Completions handled between mid-batch submissions (0: none).  A long CQE
+# batch otherwise holds every SQE its callbacks queue -- a reply's SEND --
+# until the batch ends and the next io_uring_enter; with an interval, what
+# is queued goes to the kernel every that many completions, at the cost of
+# an extra enter each time.
+cdef unsigned _flush_interval = 0
+
+
+def set_flush_interval(unsigned n):
+    """Submit queued SQEs every n completions of a long batch (0 = only at
+    the iteration's io_uring_enter), for io_uring loops; returns the old
+    value.  The runtime API's Config.flush_interval sets it per worker."""
+    global _flush_interval
+    old = _flush_interval
+    _flush_interval = n
+    return old
+
+
 def set_recv_buffers(unsigned entries, unsigned size):
     """Size of the provided-buffer ring of loops created from now on
     (entries: a power of two <= 32768; size: bytes per buffer).  entries=0:
@@ -263,6 +281,7 @@ cdef class UringDriver(Driver):
         cdef int res
         cdef uint32_t flags
         cdef Op op
+        cdef unsigned since_flush = 0
         while True:
             tail = rl_cq_ready(&self.ring) + head
             if head == tail:
@@ -294,6 +313,12 @@ cdef class UringDriver(Driver):
                     'message': f'Exception in completion of {op!r}',
                     'exception': exc,
                 })
+            if _flush_interval:
+                since_flush += 1
+                if since_flush >= _flush_interval and rl_sq_pending(&self.ring):
+                    since_flush = 0
+                    self.n_flushes += 1
+                    self.flush()
             head = rl_cq_khead(&self.ring)
         return 0
 
@@ -389,6 +414,7 @@ cdef class UringDriver(Driver):
             'cq_overflow': self.ring.cq_koverflow[0] if self.ring_open else 0,
             'recv_buffers': (self.pbuf_ring.entries, self.pbuf_ring.buf_size) if self.provided_buffers else None,
             'recv_enobufs': self.n_enobufs,     # receives that found the buffer ring empty
+            'flushes': self.n_flushes,          # mid-batch submissions (set_flush_interval)
         }
 
 
