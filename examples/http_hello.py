@@ -298,16 +298,21 @@ def main():
                          "asyncio) instead of the runtime API")
     args = ap.parse_args()
     if args.protocol:
-        run_protocol(args.protocol, args.host, args.port, args.keep_alive_timeout,
-                     ready=lambda server: print(
-                         f"http_hello (asyncio Protocol on {args.protocol}) on "
-                         f":{args.port}; Ctrl-C to stop", flush=True))
+        def ready(server):
+            loop = server.get_loop()
+            backend = getattr(loop, "backend", None)
+            print(f"http_hello (asyncio Protocol on {type(loop).__module__}."
+                  f"{type(loop).__qualname__}{f', {backend} backend' if backend else ''}) "
+                  f"on :{args.port}; Ctrl-C to stop", flush=True)
+
+        run_protocol(args.protocol, args.host, args.port, args.keep_alive_timeout, ready)
         return
     HelloHandler.keep_alive_timeout = args.keep_alive_timeout
     shutdown, workers = (ringline.Builder(ringline.Config(workers=args.workers))
                          .bind((args.host, args.port))
                          .launch(HelloHandler))
-    print(f"http_hello on :{args.port}, {len(workers)} workers; Ctrl-C to stop", flush=True)
+    print(f"http_hello on :{args.port} ({ringline.backend()} backend), {len(workers)} "
+          f"workers; Ctrl-C to stop", flush=True)
     sig = shutdown.wait_on_signal()
     print(f"stopped by {sig.name if sig else 'worker exit'}")
     print(ringline.render_prometheus(shutdown.metrics()), end="")
