@@ -144,6 +144,30 @@ def proc_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
+def tree_cpu_seconds(pid):
+    """proc_cpu_seconds() of PID and every process descended from it (a launcher and its
+    worker processes, say), or None if PID is gone."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total = proc_cpu_seconds(pid)
+    if total is None:
+        return None
+    todo = list(children.get(pid, ()))
+    while todo:
+        p = todo.pop()
+        total += proc_cpu_seconds(p) or 0.0
+        todo += children.get(p, ())
+    return total
+
+
 def machine_busy_seconds():
     """CPU seconds all CPUs together have spent busy since boot (user, nice, system, irq,
     softirq), from /proc/stat.  Compared with what the benchmark's own processes used over

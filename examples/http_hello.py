@@ -93,9 +93,10 @@ class Exchange:
 
     # ---- what the connection calls -----------------------------------------
 
-    def feed(self, data) -> None:
+    def feed(self, data) -> int:
         """Parse received bytes (bytes or a memoryview, used only during the
-        call); every request completed in them is answered, in order."""
+        call); every request completed in them is answered, in order.
+        Returns len(data): the parser takes all of it (with_data's answer)."""
         try:
             self.parser.feed_data(data)
         except HttpParserCallbackError as exc:
@@ -108,6 +109,7 @@ class Exchange:
             if not self.done:    # (bytes after a Connection: close request are ignored)
                 self.done = True
                 self._queue(BAD_REQUEST)
+        return len(data)
 
     # ---- httptools' callbacks -------------------------------------------------
 
@@ -123,7 +125,10 @@ class Exchange:
             self.done = True
         if parser.get_method() == b"HEAD":
             response = _HEAD_RESPONSES[response]
-        self._queue(response)
+        try:                     # (self._queue(response), without the extra call)
+            self.send(response)
+        except ringline.SendPoolExhausted:
+            self.send_unpooled(response)
 
     def _queue(self, response: bytes) -> None:
         try:
@@ -184,17 +189,13 @@ class HelloHandler(ringline.Handler):
             conn.abort() if conn.qbytes else conn.close()
 
         ex = Exchange(conn.send_nowait, close_idle, conn.write_bytes)
-        feed = ex.feed
-
-        def on_data(view):
-            # The view is the kernel's buffer, valid only during this call:
-            # the parser reads it and keeps nothing of it.
-            feed(view)
-            return len(view)     # all consumed (0 at EOF)
-
+        # ex.feed gets the view, the kernel's buffer, valid only during the
+        # call: the parser reads it and keeps nothing of it.  It returns
+        # len(view) (all consumed; 0 at EOF).
+        feed, with_data = ex.feed, conn.with_data
         self.sweeper.add(ex)
         try:
-            while await conn.with_data(on_data):
+            while await with_data(feed):
                 if ex.done:
                     break
                 if conn.qbytes > _HIGH_WATER:
