@@ -144,9 +144,19 @@ def proc_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
-def tree_cpu_seconds(pid):
-    """proc_cpu_seconds() of PID and every process descended from it (a launcher and its
-    worker processes, say), or None if PID is gone."""
+def proc_cpu_split(pid):
+    """(user, system) CPU seconds used so far by process PID, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+
+
+def tree_cpu_split(pid):
+    """proc_cpu_split() summed over PID and every process descended from it (a launcher
+    and its worker processes, say), or None if PID is gone."""
     children = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -157,15 +167,17 @@ def tree_cpu_seconds(pid):
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    total = proc_cpu_seconds(pid)
+    total = proc_cpu_split(pid)
     if total is None:
         return None
+    user, system = total
     todo = list(children.get(pid, ()))
     while todo:
         p = todo.pop()
-        total += proc_cpu_seconds(p) or 0.0
+        u, s = proc_cpu_split(p) or (0.0, 0.0)
+        user, system = user + u, system + s
         todo += children.get(p, ())
-    return total
+    return user, system
 
 
 def machine_busy_seconds():

@@ -178,11 +178,13 @@ def bench_servers(kinds, wanted_loops, reps, seconds, conns) -> dict:
                 for loop in order:
                     srv = servers[loop]
                     wrk(srv.port, 1, conns)                         # warm-up
-                    cpu0 = _common.tree_cpu_seconds(srv.proc.pid)
+                    split0 = _common.tree_cpu_split(srv.proc.pid)
                     busy0, kids0, t0 = _common.machine_busy_seconds(), _children_cpu(), \
                         time.monotonic()
                     r = wrk(srv.port, seconds, conns)
-                    cpu = _common.tree_cpu_seconds(srv.proc.pid) - cpu0
+                    split = _common.tree_cpu_split(srv.proc.pid)
+                    user, system = split[0] - split0[0], split[1] - split0[1]
+                    cpu = user + system
                     wall = time.monotonic() - t0
                     # CPU the rest of the machine used meanwhile (other processes), in cores.
                     r["other_load"] = max(0.0, (_common.machine_busy_seconds() - busy0 - cpu
@@ -190,10 +192,15 @@ def bench_servers(kinds, wanted_loops, reps, seconds, conns) -> dict:
                     r["server_cpu"] = cpu
                     r["cores"] = cpu / wall
                     r["per_cpu_s"] = r["requests"] / cpu if cpu else None
+                    # Where a request's server CPU goes: user space (the loop, the
+                    # interpreter, the parser) and the kernel (TCP, syscalls, io_uring).
+                    r["user_us"] = user / r["requests"] * 1e6 if r["requests"] else None
+                    r["sys_us"] = system / r["requests"] * 1e6 if r["requests"] else None
                     runs[loop][rep] = r
                     print(f"{kind:9} {loop:13} rep {rep}: {r['rps']:10,.0f} req/s  "
                           f"p99 {r['p99_us']:8,.0f} us  cpu {cpu / seconds:4.2f}  "
-                          f"other load {r['other_load']:4.2f}"
+                          f"other load {r['other_load']:4.2f}  "
+                          f"user/sys {r['user_us'] or 0:5.2f}/{r['sys_us'] or 0:5.2f} us/req"
                           + (f"  {r['errors']}" if r["errors"] else ""),
                           file=sys.stderr, flush=True)
             results[kind] = runs
@@ -243,6 +250,8 @@ def summarize(runs: dict, loops, second=None) -> list[dict]:
                "per_cpu_s": _common.median(pcs.values()),
                "spread": _common.spread(list(rps.values())),
                "cores": _common.median(v["cores"] for v in by_rep.values()),
+               "user_us": _common.median(v.get("user_us") for v in by_rep.values()),
+               "sys_us": _common.median(v.get("sys_us") for v in by_rep.values()),
                "other_load": _common.median(v.get("other_load") for v in by_rep.values())}
         if base:
             row["ratio"] = _common.paired_ratio(rps, {k: v["rps"] for k, v in base.items()})
@@ -268,14 +277,16 @@ def paired_range(runs: dict, loop: str, base: str, key: str = "per_cpu_s") -> st
             f"over {len(ratios)} repetitions)")
 
 
-def table(title: str, rows: list[dict], unit: str, second=None) -> str:
+def table(title: str, rows: list[dict], unit: str, second=None, split=False) -> str:
     header = ["loop", f"{unit}/s", f"× {BASELINE}", "p99 µs", f"{unit} per CPU-s",
               f"× {BASELINE}"] + ([f"× {second}"] if second else []) + \
-        ["spread", "cores", "other load"]
+        (["user µs/req", "sys µs/req"] if split else []) + ["spread", "cores", "other load"]
     body = [[r["loop"], _common.fmt_int(r["rps"]), _common.fmt_ratio(r.get("ratio")),
              _common.fmt_int(r["p99_us"]), _common.fmt_int(r["per_cpu_s"]),
              _common.fmt_ratio(r.get("ratio_cpu"))]
             + ([_common.fmt_ratio(r.get("ratio_cpu2"))] if second else [])
+            + ([_common.fmt_float(r.get("user_us")), _common.fmt_float(r.get("sys_us"))]
+               if split else [])
             + [_common.fmt_pct(r["spread"]), _common.fmt_float(r["cores"]),
                _common.fmt_float(r["other_load"])]
             for r in rows]
@@ -328,7 +339,7 @@ def render(report: dict, plot_dir: str | None) -> None:
         runs, kind_loops = entry["runs"], entry.get("loops", loops)
         second = SECOND_BASELINE.get(kind) if SECOND_BASELINE.get(kind) in runs else None
         rows = summarize(runs, kind_loops, second)
-        text = table(title, rows, unit, second)
+        text = table(title, rows, unit, second, split=kind == "hello")
         if kind == "asyncpg":
             text = text.replace("queries per CPU-s", "queries per client CPU-s")
         if kind == "hello":
