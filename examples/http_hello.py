@@ -247,16 +247,18 @@ class HelloProtocol(asyncio.Protocol):
 
 
 async def serve_protocol(host: str, port: int, keep_alive_timeout: float = 5.0,
-                         ready=None) -> None:
-    """Serve HelloProtocol on the running loop until cancelled, SIGINT or
-    SIGTERM (handled here: a process started in the background by a shell
-    has SIGINT ignored, and asyncio.Runner leaves it so)."""
+                         ready=None, handle_signals: bool = False) -> None:
+    """Serve HelloProtocol on the running loop until cancelled, or (with
+    handle_signals, in the main thread) SIGINT or SIGTERM: handled here, as
+    a process started in the background by a shell has SIGINT ignored, and
+    asyncio.Runner leaves it so."""
     loop = asyncio.get_running_loop()
     sweeper = IdleSweeper(loop, keep_alive_timeout)
     server = await loop.create_server(lambda: HelloProtocol(sweeper), host, port,
                                       backlog=1024)
     task = asyncio.current_task()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
+    for sig in signals:
         loop.add_signal_handler(sig, task.cancel)
     if ready is not None:
         ready(server)
@@ -266,7 +268,7 @@ async def serve_protocol(host: str, port: int, keep_alive_timeout: float = 5.0,
     except asyncio.CancelledError:
         pass
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             loop.remove_signal_handler(sig)
 
 
@@ -282,7 +284,7 @@ def run_protocol(loop_name: str, host: str, port: int, keep_alive_timeout: float
                  ready=None) -> None:
     """serve_protocol() on a new LOOP until SIGINT (Ctrl-C) or SIGTERM."""
     with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
-        runner.run(serve_protocol(host, port, keep_alive_timeout, ready))
+        runner.run(serve_protocol(host, port, keep_alive_timeout, ready, handle_signals=True))
 
 
 def main():
