@@ -19,8 +19,8 @@ HTTP: keep-alive as the parser decides it (HTTP/1.1 unless ``Connection:
 close``; HTTP/1.0 only with ``Connection: keep-alive``); a response that
 ends the connection says ``Connection: close`` and the connection is closed
 once it has been sent.  A request the parser rejects gets 400 and the
-connection is closed; an Upgrade request is answered as a plain request and
-the connection closed (no upgrades here).  A connection that completes no
+connection is closed; an Upgrade request is answered as a plain request (a
+server may ignore Upgrade) and the connection goes on in HTTP/1.1.  A connection that completes no
 request for --keep-alive-timeout seconds (checked every that many seconds,
 so it goes after 1-2x the timeout) is closed: an idle keep-alive connection,
 or a client that never finishes its request.  A client that sends requests
@@ -97,19 +97,25 @@ class Exchange:
         """Parse received bytes (bytes or a memoryview, used only during the
         call); every request completed in them is answered, in order.
         Returns len(data): the parser takes all of it (with_data's answer)."""
-        try:
-            self.parser.feed_data(data)
-        except HttpParserCallbackError as exc:
-            # One of our callbacks raised (the connection went away under
-            # send): that, not a parse error, is what happened.
-            raise (exc.__context__ or exc) from None
-        except HttpParserUpgrade:
-            self.done = True     # answered as a plain request; no upgrades here
-        except HttpParserError:
-            if not self.done:    # (bytes after a Connection: close request are ignored)
-                self.done = True
-                self._queue(BAD_REQUEST)
-        return len(data)
+        n = len(data)
+        while True:
+            try:
+                self.parser.feed_data(data)
+            except HttpParserCallbackError as exc:
+                # One of our callbacks raised (the connection went away under
+                # send): that, not a parse error, is what happened.
+                raise (exc.__context__ or exc) from None
+            except HttpParserUpgrade as exc:
+                # A server may ignore Upgrade (RFC 9110, 7.8): the request was
+                # answered as a plain one; parsing goes on after it.
+                data = data[exc.args[0]:]
+                if len(data):
+                    continue
+            except HttpParserError:
+                if not self.done:    # (bytes after a Connection: close request are ignored)
+                    self.done = True
+                    self._queue(BAD_REQUEST)
+            return n
 
     # ---- httptools' callbacks -------------------------------------------------
 
@@ -202,6 +208,7 @@ class HelloHandler(ringline.Handler):
                     await conn.drain(_LOW_WATER)
         finally:
             self.sweeper.discard(ex)
+            ex.parser = None     # (parser <-> its callbacks: a cycle otherwise)
         # Returning closes the connection once its responses have gone out.
 
 
@@ -238,6 +245,7 @@ class HelloProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.sweeper.discard(self.ex)
+        self.ex.parser = None
 
     def pause_writing(self):
         self.transport.pause_reading()

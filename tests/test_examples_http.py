@@ -5,7 +5,7 @@ to with a plain socket client.
 
 Checked: a GET; two keep-alive GETs on one connection; pipelined requests in
 one send answered in order; a request split into one-byte sends; POST bodies
-(Content-Length and chunked) skipped; HEAD; HTTP/1.0 (closes) and HTTP/1.0
+(Content-Length and chunked) skipped; HEAD; Upgrade ignored; HTTP/1.0 (closes) and HTTP/1.0
 with keep-alive; ``Connection: close`` (and nothing after it answered); a
 malformed request (400, then close), also after a good one in the same
 send; an idle keep-alive connection closed after the timeout; SIGINT stops
@@ -260,6 +260,18 @@ def test_post_bodies_are_skipped(client):
                 b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n" + GET)
     client.hello()
     client.hello()
+
+
+def test_upgrade_is_ignored(client):
+    # Answered as a plain request; the connection goes on in HTTP/1.1, and a
+    # request behind it in the same send is answered too.
+    client.send(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\n\r\n" + GET)
+    client.hello()
+    client.hello()
+    client.send(GET)
+    client.hello()
+    client.assert_open()
 
 
 def test_http10_closes(client):
