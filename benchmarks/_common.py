@@ -144,6 +144,42 @@ def proc_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
+def proc_cpu_split(pid):
+    """(user, system) CPU seconds used so far by process PID, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+
+
+def tree_cpu_split(pid):
+    """proc_cpu_split() summed over PID and every process descended from it (a launcher
+    and its worker processes, say), or None if PID is gone."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total = proc_cpu_split(pid)
+    if total is None:
+        return None
+    user, system = total
+    todo = list(children.get(pid, ()))
+    while todo:
+        p = todo.pop()
+        u, s = proc_cpu_split(p) or (0.0, 0.0)
+        user, system = user + u, system + s
+        todo += children.get(p, ())
+    return user, system
+
+
 def machine_busy_seconds():
     """CPU seconds all CPUs together have spent busy since boot (user, nice, system, irq,
     softirq), from /proc/stat.  Compared with what the benchmark's own processes used over

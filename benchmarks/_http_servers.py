@@ -5,6 +5,9 @@
     python _http_servers.py aiohttp   LOOP PORT   # aiohttp.web
     python _http_servers.py asyncpg   LOOP DSN SECONDS CONCURRENCY   # prints one JSON line
 
+(``http_bench.py --servers hello`` runs examples/http_hello.py itself: the runtime
+API server, and its asyncio Protocol twin with ``--protocol MODULE:FACTORY``.)
+
 LOOP is MODULE:FACTORY (``ringline:new_event_loop``, ``uvloop:new_event_loop``,
 ``asyncio:new_event_loop``); ringline's backend comes from RINGLINE_BACKEND.
 Each server selects its loop the way the README says users do.

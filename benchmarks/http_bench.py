@@ -7,20 +7,27 @@ a local PostgreSQL.  Issue 17's real-world benchmarks.
     eval "$(bash tools/ci_postgres.sh start)"         # for --pg (or set RINGLINE_PG_DSN)
     python benchmarks/http_bench.py --reps 3 --plot benchmarks/charts --json http.json
     python benchmarks/http_bench.py --servers uvicorn --loops ringline,uvloop --duration 3
+    python benchmarks/http_bench.py --servers hello --reps 5 --duration 5
 
 Servers (each selects its loop as the README says users do):
   uvicorn    plain ASGI app ("Hello, world!"), uvicorn + httptools, --loop MODULE:FACTORY
   starlette  Starlette JSON endpoint, uvicorn + httptools
   aiohttp    aiohttp.web, web.run_app(app, loop=factory())
-Loops: ringline (io_uring backend), ringline-poll (poll backend), uvloop, asyncio.
+  hello      examples/http_hello.py (httptools, no framework): "runtime" and "runtime-poll"
+             are the example on the runtime API (--workers 1, io_uring / poll backend), the
+             loops run the same responder as an asyncio Protocol (--protocol LOOP)
+Loops: ringline (io_uring backend), ringline-poll (poll backend), uvloop, asyncio; for
+hello also runtime and runtime-poll (the default for hello: all six).
 
 Each server runs pinned to CPU 0, wrk (1 thread, --conns connections, --latency)
 pinned to CPU 1.  All servers of a kind are started together and measured
 interleaved: each repetition runs every loop once, in an order rotated per
 repetition, each run preceded by a 1 s warm-up; ratios against the baseline
-loop (uvloop) are taken per repetition and their median reported.  Reported:
-requests/s, p99 latency (wrk's), requests per server CPU-second (the server
-process's user+system CPU over the measured run, from /proc).
+loop (uvloop) are taken per repetition and their median reported (for hello also
+against the Protocol on ringline, and the range of runtime's per-repetition ratios).
+Reported: requests/s, p99 latency (wrk's), requests per server CPU-second (the
+user+system CPU of the server process and its descendants -- the runtime API's worker
+process -- over the measured run, from /proc).
 
 --pg: a client process per loop (pinned to CPU 0) runs --pg-concurrency tasks
 of ``SELECT $1::int + 1`` over an 8-connection asyncpg pool for --duration s;
@@ -49,15 +56,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import _common  # noqa: E402
 
-SERVERS = ("uvicorn", "starlette", "aiohttp")
+SERVERS = ("uvicorn", "starlette", "aiohttp")      # the default --servers
+KINDS = SERVERS + ("hello",)
 LOOPS = {
-    # name: (factory import string, environment)
+    # name: (factory import string, environment); None: the runtime API, no asyncio loop
     "ringline": ("ringline:new_event_loop", {"RINGLINE_BACKEND": "io_uring"}),
     "ringline-poll": ("ringline:new_event_loop", {"RINGLINE_BACKEND": "poll"}),
     "uvloop": ("uvloop:new_event_loop", {}),
     "asyncio": ("asyncio:new_event_loop", {}),
+    "runtime": (None, {"RINGLINE_BACKEND": "io_uring"}),
+    "runtime-poll": (None, {"RINGLINE_BACKEND": "poll"}),
 }
+DEFAULT_LOOPS = ("ringline", "ringline-poll", "uvloop", "asyncio")
+KIND_LOOPS = {"hello": ("runtime", "runtime-poll") + DEFAULT_LOOPS}
 BASELINE = "uvloop"
+#: a second paired baseline per kind (hello: the same responder as a Protocol on ringline)
+SECOND_BASELINE = {"hello": "ringline"}
+HELLO = os.path.join(os.path.dirname(HERE), "examples", "http_hello.py")
 SERVER_CPU, CLIENT_CPU = 0, 1
 
 
@@ -77,10 +92,18 @@ class Server:
     def __init__(self, kind: str, loop: str):
         self.kind, self.loop, self.port = kind, loop, free_port()
         self.log = tempfile.TemporaryFile()
+        factory = LOOPS[loop][0]
+        if kind == "hello":
+            # The example itself: one worker process on the runtime API (pinned, by
+            # inheritance, to SERVER_CPU), or the Protocol version on one loop.
+            argv = [HELLO, "--host", "127.0.0.1", "--port", str(self.port)]
+            argv += ["--workers", "1"] if factory is None else ["--protocol", factory]
+        else:
+            argv = [os.path.join(HERE, "_http_servers.py"), kind, factory, str(self.port)]
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "_http_servers.py"), kind, LOOPS[loop][0],
-             str(self.port)], env=env_for(loop), stdout=self.log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, preexec_fn=_common.pinned(SERVER_CPU))
+            [sys.executable] + argv, env=env_for(loop), stdout=self.log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_common.pinned(SERVER_CPU))
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
@@ -134,9 +157,17 @@ def _children_cpu() -> float:
     return t.children_user + t.children_system
 
 
-def bench_servers(kinds, loops, reps, seconds, conns) -> dict:
+def loops_for(kind: str, wanted) -> list:
+    """The loops KIND runs on: WANTED (None: its default) less those it has not."""
+    if wanted is None:
+        return list(KIND_LOOPS.get(kind, DEFAULT_LOOPS))
+    return [l for l in wanted if LOOPS[l][0] is not None or kind == "hello"]
+
+
+def bench_servers(kinds, wanted_loops, reps, seconds, conns) -> dict:
     results = {}
     for kind in kinds:
+        loops = loops_for(kind, wanted_loops)
         servers = {}
         try:
             for loop in loops:
@@ -147,11 +178,13 @@ def bench_servers(kinds, loops, reps, seconds, conns) -> dict:
                 for loop in order:
                     srv = servers[loop]
                     wrk(srv.port, 1, conns)                         # warm-up
-                    cpu0 = _common.proc_cpu_seconds(srv.proc.pid)
+                    split0 = _common.tree_cpu_split(srv.proc.pid)
                     busy0, kids0, t0 = _common.machine_busy_seconds(), _children_cpu(), \
                         time.monotonic()
                     r = wrk(srv.port, seconds, conns)
-                    cpu = _common.proc_cpu_seconds(srv.proc.pid) - cpu0
+                    split = _common.tree_cpu_split(srv.proc.pid)
+                    user, system = split[0] - split0[0], split[1] - split0[1]
+                    cpu = user + system
                     wall = time.monotonic() - t0
                     # CPU the rest of the machine used meanwhile (other processes), in cores.
                     r["other_load"] = max(0.0, (_common.machine_busy_seconds() - busy0 - cpu
@@ -159,10 +192,15 @@ def bench_servers(kinds, loops, reps, seconds, conns) -> dict:
                     r["server_cpu"] = cpu
                     r["cores"] = cpu / wall
                     r["per_cpu_s"] = r["requests"] / cpu if cpu else None
+                    # Where a request's server CPU goes: user space (the loop, the
+                    # interpreter, the parser) and the kernel (TCP, syscalls, io_uring).
+                    r["user_us"] = user / r["requests"] * 1e6 if r["requests"] else None
+                    r["sys_us"] = system / r["requests"] * 1e6 if r["requests"] else None
                     runs[loop][rep] = r
                     print(f"{kind:9} {loop:13} rep {rep}: {r['rps']:10,.0f} req/s  "
                           f"p99 {r['p99_us']:8,.0f} us  cpu {cpu / seconds:4.2f}  "
-                          f"other load {r['other_load']:4.2f}"
+                          f"other load {r['other_load']:4.2f}  "
+                          f"user/sys {r['user_us'] or 0:5.2f}/{r['sys_us'] or 0:5.2f} us/req"
                           + (f"  {r['errors']}" if r["errors"] else ""),
                           file=sys.stderr, flush=True)
             results[kind] = runs
@@ -198,9 +236,10 @@ def bench_pg(loops, reps, seconds, concurrency, dsn) -> dict:
     return runs
 
 
-def summarize(runs: dict, loops) -> list[dict]:
+def summarize(runs: dict, loops, second=None) -> list[dict]:
     rows = []
     base = runs.get(BASELINE)
+    base2 = runs.get(second) if second else None
     for loop in loops:
         by_rep = runs[loop]
         rps = {k: v["rps"] for k, v in by_rep.items()}
@@ -211,22 +250,45 @@ def summarize(runs: dict, loops) -> list[dict]:
                "per_cpu_s": _common.median(pcs.values()),
                "spread": _common.spread(list(rps.values())),
                "cores": _common.median(v["cores"] for v in by_rep.values()),
+               "user_us": _common.median(v.get("user_us") for v in by_rep.values()),
+               "sys_us": _common.median(v.get("sys_us") for v in by_rep.values()),
                "other_load": _common.median(v.get("other_load") for v in by_rep.values())}
         if base:
             row["ratio"] = _common.paired_ratio(rps, {k: v["rps"] for k, v in base.items()})
             row["ratio_cpu"] = _common.paired_ratio(
                 pcs, {k: v["per_cpu_s"] for k, v in base.items()})
+        if base2:
+            row["ratio_cpu2"] = _common.paired_ratio(
+                pcs, {k: v["per_cpu_s"] for k, v in base2.items()})
         rows.append(row)
     return rows
 
 
-def table(title: str, rows: list[dict], unit: str) -> str:
+def paired_range(runs: dict, loop: str, base: str, key: str = "per_cpu_s") -> str:
+    """'1.05× (0.98–1.10 over 5 repetitions)': median and range of LOOP/BASE per rep."""
+    a, b = runs.get(loop), runs.get(base)
+    if not a or not b:
+        return "–"
+    ratios = sorted(a[r][key] / b[r][key] for r in a
+                    if r in b and a[r][key] is not None and b[r][key])
+    if not ratios:
+        return "–"
+    return (f"{_common.fmt_ratio(_common.median(ratios))} ({ratios[0]:.2f}–{ratios[-1]:.2f} "
+            f"over {len(ratios)} repetitions)")
+
+
+def table(title: str, rows: list[dict], unit: str, second=None, split=False) -> str:
     header = ["loop", f"{unit}/s", f"× {BASELINE}", "p99 µs", f"{unit} per CPU-s",
-              f"× {BASELINE}", "spread", "cores", "other load"]
+              f"× {BASELINE}"] + ([f"× {second}"] if second else []) + \
+        (["user µs/req", "sys µs/req"] if split else []) + ["spread", "cores", "other load"]
     body = [[r["loop"], _common.fmt_int(r["rps"]), _common.fmt_ratio(r.get("ratio")),
              _common.fmt_int(r["p99_us"]), _common.fmt_int(r["per_cpu_s"]),
-             _common.fmt_ratio(r.get("ratio_cpu")), _common.fmt_pct(r["spread"]),
-             _common.fmt_float(r["cores"]), _common.fmt_float(r["other_load"])]
+             _common.fmt_ratio(r.get("ratio_cpu"))]
+            + ([_common.fmt_ratio(r.get("ratio_cpu2"))] if second else [])
+            + ([_common.fmt_float(r.get("user_us")), _common.fmt_float(r.get("sys_us"))]
+               if split else [])
+            + [_common.fmt_pct(r["spread"]), _common.fmt_float(r["cores"]),
+               _common.fmt_float(r["other_load"])]
             for r in rows]
     return f"**{title}**\n\n" + _common.md_table(header, body)
 
@@ -239,7 +301,7 @@ def plot(path: str, title: str, rows: list[dict], unit: str, subtitle: str,
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.9))
     names = [r["loop"] for r in rows]
-    colors = ["#c0392b" if n.startswith("ringline") else "#7f8c8d" for n in names]
+    colors = ["#c0392b" if n.startswith(("ringline", "runtime")) else "#7f8c8d" for n in names]
     for ax, key, label in ((axes[0], "rps", f"{unit}/s"),
                            (axes[1], "per_cpu_s",
                             f"{unit} per {'client' if client else 'server'} CPU-second")):
@@ -257,7 +319,9 @@ def plot(path: str, title: str, rows: list[dict], unit: str, subtitle: str,
 
 TITLES = {"uvicorn": "uvicorn + httptools, plain ASGI app",
           "starlette": "Starlette JSON endpoint (uvicorn + httptools)",
-          "aiohttp": "aiohttp.web"}
+          "aiohttp": "aiohttp.web",
+          "hello": "examples/http_hello.py (httptools): runtime API vs the same responder "
+                   "as an asyncio Protocol"}
 
 
 def render(report: dict, plot_dir: str | None) -> None:
@@ -271,11 +335,21 @@ def render(report: dict, plot_dir: str | None) -> None:
         items.append(("asyncpg", f"asyncpg, {a['pg_concurrency']} tasks × SELECT $1::int + 1 "
                       f"over an 8-connection pool", "queries", "queries", "asyncpg"))
     for kind, title, unit, long_unit, name in items:
-        runs = (report["asyncpg"] if kind == "asyncpg" else report["servers"][kind])["runs"]
-        rows = summarize(runs, loops)
-        text = table(title, rows, unit)
+        entry = report["asyncpg"] if kind == "asyncpg" else report["servers"][kind]
+        runs, kind_loops = entry["runs"], entry.get("loops", loops)
+        second = SECOND_BASELINE.get(kind) if SECOND_BASELINE.get(kind) in runs else None
+        rows = summarize(runs, kind_loops, second)
+        text = table(title, rows, unit, second, split=kind == "hello")
         if kind == "asyncpg":
             text = text.replace("queries per CPU-s", "queries per client CPU-s")
+        if kind == "hello":
+            notes = [f"- {loop} / {base}, requests per server CPU-second: "
+                     f"{paired_range(runs, loop, base)}; requests/s: "
+                     f"{paired_range(runs, loop, base, 'rps')}"
+                     for loop in ("runtime", "runtime-poll") if loop in runs
+                     for base in (second, BASELINE) if base and base in runs]
+            if notes:
+                text += "\n\nPaired ratios, median (range):\n\n" + "\n".join(notes)
         sections.append(text)
         if plot_dir:
             os.makedirs(plot_dir, exist_ok=True)
@@ -291,8 +365,11 @@ def render(report: dict, plot_dir: str | None) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--servers", default=",".join(SERVERS))
-    ap.add_argument("--loops", default="ringline,ringline-poll,uvloop,asyncio")
+    ap.add_argument("--servers", default=",".join(SERVERS),
+                    help=f"any of {', '.join(KINDS)} (default: %(default)s)")
+    ap.add_argument("--loops", default=None,
+                    help=f"default: {','.join(DEFAULT_LOOPS)}; for hello "
+                         f"{','.join(KIND_LOOPS['hello'])}")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
     ap.add_argument("--conns", type=int, default=64)
@@ -310,11 +387,15 @@ def main() -> int:
             render(json.load(f), args.plot)
         return 0
 
-    loops = _common.split_list(args.loops)
-    unknown = [l for l in loops if l not in LOOPS]
+    loops = _common.split_list(args.loops) if args.loops else None
+    unknown = [l for l in loops or () if l not in LOOPS]
     if unknown:
         ap.error(f"unknown loop(s) {unknown}: choose from {', '.join(LOOPS)}")
     kinds = [] if args.pg_only else _common.split_list(args.servers)
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        ap.error(f"unknown server(s) {bad}: choose from {', '.join(KINDS)}")
+    pg_loops = [l for l in loops or DEFAULT_LOOPS if LOOPS[l][0] is not None]
     if kinds and not shutil.which("wrk"):
         print("wrk not found: apt-get install wrk (Debian/Ubuntu)", file=sys.stderr)
         return 1
@@ -326,12 +407,12 @@ def main() -> int:
 
     report = {"machine": _common.machine_summary(),
               "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-              "args": vars(args), "loops": loops, "servers": {}}
+              "args": vars(args), "loops": pg_loops, "servers": {}}
     results = bench_servers(kinds, loops, args.reps, args.duration, args.conns)
     for kind in kinds:
-        report["servers"][kind] = {"runs": results[kind]}
+        report["servers"][kind] = {"runs": results[kind], "loops": loops_for(kind, loops)}
     if args.pg or args.pg_only:
-        report["asyncpg"] = {"runs": bench_pg(loops, args.reps, args.duration,
+        report["asyncpg"] = {"runs": bench_pg(pg_loops, args.reps, args.duration,
                                               args.pg_concurrency, args.pg_dsn)}
     render(report, args.plot)
     if args.json:
