@@ -452,3 +452,22 @@ def test_debug_mode_takes_the_ordinary_path(backend):
         _roundtrips(s, 10)
         s.close()
         assert get(q) == 0
+
+
+def test_direct_coro_rejects_bad_arguments(loop_factory):
+    import contextvars as cv
+    from ringline._core.core import DirectCoro
+    loop = loop_factory()
+    try:
+        async def coro():
+            return 1
+        c = coro()
+        with pytest.raises(TypeError, match="coroutine"):
+            DirectCoro(1, loop, cv.copy_context())
+        with pytest.raises(TypeError):
+            DirectCoro(c, None, cv.copy_context())
+        with pytest.raises(TypeError, match="Context"):
+            DirectCoro(c, loop, {})
+        c.close()
+    finally:
+        loop.close()

@@ -76,6 +76,8 @@ cdef class DirectCoro(Resumable):
     def __init__(self, coro, LoopCore loop not None, context):
         if not hasattr(coro, 'send') or not hasattr(coro, 'throw'):
             raise TypeError(f'a coroutine was expected, got {coro!r}')
+        if not PyContext_CheckExact(context):
+            raise TypeError(f'context must be a contextvars.Context, got {type(context).__name__}')
         self.coro = coro
         self.loop = loop
         self.context = context
