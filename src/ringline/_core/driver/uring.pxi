@@ -282,6 +282,7 @@ cdef class UringDriver(Driver):
         cdef uint32_t flags
         cdef Op op
         cdef unsigned since_flush = 0
+        cdef unsigned flush_every = _flush_interval
         while True:
             tail = rl_cq_ready(&self.ring) + head
             if head == tail:
@@ -313,9 +314,9 @@ cdef class UringDriver(Driver):
                     'message': f'Exception in completion of {op!r}',
                     'exception': exc,
                 })
-            if _flush_interval:
+            if flush_every:
                 since_flush += 1
-                if since_flush >= _flush_interval and rl_sq_pending(&self.ring):
+                if since_flush >= flush_every and rl_sq_pending(&self.ring):
                     since_flush = 0
                     self.n_flushes += 1
                     self.flush()

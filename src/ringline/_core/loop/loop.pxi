@@ -162,7 +162,7 @@ cdef class LoopCore:
         cdef list expired = None
         cdef bint ran_first = False
 
-        if len(ready) or self._stopping or len(self._direct):
+        if len(ready) or self._stopping or PyList_GET_SIZE(self._direct):
             timeout_ns = 0
             # asyncio runs what was queued before an iteration's poll ahead
             # of the I/O callbacks that poll produces (its handles go to the
@@ -192,7 +192,7 @@ cdef class LoopCore:
                 timeout_ns = trim_ns + 1
 
         self._driver.wait(timeout_ns)
-        if len(self._direct):
+        if PyList_GET_SIZE(self._direct):     # (never None: a macro, no check)
             self._run_direct()
 
         if ran_first:
