@@ -3,7 +3,9 @@ instructions on a loaded machine, where wall-clock differences of a few
 percent are noise.
 
 Both ends of a socketpair are ringline transports with asyncio.Protocol
-(64-byte messages); with ``--api runtime`` both are runtime API
+(64-byte messages); with ``--api streams`` or ``--api sock`` the echoing
+end is an asyncio streams or sock_recv()/sock_sendall() server instead (the
+other end stays a protocol), and with ``--api runtime`` both are runtime API
 connections (ConnCtx) echoing with with_data() and send_nowait().  The script runs the echo under ``valgrind
 --tool=callgrind`` for N1 and N2 round trips and reports (I(N2) - I(N1)) /
 (2 * (N2 - N1)): the user-space instructions of one echo on one side
@@ -59,13 +61,33 @@ def child(backend: str, n: int, api: str = "protocol") -> None:
             else:
                 self.t.write(msg)
 
+    async def serve_streams(a):
+        reader, writer = await asyncio.open_connection(sock=a)
+        while data := await reader.read(65536):
+            writer.write(data)
+        writer.close()
+
+    async def serve_sock(loop, a):
+        a.setblocking(False)
+        while data := await loop.sock_recv(a, 65536):
+            await loop.sock_sendall(a, data)
+
     async def main(loop):
         a, b = socket.socketpair()
-        await loop.connect_accepted_socket(Echo, a)
+        server = None
+        if api == "streams":
+            server = loop.create_task(serve_streams(a))
+        elif api == "sock":
+            server = loop.create_task(serve_sock(loop, a))
+        else:
+            await loop.connect_accepted_socket(Echo, a)
         done = loop.create_future()
         t, _ = await loop.connect_accepted_socket(lambda: Client(done), b)
         t.write(msg)
         await done
+        if server is not None:
+            t.close()
+            await server
 
     loop = ringline.new_event_loop(backend=backend)
     loop.run_until_complete(main(loop))
@@ -140,8 +162,8 @@ def main() -> None:
     p.add_argument("--backend", choices=("io_uring", "poll", "both"), default="both")
     p.add_argument("--n1", type=int, default=2000)
     p.add_argument("--n2", type=int, default=6000)
-    p.add_argument("--api", choices=("protocol", "runtime"), default="protocol",
-                   help="asyncio.Protocol transports, or runtime API connections")
+    p.add_argument("--api", choices=("protocol", "streams", "sock", "runtime"), default="protocol",
+                   help="the echoing end: a Protocol, streams, sock_* calls, or runtime API connections")
     a = p.parse_args()
     backends = ("io_uring", "poll") if a.backend == "both" else (a.backend,)
     print(f"python {sys.version.split()[0]}, {a.api} API")
