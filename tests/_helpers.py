@@ -101,3 +101,26 @@ def recorder(obs, plain=(bool, int, type(None))):
             obs[name] = ("returns", result if isinstance(result, plain)
                          else type(result).__name__)
     return attempt
+
+
+def child_env(backend: str) -> dict:
+    """The environment for a child Python that runs ringline on ``backend``:
+    the ringline this test imported first on its path (a source checkout run
+    with PYTHONPATH=src, or an installed one)."""
+    import os
+
+    import ringline
+    env = dict(os.environ)
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(ringline.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
+    env["RINGLINE_BACKEND"] = backend
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -27,6 +27,7 @@ import time
 import pytest
 
 import _loops
+from _helpers import child_env, free_port
 
 pytestmark = [pytest.mark.ringline_only, pytest.mark.timeout(120)]
 
@@ -46,30 +47,14 @@ def _need_httptools():
         pytest.skip("examples/http_hello.py needs httptools (pip install '.[test]')")
 
 
-def _child_env(backend: str) -> dict:
-    import ringline
-    env = dict(os.environ)
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(ringline.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
-    env["RINGLINE_BACKEND"] = backend
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     def __init__(self, variant: str, backend: str, tmp_path):
-        self.port = _free_port()
+        self.port = free_port()
         argv = [sys.executable, EXAMPLE, "--host", "127.0.0.1", "--port", str(self.port),
                 "--keep-alive-timeout", str(KEEP_ALIVE_TIMEOUT)]
         argv += ["--workers", "1"] if variant == "runtime" else ["--protocol", "ringline"]
         self.log = open(tmp_path / "server.log", "w+b")
-        self.proc = subprocess.Popen(argv, env=_child_env(backend), stdout=self.log,
+        self.proc = subprocess.Popen(argv, env=child_env(backend), stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:

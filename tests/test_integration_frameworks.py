@@ -43,6 +43,7 @@ import time
 import pytest
 
 import _loops
+from _helpers import child_env, free_port
 
 pytestmark = [pytest.mark.ringline_only, pytest.mark.timeout(120)]
 
@@ -91,32 +92,13 @@ def _need(module: str):
         pytest.skip(f"{module} not installed (pip install '.[integration]')")
 
 
-def _child_env(backend: str) -> dict:
-    import ringline
-    env = dict(os.environ)
-    # The ringline this test imported, first on the child's path (a source
-    # checkout run with PYTHONPATH=src, or an installed one).
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(ringline.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
-    env["RINGLINE_BACKEND"] = backend
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _server(argv, cwd, backend, port, timeout=30.0):
     """Run a server child until it accepts on ``port``; stop it after
     (SIGINT, as Ctrl-C would: every framework here shuts down on it), and
     fail if it did not exit cleanly."""
     log = open(os.path.join(cwd, "server.log"), "w+b")
-    proc = subprocess.Popen(argv, cwd=cwd, env=_child_env(backend), stdout=log,
+    proc = subprocess.Popen(argv, cwd=cwd, env=child_env(backend), stdout=log,
                             stderr=subprocess.STDOUT)
 
     def output():
@@ -194,7 +176,7 @@ def test_uvicorn_cli(backend, tmp_path, workers):
     uvicorn's supervisor, each on its own ringline loop)."""
     _need("uvicorn")
     _write(tmp_path, "asgi_app.py", ASGI_APP)
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "uvicorn", "asgi_app:app", "--loop", "ringline:new_event_loop",
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
             "--workers", str(workers)]
@@ -220,7 +202,7 @@ def test_uvicorn_config(backend, tmp_path, form):
         except KeyboardInterrupt:   # Server.run() re-raises the SIGINT it handled
             pass
         """)
-    port = _free_port()
+    port = free_port()
     with _server([sys.executable, "serve.py", str(port)], str(tmp_path), backend, port):
         _http_exchange(port, backend)
 
@@ -244,7 +226,7 @@ def test_hypercorn(backend, tmp_path):
         config.loglevel = "WARNING"
         ringline.run(serve(app, config))
         """)
-    port = _free_port()
+    port = free_port()
     with _server([sys.executable, "serve.py", str(port)], str(tmp_path), backend, port):
         _http_exchange(port, backend)
 
@@ -257,6 +239,7 @@ AIOHTTP_APP = '''
 import asyncio, json, sys
 from aiohttp import web
 import ringline
+
 
 
 async def handler(request):
@@ -292,7 +275,7 @@ def test_aiohttp_server_and_client(backend, loop, tmp_path):
     import aiohttp
 
     _write(tmp_path, "serve.py", AIOHTTP_APP)
-    port = _free_port()
+    port = free_port()
     with _server([sys.executable, "serve.py", str(port)], str(tmp_path), backend, port):
         _http_exchange(port, backend)
 
@@ -413,7 +396,7 @@ def test_pytest_asyncio(backend, tmp_path):
         async def test_second_test_gets_a_loop_too():
             assert type(asyncio.get_running_loop()).__module__ == "ringline.aio._loop"
         """)
-    env = _child_env(backend)
+    env = child_env(backend)
     env.pop("PYTEST_ADDOPTS", None)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "asyncio",
