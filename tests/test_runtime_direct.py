@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import queue
 import socket
 import sys
@@ -79,14 +80,16 @@ def test_current_task_and_all_tasks(backend):
             task = asyncio.current_task()
             q.put((task is conn.task, all(t is task for t in seen), len(seen),
                    task in asyncio.all_tasks(), asyncio.iscoroutine(task.get_coro()),
-                   repr(task), len(task.get_stack())))
+                   repr(task), len(task.get_stack()),
+                   inspect.getcoroutinestate(task.get_coro())))
 
     with launched(H, backend) as (sh, _):
         s = client(sh.address())
         _roundtrips(s, 20)
         s.close()
-        is_conn_task, same, n, in_all, is_coro, r, nstack = get(q)
+        is_conn_task, same, n, in_all, is_coro, r, nstack, state = get(q)
     assert is_conn_task and same and n >= 20 and in_all and is_coro
+    assert state == inspect.CORO_RUNNING   # what anyio asks of a task's coroutine
     assert "_serve_conn" in r          # the handler's coroutine, not a wrapper's name
     assert nstack >= 1                 # get_stack() sees the handler's frame
 
@@ -471,3 +474,29 @@ def test_direct_coro_rejects_bad_arguments(loop_factory):
         c.close()
     finally:
         loop.close()
+
+
+def test_anyio_cancel_scope_in_a_handler(backend):
+    # anyio asks the task's coroutine for its state (inspect.getcoroutinestate)
+    # when it delivers a cancel scope's cancellation.
+    anyio = pytest.importorskip("anyio", reason="anyio is in the integration extra")
+    q = queue.Queue()
+
+    class H(ringline.Handler):
+        async def on_accept(self, conn):
+            fn = _echo(conn)
+            await conn.with_data(fn)
+            try:
+                with anyio.fail_after(0.05):
+                    await conn.with_data(fn)        # nothing comes
+            except TimeoutError:
+                q.put("timed out")
+            while await conn.with_data(fn):
+                pass
+
+    with launched(H, backend) as (sh, _):
+        s = client(sh.address())
+        _roundtrips(s, 1)
+        assert get(q) == "timed out"
+        _roundtrips(s, 3)
+        s.close()

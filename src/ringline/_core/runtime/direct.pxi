@@ -175,6 +175,16 @@ cdef class DirectCoro(Resumable):
         return getattr(self.coro, 'cr_await', None)
 
     @property
+    def cr_suspended(self):
+        # inspect.getcoroutinestate() reads it (3.11+; anyio asks it of a
+        # task's coroutine).
+        return getattr(self.coro, 'cr_suspended', False)
+
+    @property
+    def cr_origin(self):
+        return getattr(self.coro, 'cr_origin', None)
+
+    @property
     def coroutine(self):
         """The handler's coroutine this drives."""
         return self.coro
