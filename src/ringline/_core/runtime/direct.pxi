@@ -221,7 +221,7 @@ cdef class DirectCoro(Resumable):
                 w.set_result(None)      # another task runs (a nested run): as above
                 return 0
             try:
-                r = _dc_drive(self, &done)
+                r = _dc_drive(self, None, &done)
             except BaseException as exc:
                 self.outcome = exc
                 self.state = DC_RAISE
@@ -253,25 +253,23 @@ cdef class DirectCoro(Resumable):
         return 0
 
 
-cdef object _dc_drive(DirectCoro self, int *done):
-    # coro.send(None) with this DirectCoro current, so the connection's
+cdef object _dc_drive(DirectCoro self, object value, int *done):
+    # coro.send(value) with this DirectCoro current, so the connection's
     # awaitable yields _DIRECT_WAIT and registers it.
     global _direct_current
     cdef DirectCoro prev = _direct_current
     _direct_current = self
     self.wait_target = None
     try:
-        return rl_coro_send(self.coro, None, done)
+        return rl_coro_send(self.coro, value, done)
     finally:
         _direct_current = prev
 
 
 cdef object _dc_send(DirectCoro self, object value, int *done):
     # The Task's step: an outcome a direct step kept, or the coroutine's next.
-    global _direct_current
     cdef int st = self.state
     cdef object r
-    cdef DirectCoro prev
     if st != DC_RUN:
         r = self.outcome
         self.outcome = None
@@ -286,16 +284,11 @@ cdef object _dc_send(DirectCoro self, object value, int *done):
             return r
         raise r
     self.waiter = None
-    prev = _direct_current
-    _direct_current = self
-    self.wait_target = None
     try:
-        r = rl_coro_send(self.coro, value, done)
+        r = _dc_drive(self, value, done)
     except BaseException:
         self._finish()
         raise
-    finally:
-        _direct_current = prev
     if done[0]:
         self._finish()
         return r
