@@ -462,7 +462,7 @@ cdef class ConnCore:
     cdef bint tls_ready
 
     cdef int _arm(self) except -1
-    cdef int on_kbuf(self, int bid, Py_ssize_t n) except -1
+    cdef int on_kbuf(self, int bid, char *ptr, Py_ssize_t n) except -1
     cdef int on_bytes(self, char *ptr, Py_ssize_t n) except -1
     cdef int _acc_append(self, const char *ptr, Py_ssize_t n) except -1
     cdef int _flatten(self) except -1

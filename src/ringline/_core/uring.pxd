@@ -53,6 +53,7 @@ cdef extern from "driver/uring.h" nogil:
         unsigned short bgid
         unsigned short tail
         char *bufs
+        int inc
 
     int rl_ring_init(rl_ring *r, unsigned sq_entries, unsigned cq_entries,
                      int allow_defer, int *first_err)
@@ -77,9 +78,13 @@ cdef extern from "driver/uring.h" nogil:
     int rl_probe(rl_ring *r, unsigned char *ops, unsigned *last_op)
 
     int rl_pbuf_ring_init(rl_ring *r, rl_pbuf_ring *pb, unsigned entries,
-                          unsigned buf_size, unsigned short bgid)
+                          unsigned buf_size, unsigned short bgid, int inc)
     char *rl_pbuf_addr(rl_pbuf_ring *pb, unsigned bid)
     void rl_pbuf_recycle(rl_pbuf_ring *pb, unsigned bid)
+    char *rl_pbuf_piece(rl_pbuf_ring *pb, unsigned bid, unsigned res, unsigned cqe_flags)
+    void rl_pbuf_hold(rl_pbuf_ring *pb, unsigned bid)
+    void rl_pbuf_put(rl_pbuf_ring *pb, unsigned bid)
+    void rl_pbuf_cqe_done(rl_pbuf_ring *pb, unsigned bid, unsigned cqe_flags)
     void rl_pbuf_ring_free(rl_ring *r, rl_pbuf_ring *pb)
 
     enum:

@@ -37,6 +37,10 @@ class Config:
     ring_size: int = 256
     #: bytes per receive buffer (what one with_data() view holds at most).
     buffer_size: int = 16384
+    #: let the kernel fill each receive buffer in pieces (IOU_PBUF_RING_INC,
+    #: Linux 6.12+; ignored where the kernel lacks it): a small message takes
+    #: its size, not a whole buffer.  io_uring only.
+    recv_incremental: bool = True
     #: "io_uring", "poll", or None: the best this kernel allows.
     backend: Optional[str] = None
 
@@ -166,6 +170,8 @@ class Config:
                 rule="must be in 0..1024 (0 disables spawn_blocking())")
         if not isinstance(self.direct_resume, bool):
             bad("direct_resume", "must be a bool")
+        if not isinstance(self.recv_incremental, bool):
+            bad("recv_incremental", "must be a bool")
         integer("udp_ring_size", 1, 32768, pow2=True)
         integer("udp_buffer_size", 512, 65536, rule="must be in 512..65536 bytes")
         integer("udp_send_slots", 1, rule="must be at least 1: a zero-sized UDP send "

@@ -28,7 +28,7 @@ from ..aio import _subprocess
 from . import _tls
 from ._conn import ConnCtx, _set_nodelay
 from .._core.core import (DirectCoro, _serve_accept, set_flush_interval, set_recv_buffers,
-                          set_ring_entries)
+                          set_recv_incremental, set_ring_entries)
 from ._handler import WorkerCtx, has_callback
 from ._metrics import SLOT
 from ._state import Runtime, _Pools
@@ -110,6 +110,7 @@ class Worker:
     def run(self) -> int:
         cfg = self.config
         set_recv_buffers(cfg.ring_size, cfg.buffer_size)
+        set_recv_incremental(cfg.recv_incremental)
         set_ring_entries(cfg.sq_entries, cfg.cq_entries)
         set_flush_interval(cfg.flush_interval)
         if cfg.spawner_threads > 0 and self.in_process:

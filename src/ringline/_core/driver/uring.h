@@ -490,6 +490,40 @@ static inline int64_t rl_monotonic_ns(void)
 
 /* --- provided-buffer rings (IORING_REGISTER_PBUF_RING, 5.19+) ----------- */
 
+/*
+ * Incremental consumption (IOU_PBUF_RING_INC, 6.12): the kernel takes a
+ * buffer in pieces.  Each receive reads into the head buffer from where the
+ * last one that used it stopped (the kernel advances that entry's addr/len),
+ * and the CQE says IORING_CQE_F_BUF_MORE while room is left: the buffer is
+ * still the kernel's.  A CQE without it is the buffer's last piece.  So a
+ * 1 KiB message takes 1 KiB, not a whole buffer, and the memory in use stays
+ * dense and warm (io_uring_provided_buffers(7), io_kbuf_inc_commit()).
+ *
+ * off[bid] mirrors the kernel's position in each buffer; holds[bid] counts
+ * who still needs it: 1 for the kernel until its last piece arrives, plus
+ * one per receive handed on without a copy (the runtime's KBuf).  At 0 it
+ * goes back to the ring.  Without INC every CQE is a last piece and off
+ * stays 0: the same code serves both.  The mirror needs the CQEs of one
+ * buffer in the order its pieces were taken, which the kernel keeps: a
+ * piece is committed and its CQE posted in one step, and io_req_post_cqe()
+ * flushes deferred completions before a multishot CQE.
+ */
+#ifndef IOU_PBUF_RING_INC
+#define IOU_PBUF_RING_INC 2
+#endif
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1U << 4)
+#endif
+
+/* struct io_uring_buf_reg as 6.12 has it: older headers call flags "pad". */
+typedef struct rl_buf_reg {
+    uint64_t ring_addr;
+    uint32_t ring_entries;
+    uint16_t bgid;
+    uint16_t flags;
+    uint64_t resv[3];
+} rl_buf_reg;
+
 typedef struct rl_pbuf_ring {
     struct io_uring_buf_ring *br;
     size_t br_sz;
@@ -498,19 +532,35 @@ typedef struct rl_pbuf_ring {
     unsigned entries, mask, buf_size;
     unsigned short bgid;
     unsigned short tail;         /* local tail; published with rl_pbuf_commit */
+    int inc;                     /* registered with IOU_PBUF_RING_INC */
+    uint32_t *off;               /* per bid: bytes the kernel has filled (INC) */
+    uint32_t *holds;             /* per bid: the kernel's hold + handed-on pieces */
 } rl_pbuf_ring;
 
+/* inc: ask for incremental consumption; refused (EINVAL before 6.12), the
+ * ring is registered without it (pb->inc says which). */
 static int rl_pbuf_ring_init(rl_ring *r, rl_pbuf_ring *pb, unsigned entries,
-                             unsigned buf_size, unsigned short bgid)
+                             unsigned buf_size, unsigned short bgid, int inc)
 {
-    struct io_uring_buf_reg reg;
+    rl_buf_reg reg;
     memset(pb, 0, sizeof(*pb));
+    pb->off = calloc(entries, sizeof(uint32_t));
+    pb->holds = calloc(entries, sizeof(uint32_t));
+    if (!pb->off || !pb->holds) {
+        free(pb->off);
+        free(pb->holds);
+        pb->off = pb->holds = NULL;
+        return -ENOMEM;
+    }
     pb->br_sz = entries * sizeof(struct io_uring_buf);
     pb->br = mmap(NULL, pb->br_sz, PROT_READ | PROT_WRITE,
                   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (pb->br == MAP_FAILED) {
-        pb->br = NULL;
-        return -errno;
+        int err = errno;
+        free(pb->off);
+        free(pb->holds);
+        memset(pb, 0, sizeof(*pb));
+        return -err;
     }
     pb->bufs_sz = (size_t)entries * buf_size;
     pb->bufs = mmap(NULL, pb->bufs_sz, PROT_READ | PROT_WRITE,
@@ -518,20 +568,30 @@ static int rl_pbuf_ring_init(rl_ring *r, rl_pbuf_ring *pb, unsigned entries,
     if (pb->bufs == MAP_FAILED) {
         int err = errno;
         munmap(pb->br, pb->br_sz);
-        pb->br = NULL;
-        pb->bufs = NULL;
+        free(pb->off);
+        free(pb->holds);
+        memset(pb, 0, sizeof(*pb));
         return -err;
     }
     memset(&reg, 0, sizeof(reg));
     reg.ring_addr = (uint64_t)(uintptr_t)pb->br;
     reg.ring_entries = entries;
     reg.bgid = bgid;
-    if (rl_register(r->fd, IORING_REGISTER_PBUF_RING, &reg, 1) < 0) {
+    reg.flags = inc ? IOU_PBUF_RING_INC : 0;
+    pb->inc = inc;
+    int rc = rl_register(r->fd, IORING_REGISTER_PBUF_RING, &reg, 1);
+    if (rc < 0 && inc && errno == EINVAL) {
+        reg.flags = 0;                  /* a kernel before 6.12 */
+        pb->inc = 0;
+        rc = rl_register(r->fd, IORING_REGISTER_PBUF_RING, &reg, 1);
+    }
+    if (rc < 0) {
         int err = errno;
         munmap(pb->br, pb->br_sz);
         munmap(pb->bufs, pb->bufs_sz);
-        pb->br = NULL;
-        pb->bufs = NULL;
+        free(pb->off);
+        free(pb->holds);
+        memset(pb, 0, sizeof(*pb));
         return -err;
     }
     pb->entries = entries;
@@ -544,6 +604,7 @@ static int rl_pbuf_ring_init(rl_ring *r, rl_pbuf_ring *pb, unsigned entries,
         b->addr = (uint64_t)(uintptr_t)(pb->bufs + (size_t)i * buf_size);
         b->len = buf_size;
         b->bid = (unsigned short)i;
+        pb->holds[i] = 1;
     }
     pb->tail += entries;
     RL_STORE_REL(&pb->br->tail, pb->tail);
@@ -555,15 +616,60 @@ static inline char *rl_pbuf_addr(rl_pbuf_ring *pb, unsigned bid)
     return pb->bufs + (size_t)bid * pb->buf_size;
 }
 
-/* Give buffer `bid` back to the kernel (visible after rl_pbuf_commit). */
+/* Give buffer `bid` back to the kernel, whole (a buffer ring without
+ * holds: the datagram ring; or the last hold let go). */
 static inline void rl_pbuf_recycle(rl_pbuf_ring *pb, unsigned bid)
 {
     struct io_uring_buf *b = &pb->br->bufs[pb->tail & pb->mask];
     b->addr = (uint64_t)(uintptr_t)rl_pbuf_addr(pb, bid);
     b->len = pb->buf_size;
     b->bid = (unsigned short)bid;
+    pb->holds[bid] = 1;
+    pb->off[bid] = 0;
     pb->tail++;
     RL_STORE_REL(&pb->br->tail, pb->tail);
+}
+
+/* Where the res bytes of a CQE that used buffer `bid` are.  Call once per
+ * CQE, in CQ order: with INC it advances the mirror of the kernel's
+ * position, and a last piece starts the next use at 0.  bid and res come
+ * from the kernel: a bid outside the ring or a piece past the buffer's end
+ * would be a kernel bug, and gets NULL rather than a wild pointer. */
+static inline char *rl_pbuf_piece(rl_pbuf_ring *pb, unsigned bid, unsigned res,
+                                  unsigned cqe_flags)
+{
+    uint32_t off;
+    if (bid >= pb->entries)
+        return NULL;
+    off = pb->off[bid];
+    if ((uint64_t)off + res > pb->buf_size)
+        return NULL;
+    if (cqe_flags & IORING_CQE_F_BUF_MORE)
+        pb->off[bid] = off + res;
+    else
+        pb->off[bid] = 0;
+    return rl_pbuf_addr(pb, bid) + off;
+}
+
+/* One more holder of buffer `bid` (a piece handed on without a copy). */
+static inline void rl_pbuf_hold(rl_pbuf_ring *pb, unsigned bid)
+{
+    pb->holds[bid]++;
+}
+
+/* A holder lets go; the last one gives the buffer back. */
+static inline void rl_pbuf_put(rl_pbuf_ring *pb, unsigned bid)
+{
+    if (--pb->holds[bid] == 0)
+        rl_pbuf_recycle(pb, bid);
+}
+
+/* The CQE's piece is dealt with: unless the kernel keeps filling the buffer
+ * (BUF_MORE), its hold ends. */
+static inline void rl_pbuf_cqe_done(rl_pbuf_ring *pb, unsigned bid, unsigned cqe_flags)
+{
+    if (!(cqe_flags & IORING_CQE_F_BUF_MORE) && bid < pb->entries)
+        rl_pbuf_put(pb, bid);
 }
 
 static void rl_pbuf_ring_free(rl_ring *r, rl_pbuf_ring *pb)
@@ -578,8 +684,12 @@ static void rl_pbuf_ring_free(rl_ring *r, rl_pbuf_ring *pb)
     }
     munmap(pb->br, pb->br_sz);
     munmap(pb->bufs, pb->bufs_sz);
+    free(pb->off);
+    free(pb->holds);
     pb->br = NULL;
     pb->bufs = NULL;
+    pb->off = NULL;
+    pb->holds = NULL;
 }
 
 /* --- probe ---------------------------------------------------------------- */

@@ -59,6 +59,22 @@ def set_flush_interval(unsigned n):
     return old
 
 
+# Incremental consumption of the stream buffer ring (IOU_PBUF_RING_INC,
+# 6.12; uring.h explains it).  The kernel's refusal falls back by itself.
+cdef bint _recv_incremental = True
+
+
+def set_recv_incremental(bint enabled):
+    """Whether io_uring loops created from now on ask for incremental
+    consumption of their stream buffer ring (IOU_PBUF_RING_INC, 6.12+).
+    False: each receive takes a whole buffer -- what a kernel before 6.12
+    gets (used by the tests and the benchmarks).  Returns the old value."""
+    global _recv_incremental
+    old = _recv_incremental
+    _recv_incremental = enabled
+    return old
+
+
 def set_recv_buffers(unsigned entries, unsigned size):
     """Size of the provided-buffer ring of loops created from now on
     (entries: a power of two <= 32768; size: bytes per buffer).  entries=0:
@@ -103,7 +119,7 @@ cdef class UringDriver(Driver):
         self.dpbuf = &self.dpbuf_ring
         self.provided_buffers = (_pbuf_entries > 0 and
                                  rl_pbuf_ring_init(&self.ring, &self.pbuf_ring, _pbuf_entries,
-                                                   _pbuf_size, 0) == 0)
+                                                   _pbuf_size, 0, _recv_incremental) == 0)
         # Capabilities (base.pxi): SENDs go in the ring (large writes
         # excepted: stream.pxi DIRECT_SEND_MIN); multishot receives; file
         # ops in the ring; SEND_ZC where the kernel has it.
@@ -134,7 +150,7 @@ cdef class UringDriver(Driver):
     cdef bint dgram_ring(self) except -1:
         # The datagram buffer ring (8 MiB, touched as used) exists only once an endpoint asks.
         if self.dpbuf_state == 0:
-            if rl_pbuf_ring_init(&self.ring, &self.dpbuf_ring, DGRAM_RING_ENTRIES, DGRAM_BUF, DGRAM_BGID) == 0:
+            if rl_pbuf_ring_init(&self.ring, &self.dpbuf_ring, DGRAM_RING_ENTRIES, DGRAM_BUF, DGRAM_BGID, 0) == 0:
                 self.dpbuf_state = 1
             else:
                 self.dpbuf_state = -1
@@ -414,6 +430,7 @@ cdef class UringDriver(Driver):
             'inflight': self.inflight,
             'cq_overflow': self.ring.cq_koverflow[0] if self.ring_open else 0,
             'recv_buffers': (self.pbuf_ring.entries, self.pbuf_ring.buf_size) if self.provided_buffers else None,
+            'recv_incremental': bool(self.provided_buffers and self.pbuf_ring.inc),
             'recv_enobufs': self.n_enobufs,     # receives that found the buffer ring empty
             'flushes': self.n_flushes,          # mid-batch submissions (set_flush_interval)
         }

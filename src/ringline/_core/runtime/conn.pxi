@@ -161,8 +161,8 @@ cdef class ConnCore:
         self.drv.start(self.rop)
         return 0
 
-    cdef int on_kbuf(self, int bid, Py_ssize_t n) except -1:
-        cdef KBuf kb = _kbuf_new(self.drv, bid, n)
+    cdef int on_kbuf(self, int bid, char *ptr, Py_ssize_t n) except -1:
+        cdef KBuf kb = _kbuf_new(self.drv, bid, ptr, n)
         self.m.p[M_BYTES_IN] += n
         if self.closing:
             kb.put()

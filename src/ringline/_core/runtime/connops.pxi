@@ -10,14 +10,18 @@ cdef class ConnRecvOp(BufRecvOp):
         cdef bint single = self.single
         cdef int bid
         cdef char *buf
+        cdef Driver d
         if not more:
             self.single = False
         if flags & IORING_CQE_F_BUFFER:
+            d = self.loop._driver
             bid = flags >> IORING_CQE_BUFFER_SHIFT
-            if res > 0:
-                core.on_kbuf(bid, res)
-            else:
-                rl_pbuf_recycle(self.loop._driver.pbuf, bid)
+            buf = _pbuf_piece(d, res, flags)
+            try:
+                if res > 0:
+                    core.on_kbuf(bid, buf, res)
+            finally:
+                rl_pbuf_cqe_done(d.pbuf, bid, flags)
         elif res > 0 and self.buf != NULL:
             buf = _recv_filled(self, res)
             try:

@@ -44,7 +44,7 @@ cdef class KBuf:
                 self.d.pbuf_out -= 1
                 _live.pbufs_out -= 1
                 if self.d.provided_buffers:
-                    rl_pbuf_recycle(self.d.pbuf, self.bid)
+                    rl_pbuf_put(self.d.pbuf, self.bid)
                 self.d = None
             self.ptr = NULL
 
@@ -60,7 +60,7 @@ cdef class KBuf:
             self.d.pbuf_out -= 1
             _live.pbufs_out -= 1
             if self.d.provided_buffers:
-                rl_pbuf_recycle(self.d.pbuf, self.bid)
+                rl_pbuf_put(self.d.pbuf, self.bid)
             self.d = None
 
     def __repr__(self):
@@ -79,11 +79,14 @@ cdef KBuf _kbuf_of_bytes(bytes data):
     return kb
 
 
-cdef inline KBuf _kbuf_new(Driver d, int bid, Py_ssize_t n):
+cdef inline KBuf _kbuf_new(Driver d, int bid, char *ptr, Py_ssize_t n):
+    # ptr: the piece of buffer bid the CQE filled (the whole buffer's start
+    # unless the ring is consumed incrementally); one hold on the buffer.
     cdef KBuf kb = KBuf.__new__(KBuf)
     kb.d = d
     kb.bid = bid
-    kb.ptr = rl_pbuf_addr(d.pbuf, bid)
+    kb.ptr = ptr
+    rl_pbuf_hold(d.pbuf, bid)
     kb.n = n
     kb.itemsize = 1
     kb.refs = 1

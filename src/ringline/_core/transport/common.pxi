@@ -186,6 +186,18 @@ cdef class BufRecvOp(Op):
         return POLLIN
 
 
+cdef inline char *_pbuf_piece(Driver d, int res, uint32_t flags) except NULL:
+    """Where a buffer-ring CQE's bytes are (uring.h rl_pbuf_piece: with
+    incremental consumption, not at the buffer's start).  Once per CQE."""
+    cdef char *ptr = rl_pbuf_piece(d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT,
+                                   <unsigned>res if res > 0 else 0, flags)
+    if ptr == NULL:
+        raise RuntimeError(f"io_uring completion names buffer {flags >> IORING_CQE_BUFFER_SHIFT} "
+                           f"with {res} bytes, outside the buffer ring")
+    RL_KERNEL_WROTE(ptr, res if res > 0 else 0)
+    return ptr
+
+
 cdef inline void _recv_drop_buf(BufRecvOp op) noexcept:
     # Nothing to hand up: hold no lent buffer while waiting.
     if op.buf != NULL and not op.owned:

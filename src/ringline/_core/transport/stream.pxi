@@ -67,7 +67,7 @@ cdef class StreamRecvOp(BufRecvOp):
         try:
             if flags & IORING_CQE_F_BUFFER:
                 d = self.loop._driver
-                ptr = rl_pbuf_addr(d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
+                ptr = _pbuf_piece(d, res, flags)
             elif single and res > 0:
                 ptr = _recv_filled(self, res)
             if not more:
@@ -77,9 +77,11 @@ cdef class StreamRecvOp(BufRecvOp):
                     core.on_data(ptr, res)
                 finally:
                     if flags & IORING_CQE_F_BUFFER:
-                        rl_pbuf_recycle(d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT)
+                        rl_pbuf_cqe_done(d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT, flags)
                     elif single:
                         _recv_give(self, ptr)
+            elif flags & IORING_CQE_F_BUFFER:
+                rl_pbuf_cqe_done(d.pbuf, flags >> IORING_CQE_BUFFER_SHIFT, flags)
             elif not more and single:
                 _recv_drop_buf(self)
             if not more:
