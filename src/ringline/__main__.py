@@ -203,6 +203,9 @@ def _echo_parser(sub) -> None:
     p.add_argument("--buffer-size", type=int, default=None, help="bytes per receive buffer")
     p.add_argument("--no-direct-resume", action="store_true",
                    help="resume handlers through asyncio futures (Config.direct_resume=False)")
+    p.add_argument("--fixed-files", type=int, default=0, metavar="N",
+                   help="accepted connections in a direct-descriptor table of N slots per "
+                        "worker (Config.fixed_files; io_uring; 0 = real fds)")
 
 
 def _echo_main(args) -> int:
@@ -217,7 +220,8 @@ def _echo_main(args) -> int:
     cfg = ringline.Config(workers=args.workers, backend=args.backend,
                           worker_mode=args.worker_mode, pin_to_core=not args.no_pin,
                           shutdown_timeout=args.shutdown_timeout, tls=tls,
-                          direct_resume=not args.no_direct_resume)
+                          direct_resume=not args.no_direct_resume,
+                          fixed_files=args.fixed_files)
     if args.ring_size:
         cfg.ring_size = args.ring_size
     if args.buffer_size:
