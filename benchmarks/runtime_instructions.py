@@ -115,7 +115,8 @@ def child(backend: str, n: int, server: str, client: str, direct: bool) -> None:
     PORT = s.getsockname()[1]
     s.close()
     cfg = ringline.Config(backend=backend, workers=1, worker_mode="process", pin_to_core=False,
-                          shutdown_timeout=1.0, direct_resume=direct)
+                          shutdown_timeout=1.0, direct_resume=direct,
+                          fixed_files=int(os.environ.get("RINGLINE_BENCH_FIXED_FILES", "0")))
     sh, _ = ringline.Builder(cfg).bind(("127.0.0.1", PORT)).launch(Echo)
     os.read(rfd, 1)
     sh.shutdown(timeout=5)
@@ -142,12 +143,15 @@ def main() -> None:
     p.add_argument("--servers", default="protocol,with_data,forward")
     p.add_argument("--client", choices=("protocol", "runtime"), default="protocol")
     p.add_argument("--no-direct-resume", action="store_true")
+    p.add_argument("--fixed-files", type=int, default=0,
+                   help="the server's Config.fixed_files (direct descriptors; 0 = real fds)")
     p.add_argument("--n1", type=int, default=2000)
     p.add_argument("--n2", type=int, default=8000)
     a = p.parse_args()
     direct = not a.no_direct_resume
+    os.environ["RINGLINE_BENCH_FIXED_FILES"] = str(a.fixed_files)
     print(f"python {sys.version.split()[0]}, {a.backend}, client {a.client}, "
-          f"direct resume {'on' if direct else 'off'}")
+          f"direct resume {'on' if direct else 'off'}, fixed_files {a.fixed_files}")
     for server in a.servers.split(","):
         i1 = count(a.backend, a.n1, server, a.client, direct)
         i2 = count(a.backend, a.n2, server, a.client, direct)

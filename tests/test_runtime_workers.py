@@ -409,7 +409,7 @@ def test_metric_slots_defined_once():
         "connections_accepted", "connections_outbound", "connections_closed", "bytes_in",
         "bytes_out", "sqes_submitted", "cqes_processed", "io_uring_enter", "buffer_ring_empty",
         "send_pool_exhausted", "connections_rejected", "handler_errors", "udp_datagrams_in",
-        "udp_datagrams_out", "udp_send_exhausted", "loop_iterations")
+        "udp_datagrams_out", "udp_send_exhausted", "loop_iterations", "direct_table_full")
     assert _metrics.NAMES == names
     assert [c[0] for c in _metrics.COUNTERS] == list(names)
     assert [c[2] for c in _metrics.COUNTERS] == list(core.METRIC_HELP)
@@ -417,6 +417,7 @@ def test_metric_slots_defined_once():
     assert names[_worker._M_REJECTED] == "connections_rejected"
     assert names[_worker._M_HANDLER_ERRORS] == "handler_errors"
     assert names[_worker._M_LOOP_ITERATIONS] == "loop_iterations"
+    assert names[_worker._M_TABLE_FULL] == "direct_table_full"
     assert names[_udp._M_UDP_IN] == "udp_datagrams_in"
     assert names[_udp._M_UDP_OUT] == "udp_datagrams_out"
     assert names[_udp._M_UDP_EXHAUSTED] == "udp_send_exhausted"

@@ -205,6 +205,9 @@ def _echo_parser(sub) -> None:
                    help="resume handlers through asyncio futures (Config.direct_resume=False)")
     p.add_argument("--no-recv-incremental", action="store_true",
                    help="a whole receive buffer per receive (Config.recv_incremental=False)")
+    p.add_argument("--fixed-files", type=int, default=0, metavar="N",
+                   help="accepted connections in a direct-descriptor table of N slots per "
+                        "worker (Config.fixed_files; io_uring; 0 = real fds)")
 
 
 def _echo_main(args) -> int:
@@ -220,7 +223,8 @@ def _echo_main(args) -> int:
                           worker_mode=args.worker_mode, pin_to_core=not args.no_pin,
                           shutdown_timeout=args.shutdown_timeout, tls=tls,
                           direct_resume=not args.no_direct_resume,
-                          recv_incremental=not args.no_recv_incremental)
+                          recv_incremental=not args.no_recv_incremental,
+                          fixed_files=args.fixed_files)
     if args.ring_size:
         cfg.ring_size = args.ring_size
     if args.buffer_size:

@@ -135,6 +135,7 @@ cdef class Driver:
     cdef rl_pbuf_ring *pbuf               # streams (valid while provided_buffers)
     cdef rl_pbuf_ring *dpbuf              # datagrams (valid once dgram_ring() said True)
     cdef Py_ssize_t pbuf_out              # pbuf buffers held outside the ring (runtime/kbuf.pxi)
+    cdef readonly unsigned fixed_files    # slots of the registered direct-descriptor table (0: none)
 
     cdef int start(self, Op op) except -1
     cdef int cancel(self, Op op) except -1
@@ -149,6 +150,8 @@ cdef class Driver:
     cdef DriverCounters counters(self) noexcept
     cdef bint dgram_ring(self) except -1
     cdef int reserve(self, int n) except -1
+    cdef int register_fixed_files(self, unsigned n) except? -10000
+    cdef int fixed_install(self, int slot) except? -10000
 
 
 cdef class UringDriver(Driver):
@@ -160,6 +163,7 @@ cdef class UringDriver(Driver):
     cdef uint64_t n_cqes
     cdef uint64_t n_enobufs       # CQEs with -ENOBUFS (a buffer ring was empty)
     cdef uint64_t n_flushes       # mid-batch submissions (set_flush_interval)
+    cdef uint64_t n_install       # fixed_install() calls (their CQEs' user_data)
     cdef Op wake_op
     cdef rl_pbuf_ring pbuf_ring   # Driver.pbuf points here
     cdef rl_pbuf_ring dpbuf_ring  # datagram buffers, registered on first use (Driver.dpbuf)
@@ -424,6 +428,7 @@ cdef class ConnCore:
     cdef MetricsBlock m
     cdef public object sock
     cdef public int fd
+    cdef readonly bint direct        # fd is a slot of the ring's direct-descriptor table
     cdef public bint is_outbound
     cdef public object task
     cdef ConnRecvOp rop

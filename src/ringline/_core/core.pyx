@@ -97,6 +97,8 @@ cdef extern from "<errno.h>":
         errno_EINPROGRESS "EINPROGRESS"
         errno_EALREADY "EALREADY"
         errno_EISCONN "EISCONN"
+        errno_ENFILE "ENFILE"
+        errno_EOPNOTSUPP "EOPNOTSUPP"
 
 cdef extern from "<poll.h>":
     enum:
@@ -182,6 +184,7 @@ include "driver/kqueue.pxi"
 include "loop/bufpool.pxi"
 include "loop/loop.pxi"
 include "transport/common.pxi"
+include "transport/direct.pxi"
 include "transport/tls.pxi"
 include "transport/stream.pxi"
 include "fileops.pxi"

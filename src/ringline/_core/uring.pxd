@@ -76,6 +76,8 @@ cdef extern from "driver/uring.h" nogil:
     # A no-op in every other build.
     void RL_KERNEL_WROTE(const void *p, size_t n)
     int rl_probe(rl_ring *r, unsigned char *ops, unsigned *last_op)
+    int rl_register_files_sparse(rl_ring *r, unsigned n)
+    int rl_steal_cqe(rl_ring *r, uint64_t ud, int64_t timeout_ns, int *res)
 
     int rl_pbuf_ring_init(rl_ring *r, rl_pbuf_ring *pb, unsigned entries,
                           unsigned buf_size, unsigned short bgid, int inc)
@@ -95,6 +97,10 @@ cdef extern from "driver/uring.h" nogil:
         IORING_FEAT_NODROP
         IORING_FEAT_FAST_POLL
         IOSQE_IO_LINK
+        IOSQE_FIXED_FILE
+        IORING_FILE_INDEX_ALLOC
+        RL_OP_FIXED_FD_INSTALL
+        RL_MAX_FIXED_FILES
         IOSQE_BUFFER_SELECT
         IOSQE_ASYNC
         IORING_CQE_F_BUFFER

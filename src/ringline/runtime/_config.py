@@ -67,6 +67,12 @@ class Config:
     send_pool_slots: int = 1024
     #: ... of this many bytes each.
     send_slot_size: int = 16384
+    #: slots of each worker's direct-descriptor table (0 = off): accepted
+    #: connections then live in the ring's table, not the process's fd table
+    #: (io_uring with FIXED_FD_INSTALL, 6.8; elsewhere real fds).  A full
+    #: table refuses connections as max_connections does.  At most
+    #: RLIMIT_NOFILE (the kernel's rule) and 1048576.
+    fixed_files: int = 0
     #: send() of at least this many bytes uses SEND_ZC (0 = never).
     send_zc_threshold: int = 65536
     #: TLS handshake bound (seconds), both directions.
@@ -154,6 +160,7 @@ class Config:
         integer("send_pool_slots", 1, rule="must be at least 1: a zero-sized send pool "
                 "could send nothing")
         integer("send_slot_size", 64, 1 << 24, rule="must be in 64..16777216 bytes")
+        _check_fixed_files(self.fixed_files, bad)
         integer("send_zc_threshold", 0, rule="must be 0 (never) or a byte count")
         number("tls_handshake_timeout", 0)
         for name in ("tls", "tls_client"):
@@ -181,3 +188,25 @@ class Config:
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+#: The kernel's largest direct-descriptor table (IORING_MAX_FIXED_FILES).
+MAX_FIXED_FILES = 1 << 20
+
+
+def _check_fixed_files(v, bad) -> None:
+    # IORING_REGISTER_FILES2 refuses more slots than RLIMIT_NOFILE (EMFILE)
+    # or IORING_MAX_FIXED_FILES (EINVAL), io_uring/rsrc.c: said here, by
+    # name, rather than as a fallback to real fds at run time.
+    if isinstance(v, bool) or not isinstance(v, int):
+        bad("fixed_files", "must be an int")
+    if v < 0 or v > MAX_FIXED_FILES:
+        bad("fixed_files", f"must be 0 (off) or a slot count up to {MAX_FIXED_FILES} "
+            "(the kernel's IORING_MAX_FIXED_FILES)")
+    if v:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft != resource.RLIM_INFINITY and v > soft:
+            bad("fixed_files", f"must be at most RLIMIT_NOFILE ({soft} here): the kernel "
+                "refuses a larger table with EMFILE; raise the limit (ulimit -n, "
+                "resource.setrlimit) or ask for fewer slots")

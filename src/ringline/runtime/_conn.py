@@ -56,21 +56,34 @@ class ConnCtx(ConnCore):
     @property
     def peer_addr(self):
         """The peer's address (as socket.getpeername() gives it)."""
-        if self._peer is None and self.sock is not None:
-            try:
-                self._peer = self.sock.getpeername()
-            except OSError:
-                return None
+        if self._peer is None:
+            if self.sock is not None:
+                try:
+                    self._peer = self.sock.getpeername()
+                except OSError:
+                    return None
+            elif self.direct:
+                self._names()
         return self._peer
 
     @property
     def local_addr(self):
-        if self._local is None and self.sock is not None:
-            try:
-                self._local = self.sock.getsockname()
-            except OSError:
-                return None
+        if self._local is None:
+            if self.sock is not None:
+                try:
+                    self._local = self.sock.getsockname()
+                except OSError:
+                    return None
+            elif self.direct:
+                self._names()
         return self._local
+
+    def _names(self):
+        # A direct connection (Config.fixed_files) has no socket object:
+        # both addresses at once, through a real fd made for a moment.
+        names = self._direct_names()
+        if names is not None:
+            self._peer, self._local = names
 
     @property
     def tls_info(self) -> dict | None:
@@ -102,7 +115,8 @@ class ConnCtx(ConnCore):
         state = "closed" if self.closed else "closing" if self.closing else "open"
         kind = "outbound" if self.is_outbound else "inbound"
         tls = " tls" if self._sslobj is not None else ""
-        return f"<ConnCtx fd={self.fd} {kind}{tls} {state} peer={self.peer_addr!r}>"
+        where = f"slot={self.fd}" if self.direct else f"fd={self.fd}"
+        return f"<ConnCtx {where} {kind}{tls} {state} peer={self.peer_addr!r}>"
 
 
 def _make_conn(loop, rt, sock, outbound: bool) -> ConnCtx:

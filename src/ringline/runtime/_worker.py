@@ -27,8 +27,9 @@ import traceback
 from ..aio import _subprocess
 from . import _tls
 from ._conn import ConnCtx, _set_nodelay
-from .._core.core import (DirectCoro, _serve_accept, set_flush_interval, set_recv_buffers,
-                          set_recv_incremental, set_ring_entries)
+from .._core.core import (DirectCoro, _close_direct, _direct_table, _serve_accept,
+                          set_flush_interval, set_recv_buffers, set_recv_incremental,
+                          set_ring_entries)
 from ._handler import WorkerCtx, has_callback
 from ._metrics import SLOT
 from ._state import Runtime, _Pools
@@ -40,6 +41,7 @@ logger = logging.getLogger("ringline")
 _M_REJECTED = SLOT["connections_rejected"]
 _M_HANDLER_ERRORS = SLOT["handler_errors"]
 _M_LOOP_ITERATIONS = SLOT["loop_iterations"]
+_M_TABLE_FULL = SLOT["direct_table_full"]
 
 
 class Listener:
@@ -104,6 +106,8 @@ class Worker:
         self.failed = None
         self._stop = None
         self._tick_timer = None
+        self.direct = False         # accepted connections in the ring's fd table
+        self._full_logged = False
 
     # ---- running ---------------------------------------------------------------
 
@@ -117,6 +121,13 @@ class Worker:
             _subprocess.SPAWNER_THREADS = cfg.spawner_threads
         from ..aio import new_event_loop
         loop = self.loop = new_event_loop(cfg.backend)
+        if cfg.fixed_files:
+            err = _direct_table(loop, cfg.fixed_files)
+            self.direct = err == 0
+            if err and err != errno.EOPNOTSUPP:
+                logger.warning("ringline worker %d: no direct-descriptor table of %d slots "
+                               "(%s); connections use fds", self.worker_id, cfg.fixed_files,
+                               os.strerror(err))
         pools = _Pools(cfg, f"ringline-w{self.worker_id}")
         loop._ringline_runtime = Runtime(loop, cfg, self.metrics, worker=self, pools=pools)
         asyncio.set_event_loop(loop)
@@ -291,6 +302,41 @@ class Worker:
         conn_tasks = self.conn_tasks
         metrics = self.metrics
         serve = self._serve_conn
+        direct = self.direct
+        if direct and nodelay:
+            # An accepted socket starts as a copy of the listener's (Linux's
+            # sk_clone_lock copies TCP_NODELAY along): no setsockopt per
+            # connection, which a slot could not take anyway.
+            _set_nodelay(sock)
+
+        def on_accept_direct(slot):
+            if len(conn_tasks) >= max_conns or self.stopping:
+                metrics.add(_M_REJECTED)
+                _close_direct(loop, slot)
+                return
+            conn = ConnCtx()
+            conn._setup_direct(loop, slot, family, env)
+            conn._start()
+            task = self._task(serve(conn, tls))
+            conn.task = task
+            conn_tasks.add(task)
+            task.add_done_callback(conn_tasks.discard)
+
+        def on_full():
+            # The kernel accepted and closed a connection: no free slot.
+            metrics.add(_M_REJECTED)
+            metrics.add(_M_TABLE_FULL)
+            if not self._full_logged:
+                self._full_logged = True
+                logger.warning("ringline worker %d: the direct-descriptor table is full "
+                               "(Config.fixed_files=%d): connections are closed at accept "
+                               "until slots free up (metric direct_table_full)",
+                               self.worker_id, self.config.fixed_files)
+
+        def start():
+            if direct:
+                return _serve_accept(loop, sock, on_accept_direct, on_error, True, on_full)
+            return _serve_accept(loop, sock, on_accept, on_error)
 
         def on_accept(fd):
             if len(conn_tasks) >= max_conns or self.stopping:
@@ -319,13 +365,13 @@ class Worker:
                 def retry():
                     if not self.stopping:
                         i = self.accept_ops.index(op_box[0])
-                        op_box[0] = _serve_accept(loop, sock, on_accept, on_error)
+                        op_box[0] = start()
                         self.accept_ops[i] = op_box[0]
                 loop.call_later(0.1, retry)
 
         # on_accept runs in a copy of this (the _main task's) context, so
         # every on_accept task copies it (_handler's docstring).
-        op_box = [_serve_accept(loop, sock, on_accept, on_error)]
+        op_box = [start()]
         return op_box[0]
 
     async def _serve_conn(self, conn, tls):

@@ -31,6 +31,8 @@
 #   zero_copy_send    SEND_ZC may be used (io_uring with the opcode)
 #   file_ops_in_ring  file ops are Ops of this driver (io_uring; else fileops
 #                     uses its thread pool)
+#   fixed_files       slots of the direct-descriptor table register_fixed_files()
+#                     registered (io_uring; the runtime's accepted connections)
 #   provided_buffers  the stream provided-buffer ring is registered: pbuf
 #                     (rl_pbuf_addr, rl_pbuf_recycle on it), pbuf_out counts
 #                     the buffers held outside it; dgram_ring() registers the
@@ -109,6 +111,15 @@ cdef class Driver:
         """Make room for the next n starts to reach the kernel in one batch
         (linked SQEs)."""
         return 0
+
+    cdef int register_fixed_files(self, unsigned n) except? -10000:
+        """Register an empty direct-descriptor table of n slots: 0, or
+        -errno when this driver cannot (fixed_files stays 0)."""
+        return -errno_ENOSYS
+
+    cdef int fixed_install(self, int slot) except? -10000:
+        """A real fd (O_CLOEXEC) for table slot `slot`, or -errno."""
+        return -errno_ENOSYS
 
     def stats(self):
         return {}

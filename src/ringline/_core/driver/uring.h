@@ -692,6 +692,66 @@ static void rl_pbuf_ring_free(rl_ring *r, rl_pbuf_ring *pb)
     pb->holds = NULL;
 }
 
+/* --- direct descriptors (a sparse registered-file table) ------------------ */
+
+#ifndef IORING_FILE_INDEX_ALLOC
+#define IORING_FILE_INDEX_ALLOC (~0U)
+#endif
+#define RL_OP_FIXED_FD_INSTALL 54
+#define RL_REGISTER_FILES2 13
+#define RL_RSRC_REGISTER_SPARSE (1U << 0)
+/* The kernel's table limit (IORING_MAX_FIXED_FILES, io_uring/rsrc.h). */
+#define RL_MAX_FIXED_FILES (1U << 20)
+
+struct rl_rsrc_register { uint32_t nr; uint32_t flags; uint64_t resv2; uint64_t data; uint64_t tags; };
+
+/*
+ * An empty table of n slots (IORING_REGISTER_FILES2 with
+ * IORING_RSRC_REGISTER_SPARSE, 5.19; the kernel refuses n > RLIMIT_NOFILE
+ * with EMFILE and n > IORING_MAX_FIXED_FILES with EINVAL).  0 or -errno.
+ */
+static int rl_register_files_sparse(rl_ring *r, unsigned n)
+{
+    struct rl_rsrc_register reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.nr = n;
+    reg.flags = RL_RSRC_REGISTER_SPARSE;
+    if (rl_register(r->fd, RL_REGISTER_FILES2, &reg, sizeof(reg)) < 0)
+        return -errno;
+    return 0;
+}
+
+/*
+ * Wait (up to timeout_ns) for the CQE whose user_data is ud, without
+ * consuming the ones before it: it is found in place, its result taken and
+ * its user_data zeroed, so the next reap skips it (the kernel never reads a
+ * posted CQE back).  0 with *res set, -ETIME, or -EBUSY when the CQ is full
+ * before it arrives.  For a short synchronous op (FIXED_FD_INSTALL).
+ */
+static int rl_steal_cqe(rl_ring *r, uint64_t ud, int64_t timeout_ns, int *res)
+{
+    int64_t deadline = rl_monotonic_ns() + timeout_ns;
+    for (;;) {
+        unsigned head = *r->cq_khead, tail = RL_LOAD_ACQ(r->cq_ktail);
+        for (unsigned i = head; i != tail; i++) {
+            struct io_uring_cqe *c = &r->cqes[i & r->cq_mask];
+            if (c->user_data == ud) {
+                *res = c->res;
+                c->user_data = 0;
+                return 0;
+            }
+        }
+        if (tail - head >= r->cq_entries)
+            return -EBUSY;
+        int64_t left = deadline - rl_monotonic_ns();
+        if (left <= 0)
+            return -ETIME;
+        int ret = rl_submit_and_wait(r, tail - head + 1, left);
+        if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
+            return ret;
+    }
+}
+
 /* --- probe ---------------------------------------------------------------- */
 
 /* Fills ops[0..255] with 1 where the kernel supports the opcode. */

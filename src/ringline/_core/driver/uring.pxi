@@ -41,6 +41,20 @@ def set_registered_ring(bint enabled):
     return old
 
 
+cdef bint _use_direct_descriptors = True
+
+
+def set_direct_descriptors(bint enabled):
+    """Whether io_uring loops may register a direct-descriptor table (the
+    runtime API's Config.fixed_files).  False: every connection keeps a
+    real fd -- what a kernel without the table or FIXED_FD_INSTALL gets
+    (used by the tests).  Returns the old value."""
+    global _use_direct_descriptors
+    old = _use_direct_descriptors
+    _use_direct_descriptors = enabled
+    return old
+
+
 # Completions handled between mid-batch submissions (0: none).  A long CQE
 # batch otherwise holds every SQE its callbacks queue -- a reply's SEND --
 # until the batch ends and the next io_uring_enter; with an interval, what
@@ -160,6 +174,55 @@ cdef class UringDriver(Driver):
         if self.ring_open and self.ring.sq_entries - rl_sq_pending(&self.ring) < <unsigned>n:
             self.flush()
         return 0
+
+    cdef int register_fixed_files(self, unsigned n) except? -10000:
+        # Direct descriptors need: the sparse table (REGISTER_FILES2 with
+        # RSRC_REGISTER_SPARSE, 5.19), ACCEPT into an allocated slot
+        # (FILE_INDEX_ALLOC, 5.19), CLOSE of a slot (5.15), SHUTDOWN (5.11)
+        # and FIXED_FD_INSTALL (6.8: a connection's addresses, read through
+        # a real fd made for a moment).  The last is the newest, so its
+        # opcode stands for the rest; the registration itself says whether
+        # the table exists.
+        cdef int ret
+        if not _use_direct_descriptors:
+            return -errno_EOPNOTSUPP
+        if not self.ring_open:
+            return -errno_EINVAL
+        if self.fixed_files:
+            return -errno_EBUSY
+        if n == 0 or n > RL_MAX_FIXED_FILES:
+            return -errno_EINVAL
+        if not (_ring_has_op(RL_OP_FIXED_FD_INSTALL) and _ring_has_op(IORING_OP_CLOSE)
+                and _ring_has_op(IORING_OP_SHUTDOWN) and _ring_has_op(IORING_OP_ACCEPT)):
+            return -errno_EOPNOTSUPP
+        ret = rl_register_files_sparse(&self.ring, n)
+        if ret == 0:
+            self.fixed_files = n
+        return ret
+
+    cdef int fixed_install(self, int slot) except? -10000:
+        # FIXED_FD_INSTALL (6.8) run synchronously: its CQE is taken out of
+        # the CQ in place (rl_steal_cqe), so no other completion runs here.
+        # user_data is odd (no Op's address is): the reaper skips such CQEs
+        # and closes the fd of one that came after its wait gave up.
+        cdef io_uring_sqe *sqe
+        cdef uint64_t ud
+        cdef int res = 0, ret
+        if not self.ring_open or self.fixed_files == 0 or slot < 0 or <unsigned>slot >= self.fixed_files:
+            return -errno_EINVAL
+        sqe = self.get_sqe()
+        self.n_install += 1
+        ud = (self.n_install << 1) | 1
+        sqe.opcode = RL_OP_FIXED_FD_INSTALL
+        sqe.fd = slot
+        sqe.flags = IOSQE_FIXED_FILE
+        sqe.user_data = ud
+        self.n_sqes += 1
+        ret = rl_steal_cqe(&self.ring, ud, 1000000000, &res)
+        self.n_enter += 1
+        if ret < 0:
+            return ret
+        return res
 
     cdef DriverCounters counters(self) noexcept:
         cdef DriverCounters c
@@ -313,7 +376,9 @@ cdef class UringDriver(Driver):
             self.n_cqes += 1
             if res == -errno_ENOBUFS:
                 self.n_enobufs += 1
-            if ud == 0:
+            if ud & 1 or ud == 0:
+                if ud & 1 and res >= 0:
+                    close(res)      # a fixed_install() that gave up waiting
                 continue
             op = <Op><PyObject*><uintptr_t>ud
             if not (flags & IORING_CQE_F_MORE):
@@ -394,12 +459,19 @@ cdef class UringDriver(Driver):
         cdef unsigned head = rl_cq_khead(&self.ring)
         cdef io_uring_cqe *cqe
         cdef uint64_t ud
+        cdef int res
+        cdef uint32_t flags
         while rl_cq_ready(&self.ring):
             cqe = rl_cqe_at(&self.ring, head)
             ud = cqe.user_data
+            res = cqe.res
+            flags = cqe.flags
             head += 1
             rl_cq_advance_to(&self.ring, head)
-            if ud != 0 and not (cqe.flags & IORING_CQE_F_MORE):
+            if ud & 1:
+                if res >= 0:
+                    close(res)
+            elif ud != 0 and not (flags & IORING_CQE_F_MORE):
                 op = <Op><PyObject*><uintptr_t>ud
                 op.state = OP_IDLE
                 self.inflight -= 1
@@ -433,6 +505,7 @@ cdef class UringDriver(Driver):
             'recv_incremental': bool(self.provided_buffers and self.pbuf_ring.inc),
             'recv_enobufs': self.n_enobufs,     # receives that found the buffer ring empty
             'flushes': self.n_flushes,          # mid-batch submissions (set_flush_interval)
+            'fixed_files': self.fixed_files,    # direct-descriptor table slots (0: none)
         }
 
 

@@ -94,6 +94,8 @@ cdef class ConnCore:
 
     cdef int _disown(self) except -1:
         # Never raises: the socket must be closed regardless.
+        if self.direct:
+            return 0
         if self.fd >= 0 and self.drv is not None:
             fd, self.fd = self.fd, -1
             try:
@@ -104,7 +106,14 @@ cdef class ConnCore:
 
     def __dealloc__(self):
         cdef Py_ssize_t i
-        if not self.closed and self.fd >= 0 and self.drv is not None:
+        if self.direct and not self.closed and self.fd >= 0:
+            # Dropped unclosed: free the slot (best effort; a closed ring
+            # took its table with it).
+            try:
+                _fixed_close(self.loop, self.fd)
+            except BaseException:
+                pass
+        elif not self.closed and self.fd >= 0 and self.drv is not None:
             # Dropped unclosed: best effort (collected with a cycle, the
             # socket's finalizer has closed the fd already and drv may be
             # cleared; the poll driver then notices the dead owner itself).
@@ -142,6 +151,46 @@ cdef class ConnCore:
         self.is_outbound = outbound
         self.m.p[M_OUTBOUND if outbound else M_ACCEPTED] += 1
         self.counted = True
+
+    def _setup_direct(self, LoopCore loop, int slot, int family, ConnEnv env):
+        """An accepted connection that lives in slot `slot` of the loop's
+        direct-descriptor table (no fd, no socket object; every op on it
+        carries IOSQE_FIXED_FILE, and it is closed in the ring)."""
+        if self.loop is not None:
+            raise RuntimeError("connection already set up")
+        if loop._driver is None or slot < 0 or <unsigned>slot >= loop._driver.fixed_files:
+            raise ValueError(f"slot {slot} is not in the loop's direct-descriptor table")
+        self.loop = loop
+        self.drv = loop._driver
+        self.env = env
+        self.pool = env.pool
+        self.m = env.metrics
+        self.sock = None
+        self.fd = slot
+        self.direct = True
+        self.tcp = family in (socket_mod.AF_INET, socket_mod.AF_INET6)
+        self.is_outbound = False
+        self.m.p[M_ACCEPTED] += 1
+        self.counted = True
+
+    def _direct_names(self):
+        """(peer, local) addresses of a direct connection, read through a
+        real fd made for a moment (FIXED_FD_INSTALL, 6.8): a multishot
+        ACCEPT writes every connection's address into the one buffer, so
+        it cannot say whose it is.  None when closed or refused."""
+        cdef int fd
+        if not self.direct or self.closed or self.drv is None:
+            return None
+        fd = self.drv.fixed_install(self.fd)
+        if fd < 0:
+            return None
+        s = socket_mod.socket(fileno=fd)
+        try:
+            return (s.getpeername(), s.getsockname())
+        except OSError:
+            return None
+        finally:
+            s.close()
 
     def _start(self):
         """Start receiving (after the TLS setup, if any)."""
@@ -786,6 +835,8 @@ cdef class ConnCore:
         self.shut_wr_done = True
         if self.tls_obj is not None:
             return 0
+        if self.direct:
+            return _fixed_shut_wr(self.loop, self.fd)
         if shutdown_c(self.fd, SHUT_WR_C) < 0:
             pass    # ENOTCONN: the peer is gone already
         return 0
@@ -856,6 +907,10 @@ cdef class ConnCore:
             self.counted = False
             self.m.p[M_CLOSED] += 1
         self._wake()
+        if self.direct:
+            slot, self.fd = self.fd, -1
+            _fixed_close(self.loop, slot)
+            return 0
         sock = self.sock
         if sock is not None:
             self._disown()

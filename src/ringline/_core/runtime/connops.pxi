@@ -4,6 +4,12 @@
 # (transport/common.pxi); these add what the connection does with them.
 cdef class ConnRecvOp(BufRecvOp):
 
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        BufRecvOp.prep(self, sqe)
+        if self.core.direct:
+            sqe.flags |= IOSQE_FIXED_FILE   # fd is a slot (transport/direct.pxi)
+        return 0
+
     cdef int complete(self, int res, uint32_t flags) except -1:
         cdef ConnCore core = self.core
         cdef bint more = (flags & IORING_CQE_F_MORE) != 0
@@ -37,6 +43,12 @@ cdef class ConnRecvOp(BufRecvOp):
 
 cdef class ConnSendOp(GatherSendOp):
 
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        GatherSendOp.prep(self, sqe)
+        if self.core.direct:
+            sqe.flags |= IOSQE_FIXED_FILE
+        return 0
+
     cdef int complete(self, int res, uint32_t flags) except -1:
         self.core.on_sent(res)
         return 0
@@ -50,6 +62,8 @@ cdef class ZcSendOp(Op):
     cdef int prep(self, io_uring_sqe *sqe) except -1:
         sqe.opcode = RL_OP_SEND_ZC
         sqe.fd = self.fd
+        if self.core.direct:
+            sqe.flags = IOSQE_FIXED_FILE
         sqe.addr = <uint64_t><uintptr_t>self.ptr
         sqe.len = <uint32_t>min(self.n, 0x7fffffff)
         sqe.msg_flags = MSG_NOSIGNAL

@@ -20,6 +20,21 @@ def recv_buffers():
     return (_pbuf_entries, _pbuf_size)
 
 
+def _direct_table(LoopCore loop, unsigned n):
+    """Register loop's direct-descriptor table of n slots for the runtime's
+    accepted connections: 0, or the errno that kept it from being made
+    (EOPNOTSUPP: switched off by set_direct_descriptors(False), the poll
+    backend, or a kernel without FIXED_FD_INSTALL).  The connections then
+    keep real fds."""
+    cdef int ret
+    if loop._driver is None:
+        return errno_EINVAL
+    ret = loop._driver.register_fixed_files(n)
+    if ret == -errno_ENOSYS:
+        return errno_EOPNOTSUPP
+    return -ret if ret < 0 else 0
+
+
 cdef class ConnEnv:
 
     def __init__(self, SendPool pool, MetricsBlock metrics, Py_ssize_t own_size=16384,

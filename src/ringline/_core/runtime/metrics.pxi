@@ -21,7 +21,8 @@ cdef enum:
     M_UDP_OUT = 13
     M_UDP_EXHAUSTED = 14
     M_LOOP_ITERATIONS = 15
-    M_NSLOTS = 16
+    M_TABLE_FULL = 16
+    M_NSLOTS = 17
 
 METRIC_SLOTS = M_NSLOTS
 
@@ -44,13 +45,17 @@ cdef dict _METRIC_INFO = {
                    "Receives that found the provided-buffer ring empty (ENOBUFS)."),
     M_POOL_EXHAUSTED: ("send_pool_exhausted",
                        "send_nowait() calls refused for lack of send pool slots."),
-    M_REJECTED: ("connections_rejected", "Connections closed at accept (max_connections)."),
+    M_REJECTED: ("connections_rejected",
+                 "Connections closed at accept (max_connections, or a full direct-descriptor table)."),
     M_HANDLER_ERRORS: ("handler_errors", "Exceptions escaping a connection handler."),
     M_UDP_IN: ("udp_datagrams_in", "UDP datagrams received."),
     M_UDP_OUT: ("udp_datagrams_out", "UDP datagrams sent."),
     M_UDP_EXHAUSTED: ("udp_send_exhausted",
                       "send_to() calls refused: all UDP send slots in flight."),
     M_LOOP_ITERATIONS: ("loop_iterations", "Event loop iterations."),
+    M_TABLE_FULL: ("direct_table_full",
+                   "Connections the kernel closed at accept: the direct-descriptor table "
+                   "(Config.fixed_files) was full (also counted in connections_rejected)."),
 }
 if sorted(_METRIC_INFO) != list(range(M_NSLOTS)):
     raise ImportError("ringline core: _METRIC_INFO does not name every metrics slot once")

@@ -607,19 +607,33 @@ cdef int _feed_reader(object reader, char *ptr, Py_ssize_t n) except -1:
 
 # Multishot ACCEPT for a listening socket: one SQE serves every incoming
 # connection until cancelled (or the kernel ends it, e.g. on EMFILE).
+# `direct` (the runtime API, Driver.fixed_files): each connection goes into a
+# free slot of the direct-descriptor table (IORING_FILE_INDEX_ALLOC) and
+# on_accept gets the slot.  A full table is -ENFILE: the kernel has already
+# accepted that connection and closed it (io_fixed_fd_install fput()s it,
+# io_uring/net.c) and the multishot ends; on_full is told and the accept
+# re-armed at once -- one CQE per connection refused, never a spin.
 @cython.final
 cdef class ServeAcceptOp(Op):
     cdef object on_accept           # callable(fd) on the loop
     cdef object on_error            # callable(exc) when the multishot ends in error
     cdef object context             # where serving started (asyncio: add_reader's copy)
+    cdef object on_full             # callable() when the direct table was full
     cdef bint in_context
+    cdef bint direct                # into the direct-descriptor table
     cdef public bint active
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
         sqe.opcode = IORING_OP_ACCEPT
         sqe.fd = self.fd
         sqe.ioprio = IORING_ACCEPT_MULTISHOT
-        sqe.accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC
+        if self.direct:
+            # A slot is no fd: SOCK_CLOEXEC is refused with EINVAL
+            # (io_accept_prep, io_uring/net.c).
+            sqe.accept_flags = SOCK_NONBLOCK
+            sqe.file_index = IORING_FILE_INDEX_ALLOC
+        else:
+            sqe.accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC
         return 0
 
     cdef int attempt(self) except? -1:
@@ -648,11 +662,17 @@ cdef class ServeAcceptOp(Op):
     cdef int _complete(self, int res, uint32_t flags) except -1:
         if res >= 0:
             if not self.active:
-                close(res)
+                if self.direct:
+                    _fixed_close(self.loop, res)
+                else:
+                    close(res)
             else:
                 self.on_accept(res)
+        elif res == -errno_ENFILE and self.direct and self.active:
+            self.on_full()
         if not (flags & IORING_CQE_F_MORE) and self.active:
-            if res >= 0 or res == -errno_EAGAIN or res == -errno_EINTR or res == -errno_ECONNABORTED:
+            if (res >= 0 or res == -errno_EAGAIN or res == -errno_EINTR or res == -errno_ECONNABORTED
+                    or (res == -errno_ENFILE and self.direct)):
                 self.loop._driver.start(self)
             elif res == -errno_ECANCELED:
                 self.active = False
@@ -667,10 +687,14 @@ cdef class ServeAcceptOp(Op):
             self.loop._driver.cancel(self)
 
 
-def _serve_accept(LoopCore loop, sock, on_accept, on_error):
+def _serve_accept(LoopCore loop, sock, on_accept, on_error, bint direct=False, on_full=None):
     cdef ServeAcceptOp op = ServeAcceptOp.__new__(ServeAcceptOp)
+    if direct and (loop._driver is None or loop._driver.fixed_files == 0 or on_full is None):
+        raise ValueError("direct accept needs the loop's direct-descriptor table and on_full")
     op.loop = loop
     op.fd = sock.fileno()
+    op.direct = direct
+    op.on_full = on_full
     op.on_accept = on_accept
     op.on_error = on_error
     op.context = PyContext_CopyCurrent()
