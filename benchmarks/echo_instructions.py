@@ -30,6 +30,9 @@ import sys
 
 
 def child(backend: str, n: int, api: str = "protocol") -> None:
+    if os.environ.get("ECHO_WHOLE_BUFFERS"):
+        from ringline._core import core
+        core.set_recv_incremental(False)
     if api == "runtime":
         return child_runtime(backend, n)
     import asyncio
@@ -164,7 +167,11 @@ def main() -> None:
     p.add_argument("--n2", type=int, default=6000)
     p.add_argument("--api", choices=("protocol", "streams", "sock", "runtime"), default="protocol",
                    help="the echoing end: a Protocol, streams, sock_* calls, or runtime API connections")
+    p.add_argument("--whole-buffers", action="store_true",
+                   help="a whole ring buffer per receive (core.set_recv_incremental(False))")
     a = p.parse_args()
+    if a.whole_buffers:
+        os.environ["ECHO_WHOLE_BUFFERS"] = "1"
     backends = ("io_uring", "poll") if a.backend == "both" else (a.backend,)
     print(f"python {sys.version.split()[0]}, {a.api} API")
     for b in backends:
