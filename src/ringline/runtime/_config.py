@@ -10,11 +10,17 @@ check one early (e.g. from a command line).
 from __future__ import annotations
 
 import dataclasses
+import os
 import ssl
 from dataclasses import dataclass, field
 from typing import Optional
 
 __all__ = ("Config",)
+
+
+# The SQ thread spins for up to this long with nothing to do: ten minutes is
+# already far past any use (the kernel's own field is a u32).
+_SQPOLL_IDLE_MAX_MS = 600_000
 
 
 def _pow2(n: int) -> bool:
@@ -39,6 +45,23 @@ class Config:
     buffer_size: int = 16384
     #: "io_uring", "poll", or None: the best this kernel allows.
     backend: Optional[str] = None
+    #: io_uring only: give each worker's ring a kernel thread that submits
+    #: what the worker queues (IORING_SETUP_SQPOLL), so the worker makes no
+    #: syscall to submit -- at the price of that thread spinning on a CPU
+    #: while there is work (README, Backends: measured on 2 cores it lost
+    #: throughput; it pays only with a CPU to spare for it).  Where the
+    #: kernel refuses it (before 5.13 unprivileged: EPERM) the worker logs a
+    #: warning and runs a normal ring; loop.stats()['sqpoll_refused'] says why.
+    sqpoll: bool = False
+    #: milliseconds the SQ thread keeps spinning after the last submission
+    #: before it sleeps (and the next submission must wake it with a syscall);
+    #: 0 is the kernel's default, 1000.  Used only with sqpoll.
+    sqpoll_idle_ms: int = 1000
+    #: pin every worker's SQ thread to this CPU (IORING_SETUP_SQ_AFF; one
+    #: this process may run on), or None: it may run on any CPU the workers
+    #: are pinned from (not on the worker's one CPU, which a 6.x kernel would
+    #: give it).  Used only with sqpoll.
+    sqpoll_cpu: Optional[int] = None
 
     # ---- workers -----------------------------------------------------------
     #: worker count; 0 = one per CPU this process may run on.
@@ -135,6 +158,7 @@ class Config:
                 rule="must be in 64..1048576 bytes (one receive buffer)")
         if self.backend not in (None, "io_uring", "poll"):
             bad("backend", "must be None, 'io_uring' or 'poll'")
+        self._validate_sqpoll(bad)
         integer("workers", 0, 4096, rule="must be 0 (one per CPU) or a worker count up to 4096")
         if not isinstance(self.pin_to_core, bool):
             bad("pin_to_core", "must be a bool")
@@ -171,6 +195,31 @@ class Config:
         integer("udp_send_slots", 1, rule="must be at least 1: a zero-sized UDP send "
                 "pool could send nothing")
         return self
+
+    def _validate_sqpoll(self, bad):
+        def wrong_type(name, rule):
+            raise TypeError(f"Config.{name} {rule}, got {getattr(self, name)!r}")
+
+        if not isinstance(self.sqpoll, bool):
+            wrong_type("sqpoll", "must be a bool")
+        v = self.sqpoll_idle_ms
+        if isinstance(v, bool) or not isinstance(v, int):
+            wrong_type("sqpoll_idle_ms", "must be an int (milliseconds)")
+        if not 0 <= v <= _SQPOLL_IDLE_MAX_MS:
+            bad("sqpoll_idle_ms", f"must be in 0..{_SQPOLL_IDLE_MAX_MS} milliseconds "
+                "(0: the kernel's default, 1000)")
+        cpu = self.sqpoll_cpu
+        if cpu is None:
+            return
+        if isinstance(cpu, bool) or not isinstance(cpu, int):
+            wrong_type("sqpoll_cpu", "must be an int (a CPU number) or None")
+        # sched_getaffinity() holds only online CPUs (the kernel masks the
+        # affinity with the active set), and the kernel refuses SQ_AFF with
+        # a CPU outside this cpuset (EINVAL).
+        allowed = sorted(os.sched_getaffinity(0))
+        if cpu not in allowed:
+            bad("sqpoll_cpu", "must be None or an online CPU this process may run on "
+                f"({', '.join(map(str, allowed))})")
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
