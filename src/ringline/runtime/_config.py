@@ -23,6 +23,23 @@ __all__ = ("Config",)
 _SQPOLL_IDLE_MAX_MS = 600_000
 
 
+def _online_cpus() -> set:
+    """The online CPUs (/sys/devices/system/cpu/online, e.g. "0-3,6").  The
+    kernel takes an SQ_AFF CPU that is online and in the caller's cpuset,
+    whatever the caller's own affinity (taskset); a cpuset refusal (EINVAL)
+    makes the worker fall back to a normal ring and say so."""
+    try:
+        with open("/sys/devices/system/cpu/online") as f:
+            spec = f.read().strip()
+        cpus = set()
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+        return cpus
+    except (OSError, ValueError):
+        return set(os.sched_getaffinity(0))
+
+
 def _pow2(n: int) -> bool:
     return n > 0 and (n & (n - 1)) == 0
 
@@ -57,10 +74,11 @@ class Config:
     #: before it sleeps (and the next submission must wake it with a syscall);
     #: 0 is the kernel's default, 1000.  Used only with sqpoll.
     sqpoll_idle_ms: int = 1000
-    #: pin every worker's SQ thread to this CPU (IORING_SETUP_SQ_AFF; one
-    #: this process may run on), or None: it may run on any CPU the workers
-    #: are pinned from (not on the worker's one CPU, which a 6.x kernel would
-    #: give it).  Used only with sqpoll.
+    #: pin every worker's SQ thread to this CPU (IORING_SETUP_SQ_AFF; an
+    #: online CPU, which may lie outside the process's own affinity: the
+    #: kernel checks only the cpuset), or None: it may run on any CPU the
+    #: workers are pinned from (not on the worker's one CPU, which a 6.x
+    #: kernel would give it).  Used only with sqpoll.
     sqpoll_cpu: Optional[int] = None
 
     # ---- workers -----------------------------------------------------------
@@ -213,13 +231,10 @@ class Config:
             return
         if isinstance(cpu, bool) or not isinstance(cpu, int):
             wrong_type("sqpoll_cpu", "must be an int (a CPU number) or None")
-        # sched_getaffinity() holds only online CPUs (the kernel masks the
-        # affinity with the active set), and the kernel refuses SQ_AFF with
-        # a CPU outside this cpuset (EINVAL).
-        allowed = sorted(os.sched_getaffinity(0))
-        if cpu not in allowed:
-            bad("sqpoll_cpu", "must be None or an online CPU this process may run on "
-                f"({', '.join(map(str, allowed))})")
+        online = _online_cpus()
+        if cpu not in online:
+            bad("sqpoll_cpu", "must be None or an online CPU "
+                f"({', '.join(map(str, sorted(online)))})")
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
