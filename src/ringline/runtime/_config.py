@@ -65,10 +65,12 @@ class Config:
     #: io_uring only: give each worker's ring a kernel thread that submits
     #: what the worker queues (IORING_SETUP_SQPOLL), so the worker makes no
     #: syscall to submit -- at the price of that thread spinning on a CPU
-    #: while there is work (README, Backends: measured on 2 cores it lost
-    #: throughput; it pays only with a CPU to spare for it).  Where the
-    #: kernel refuses it (before 5.13 unprivileged: EPERM) the worker logs a
-    #: warning and runs a normal ring; loop.stats()['sqpoll_refused'] says why.
+    #: while there is work.  Worth it only with a CPU to spare for each SQ
+    #: thread (README, Backends: on 2 vCPUs shared with the client it lost
+    #: throughput at 64 connections, and fell to 1-2 % when its thread shared
+    #: a CPU with a busy process).  Where the kernel refuses it (before 5.13
+    #: unprivileged: EPERM) the worker logs a warning and runs a normal ring;
+    #: loop.stats()['sqpoll_refused'] says why.
     sqpoll: bool = False
     #: milliseconds the SQ thread keeps spinning after the last submission
     #: before it sleeps (and the next submission must wake it with a syscall);

@@ -237,10 +237,14 @@ cdef class UringDriver(Driver):
                 raise _enter_error(-ret)
             sqe = rl_get_sqe(&self.ring)
             if sqe == NULL:
-                # The kernel could not take SQEs (CQ overflow backlog): make
-                # room by reaping, which may run completions re-entrantly.
+                # The kernel could not take SQEs (CQ overflow backlog; SQPOLL:
+                # the wait was interrupted): make room by reaping, which may
+                # run completions re-entrantly.
                 self.reap()
-                rl_submit_and_wait(&self.ring, 0, -1)
+                if self.ring.sqpoll:
+                    rl_sq_wait_space(&self.ring)
+                else:
+                    rl_submit_and_wait(&self.ring, 0, -1)
                 sqe = rl_get_sqe(&self.ring)
                 if sqe == NULL:
                     raise OSError(errno_EBUSY, "io_uring submission queue is full")
