@@ -54,6 +54,14 @@ def _sysctl(name: str) -> str | None:
 _TESTED_FALLBACK = ((3, 11), (3, 12), (3, 13))
 
 
+def _sqpoll_refused() -> str | None:
+    from ringline._core import core
+    try:
+        return core.probe_sqpoll()
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
 def collect() -> dict:
     import ringline
     from ringline import _native
@@ -100,6 +108,8 @@ def collect() -> dict:
             "opcodes": sorted((n for n, ok in ops.items() if ok), key=list(ops).index),
             "opcodes_missing": sorted((n for n, ok in ops.items() if not ok),
                                       key=list(ops).index),
+            # None: this process gets SQPOLL rings (Config.sqpoll); else why not.
+            "sqpoll_refused": _sqpoll_refused(),
         })
     else:
         info["io_uring"]["reason"] = reason
@@ -163,6 +173,10 @@ def _print_text(info: dict) -> None:
         if ur["opcodes_missing"]:
             w("  not supported:\n")
             _wrap(w, ur["opcodes_missing"])
+        if ur["sqpoll_refused"] is None:
+            w("  SQPOLL: available (Config.sqpoll, python -m ringline echo --sqpoll)\n")
+        else:
+            w(f"  SQPOLL: not available: {ur['sqpoll_refused']}\n")
     else:
         w(f"io_uring: not usable: {ur['reason']}\n")
     w(f"backends: {', '.join(info['backends_available'])}\n")
@@ -208,6 +222,12 @@ def _echo_parser(sub) -> None:
     p.add_argument("--fixed-files", type=int, default=0, metavar="N",
                    help="accepted connections in a direct-descriptor table of N slots per "
                         "worker (Config.fixed_files; io_uring; 0 = real fds)")
+    p.add_argument("--sqpoll", action="store_true",
+                   help="io_uring: a kernel thread submits each worker's SQEs (Config.sqpoll)")
+    p.add_argument("--sqpoll-idle-ms", type=int, default=None,
+                   help="ms the SQ thread spins idle before it sleeps (Config.sqpoll_idle_ms)")
+    p.add_argument("--sqpoll-cpu", type=int, default=None,
+                   help="pin the SQ threads to this CPU (Config.sqpoll_cpu)")
 
 
 def _echo_main(args) -> int:
@@ -224,14 +244,17 @@ def _echo_main(args) -> int:
                           shutdown_timeout=args.shutdown_timeout, tls=tls,
                           direct_resume=not args.no_direct_resume,
                           recv_incremental=not args.no_recv_incremental,
-                          fixed_files=args.fixed_files)
+                          fixed_files=args.fixed_files,
+                          sqpoll=args.sqpoll, sqpoll_cpu=args.sqpoll_cpu)
+    if args.sqpoll_idle_ms is not None:
+        cfg.sqpoll_idle_ms = args.sqpoll_idle_ms
     if args.ring_size:
         cfg.ring_size = args.ring_size
     if args.buffer_size:
         cfg.buffer_size = args.buffer_size
     try:
         cfg.validate()
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         sys.stderr.write(f"python -m ringline echo: {exc}\n")
         return 2
     shutdown, workers = ringline.Builder(cfg).bind((args.host, args.port)).launch(MODES[args.mode])

@@ -3,7 +3,7 @@ cimport cython
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from cpython.buffer cimport Py_buffer
 from cpython.ref cimport PyObject
-from .uring cimport rl_ring, rl_pbuf_ring, io_uring_sqe
+from .uring cimport rl_ring, rl_pbuf_ring, rl_sqpoll_req, io_uring_sqe
 
 
 cdef extern from "<sys/socket.h>":
@@ -158,7 +158,7 @@ cdef class UringDriver(Driver):
     cdef rl_ring ring
     cdef bint ring_open
     cdef list ops                 # in flight: kept alive here, visible to the GC
-    cdef uint64_t n_enter
+    cdef rl_sqpoll_req sqpoll_req # what was asked of SQPOLL, and the kernel's answer
     cdef uint64_t n_sqes
     cdef uint64_t n_cqes
     cdef uint64_t n_enobufs       # CQEs with -ENOBUFS (a buffer ring was empty)
@@ -170,6 +170,7 @@ cdef class UringDriver(Driver):
     cdef int dpbuf_state          # 0 not tried, 1 registered, -1 unavailable
 
     cdef io_uring_sqe *get_sqe(self) except NULL
+    cdef str _sqpoll_refused(self)
     cdef int reap(self) except -1
     cdef _reap_quiet(self)
     cdef int _track(self, Op op) except -1

@@ -46,6 +46,16 @@ cdef extern from "driver/uring.h" nogil:
         unsigned *cq_koverflow
         unsigned enter_flags
         int disabled
+        int sqpoll
+        unsigned long long n_enter
+        unsigned long long n_sq_wakeups
+
+    ctypedef struct rl_sqpoll_req:
+        int on
+        unsigned idle_ms
+        int cpu
+        int refuse
+        int err
 
     ctypedef struct rl_pbuf_ring:
         unsigned entries
@@ -56,7 +66,7 @@ cdef extern from "driver/uring.h" nogil:
         int inc
 
     int rl_ring_init(rl_ring *r, unsigned sq_entries, unsigned cq_entries,
-                     int allow_defer, int *first_err)
+                     int allow_defer, int *first_err, rl_sqpoll_req *sq)
     void rl_ring_exit(rl_ring *r)
     int rl_ring_register_fd(rl_ring *r)
     int rl_ring_enable(rl_ring *r)
@@ -66,6 +76,8 @@ cdef extern from "driver/uring.h" nogil:
     unsigned rl_sq_pending(rl_ring *r)
     int rl_needs_enter(rl_ring *r)
     int rl_cq_overflow(rl_ring *r)
+    int rl_submit_needs_enter(rl_ring *r)
+    int rl_sq_wait_space(rl_ring *r)
     int rl_submit_and_wait(rl_ring *r, unsigned wait_nr, int64_t timeout_ns)
     unsigned rl_cq_ready(rl_ring *r)
     io_uring_cqe *rl_cqe_at(rl_ring *r, unsigned head)

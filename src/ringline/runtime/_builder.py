@@ -527,10 +527,12 @@ class Builder:
         def main():
             code = 1
             try:
+                unpinned = _affinity()
                 if h.cpu is not None:
                     _pin(h.cpu)
                 w = Worker(h.worker_id, cfg, handler_cls, listeners, control_r,
-                           status_w.send, area.block(h.worker_id), in_process=False)
+                           status_w.send, area.block(h.worker_id), in_process=False,
+                           unpinned=unpinned)
                 code = w.run()
             except BaseException as exc:  # noqa: BLE001 - reported
                 import traceback
@@ -580,6 +582,13 @@ def _pin(cpu):
         pass
 
 
+def _affinity():
+    try:
+        return os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return None
+
+
 def _process_main(worker_id, cpu, cfg, handler_cls, listeners, other_socks, control_r,
                   status_w, area, parent_fds):
     # In the forked worker: drop what belongs to the launcher and the others.
@@ -599,12 +608,13 @@ def _process_main(worker_id, cpu, cfg, handler_cls, listeners, other_socks, cont
     _compat.set_running_loop(None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the launcher handles Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    unpinned = _affinity()
     if cpu is not None:
         _pin(cpu)
     code = 1
     try:
         w = Worker(worker_id, cfg, handler_cls, listeners, control_r, status_w.send,
-                   area.block(worker_id), in_process=True)
+                   area.block(worker_id), in_process=True, unpinned=unpinned)
         code = w.run()
     finally:
         try:

@@ -10,11 +10,34 @@ check one early (e.g. from a command line).
 from __future__ import annotations
 
 import dataclasses
+import os
 import ssl
 from dataclasses import dataclass, field
 from typing import Optional
 
 __all__ = ("Config",)
+
+
+# The SQ thread spins for up to this long with nothing to do: ten minutes is
+# already far past any use (the kernel's own field is a u32).
+_SQPOLL_IDLE_MAX_MS = 600_000
+
+
+def _online_cpus() -> set:
+    """The online CPUs (/sys/devices/system/cpu/online, e.g. "0-3,6").  The
+    kernel takes an SQ_AFF CPU that is online and in the caller's cpuset,
+    whatever the caller's own affinity (taskset); a cpuset refusal (EINVAL)
+    makes the worker fall back to a normal ring and say so."""
+    try:
+        with open("/sys/devices/system/cpu/online") as f:
+            spec = f.read().strip()
+        cpus = set()
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+        return cpus
+    except (OSError, ValueError):
+        return set(os.sched_getaffinity(0))
 
 
 def _pow2(n: int) -> bool:
@@ -43,6 +66,26 @@ class Config:
     recv_incremental: bool = True
     #: "io_uring", "poll", or None: the best this kernel allows.
     backend: Optional[str] = None
+    #: io_uring only: give each worker's ring a kernel thread that submits
+    #: what the worker queues (IORING_SETUP_SQPOLL), so the worker makes no
+    #: syscall to submit -- at the price of that thread spinning on a CPU
+    #: while there is work.  Worth it only with a CPU to spare for each SQ
+    #: thread (README, Backends: on 2 vCPUs shared with the client it lost
+    #: throughput at 64 connections, and fell to 1-2 % when its thread shared
+    #: a CPU with a busy process).  Where the kernel refuses it (before 5.13
+    #: unprivileged: EPERM) the worker logs a warning and runs a normal ring;
+    #: loop.stats()['sqpoll_refused'] says why.
+    sqpoll: bool = False
+    #: milliseconds the SQ thread keeps spinning after the last submission
+    #: before it sleeps (and the next submission must wake it with a syscall);
+    #: 0 is the kernel's default, 1000.  Used only with sqpoll.
+    sqpoll_idle_ms: int = 1000
+    #: pin every worker's SQ thread to this CPU (IORING_SETUP_SQ_AFF; an
+    #: online CPU, which may lie outside the process's own affinity: the
+    #: kernel checks only the cpuset), or None: it may run on any CPU the
+    #: workers are pinned from (not on the worker's one CPU, which a 6.x
+    #: kernel would give it).  Used only with sqpoll.
+    sqpoll_cpu: Optional[int] = None
 
     # ---- workers -----------------------------------------------------------
     #: worker count; 0 = one per CPU this process may run on.
@@ -145,6 +188,7 @@ class Config:
                 rule="must be in 64..1048576 bytes (one receive buffer)")
         if self.backend not in (None, "io_uring", "poll"):
             bad("backend", "must be None, 'io_uring' or 'poll'")
+        self._validate_sqpoll(bad)
         integer("workers", 0, 4096, rule="must be 0 (one per CPU) or a worker count up to 4096")
         if not isinstance(self.pin_to_core, bool):
             bad("pin_to_core", "must be a bool")
@@ -184,6 +228,28 @@ class Config:
         integer("udp_send_slots", 1, rule="must be at least 1: a zero-sized UDP send "
                 "pool could send nothing")
         return self
+
+    def _validate_sqpoll(self, bad):
+        def wrong_type(name, rule):
+            raise TypeError(f"Config.{name} {rule}, got {getattr(self, name)!r}")
+
+        if not isinstance(self.sqpoll, bool):
+            wrong_type("sqpoll", "must be a bool")
+        v = self.sqpoll_idle_ms
+        if isinstance(v, bool) or not isinstance(v, int):
+            wrong_type("sqpoll_idle_ms", "must be an int (milliseconds)")
+        if not 0 <= v <= _SQPOLL_IDLE_MAX_MS:
+            bad("sqpoll_idle_ms", f"must be in 0..{_SQPOLL_IDLE_MAX_MS} milliseconds "
+                "(0: the kernel's default, 1000)")
+        cpu = self.sqpoll_cpu
+        if cpu is None:
+            return
+        if isinstance(cpu, bool) or not isinstance(cpu, int):
+            wrong_type("sqpoll_cpu", "must be an int (a CPU number) or None")
+        online = _online_cpus()
+        if cpu not in online:
+            bad("sqpoll_cpu", "must be None or an online CPU "
+                f"({', '.join(map(str, sorted(online)))})")
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""

@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import ssl
+import threading
 import traceback
 
 from ..aio import _subprocess
@@ -29,7 +30,7 @@ from . import _tls
 from ._conn import ConnCtx, _set_nodelay
 from .._core.core import (DirectCoro, _close_direct, _direct_table, _serve_accept,
                           set_flush_interval, set_recv_buffers, set_recv_incremental,
-                          set_ring_entries)
+                          set_ring_entries, set_sqpoll)
 from ._handler import WorkerCtx, has_callback
 from ._metrics import SLOT
 from ._state import Runtime, _Pools
@@ -42,6 +43,11 @@ _M_REJECTED = SLOT["connections_rejected"]
 _M_HANDLER_ERRORS = SLOT["handler_errors"]
 _M_LOOP_ITERATIONS = SLOT["loop_iterations"]
 _M_TABLE_FULL = SLOT["direct_table_full"]
+
+# set_sqpoll is process-global and read only when a ring is made: held
+# from setting it to restoring it, so thread workers (and the launching
+# program's own later loops) get exactly what they asked for.
+_RING_SETUP_LOCK = threading.Lock()
 
 
 class Listener:
@@ -85,7 +91,7 @@ class _IterHook:
 
 class Worker:
     def __init__(self, worker_id, config, handler_cls, listeners, control_fd, report,
-                 metrics_block, in_process):
+                 metrics_block, in_process, unpinned=None):
         self.worker_id = worker_id
         self.config = config
         self.handler_cls = handler_cls
@@ -94,6 +100,7 @@ class Worker:
         self.report = report
         self.metrics = metrics_block
         self.in_process = in_process
+        self.unpinned = unpinned        # the CPUs the worker had before it was pinned
         self.addresses = [ln.address for ln in listeners]
         self.loop = None
         self.handler = None
@@ -119,8 +126,7 @@ class Worker:
         set_flush_interval(cfg.flush_interval)
         if cfg.spawner_threads > 0 and self.in_process:
             _subprocess.SPAWNER_THREADS = cfg.spawner_threads
-        from ..aio import new_event_loop
-        loop = self.loop = new_event_loop(cfg.backend)
+        loop = self.loop = self._new_loop(cfg)
         if cfg.fixed_files:
             err = _direct_table(loop, cfg.fixed_files)
             self.direct = err == 0
@@ -144,6 +150,29 @@ class Worker:
                 pools.shutdown(wait=False)
                 asyncio.set_event_loop(None)
         return code
+
+    def _new_loop(self, cfg):
+        from ..aio import new_event_loop
+        # The SQ thread takes the affinity of the thread making the ring
+        # (6.x; older kernels let it run on any online CPU): a pinned worker
+        # would share its one CPU with it.  Unless sqpoll_cpu says where,
+        # the ring is made with the CPUs the worker had before pinning.
+        widen = None
+        if cfg.sqpoll and cfg.sqpoll_cpu is None and self.unpinned:
+            mine = os.sched_getaffinity(0)
+            if mine != self.unpinned:
+                widen = mine
+        with _RING_SETUP_LOCK:
+            old = set_sqpoll(cfg.sqpoll_idle_ms if cfg.sqpoll else None,
+                             -1 if cfg.sqpoll_cpu is None else cfg.sqpoll_cpu)
+            try:
+                if widen is not None:
+                    os.sched_setaffinity(0, self.unpinned)
+                return new_event_loop(cfg.backend)
+            finally:
+                if widen is not None:
+                    os.sched_setaffinity(0, widen)
+                set_sqpoll(*old)
 
     def _cleanup_loop(self):
         loop = self.loop

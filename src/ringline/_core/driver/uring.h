@@ -54,6 +54,9 @@
 #ifndef IORING_SQ_TASKRUN
 #define IORING_SQ_TASKRUN (1U << 2)
 #endif
+#ifndef IORING_ENTER_SQ_WAIT
+#define IORING_ENTER_SQ_WAIT (1U << 2)
+#endif
 #ifndef IORING_ENTER_EXT_ARG
 #define IORING_ENTER_EXT_ARG (1U << 3)
 #endif
@@ -172,7 +175,27 @@ typedef struct rl_ring {
     unsigned enter_flags;
     pthread_t reg_thread;
     int disabled;               /* R_DISABLED: no thread has entered yet */
+    int sqpoll;                 /* IORING_SETUP_SQPOLL: a kernel thread consumes the SQ */
+    unsigned long long n_enter;       /* io_uring_enter calls made */
+    unsigned long long n_sq_wakeups;  /* of which woke a sleeping SQ thread */
 } rl_ring;
+
+/*
+ * What a ring asks of SQPOLL (rl_ring_init).  idle_ms: how long the SQ
+ * thread spins with nothing to submit before it sleeps (io_uring_setup(2)
+ * sq_thread_idle; the kernel takes 0 as one second).  cpu: pin it there
+ * (IORING_SETUP_SQ_AFF), or -1.  refuse: act as a kernel that refuses
+ * SQPOLL (errno EPERM) without asking it -- the tests' stand-in for a kernel
+ * before 5.13 run unprivileged.  err (out): 0 if the ring has SQPOLL, else
+ * the errno of the refusal (the ring was then made without it).
+ */
+typedef struct rl_sqpoll_req {
+    int on;
+    unsigned idle_ms;
+    int cpu;
+    int refuse;
+    int err;
+} rl_sqpoll_req;
 
 #define RL_LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define RL_STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
@@ -215,6 +238,7 @@ static inline int rl_ring_enter(rl_ring *r, unsigned to_submit, unsigned min_com
         errno = -err;
         return -1;
     }
+    r->n_enter++;
     if (r->enter_flags && pthread_equal(r->reg_thread, pthread_self()))
         return rl_enter(r->enter_fd, to_submit, min_complete, flags | r->enter_flags,
                         arg, argsz);
@@ -269,22 +293,36 @@ static void rl_ring_unmap(rl_ring *r)
  * SINGLE_ISSUER|DEFER_TASKRUN (6.1+), COOP_TASKRUN (5.19+), plain.  Each set
  * also asks for CQSIZE and TASKRUN_FLAG (so an idle iteration can see in
  * sq_flags whether deferred task work is pending and skip the syscall).
- * Returns 0 or -errno; *tried_err gets the first refusal's errno.
+ * Returns 0 or -errno; *first_err gets the first refusal's errno.
  *
  * A SINGLE_ISSUER ring belongs to one thread, and without R_DISABLED that
  * is the one creating it: asyncio lets a loop be created on one thread and
  * run on another (a loop thread), whose io_uring_enter would get EEXIST.  So
  * the ring starts disabled and the first thread to enter enables it
  * (IORING_REGISTER_ENABLE_RINGS makes the caller the submitter task).
+ *
+ * With sqp->on, SQPOLL sets are tried first.  The kernel refuses DEFER_TASKRUN,
+ * COOP_TASKRUN and TASKRUN_FLAG with SQPOLL (EINVAL: requests are issued by
+ * the SQ thread, so their task work runs there, never in ours); it takes
+ * SINGLE_ISSUER (6.0: the SQ thread counts as the one issuer) and R_DISABLED
+ * (5.10: the SQ thread submits nothing until the ring is enabled).  Before
+ * 5.13 SQPOLL needs privileges (EPERM) and before 5.11 registered files.
+ * If every SQPOLL set is refused, sqp->err gets the errno of the plainest
+ * one's refusal and the ring is made without SQPOLL.
  */
 static int rl_ring_init(rl_ring *r, unsigned sq_entries, unsigned cq_entries,
-                        int allow_defer, int *first_err)
+                        int allow_defer, int *first_err, rl_sqpoll_req *sqp)
 {
     static const unsigned flag_sets[] = {
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG
             | IORING_SETUP_R_DISABLED,
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         0,
+    };
+    static const unsigned sq_flag_sets[] = {
+        IORING_SETUP_SQPOLL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_R_DISABLED,
+        IORING_SETUP_SQPOLL | IORING_SETUP_R_DISABLED,
+        IORING_SETUP_SQPOLL,
     };
     struct io_uring_params p;
     int fd = -1, i;
@@ -293,7 +331,29 @@ static int rl_ring_init(rl_ring *r, unsigned sq_entries, unsigned cq_entries,
     r->fd = -1;
     if (RL_ON_VALGRIND())
         allow_defer = 0;        /* see RINGLINE_VALGRIND above */
-    for (i = allow_defer ? 0 : 1; i < 3; i++) {
+    if (sqp && sqp->on) {
+        sqp->err = sqp->refuse ? EPERM : 0;
+        for (i = 0; i < 3 && !sqp->refuse; i++) {
+            memset(&p, 0, sizeof(p));
+            p.flags = sq_flag_sets[i] | IORING_SETUP_CQSIZE;
+            p.cq_entries = cq_entries;
+            p.sq_thread_idle = sqp->idle_ms;
+            if (sqp->cpu >= 0) {
+                p.flags |= IORING_SETUP_SQ_AFF;
+                p.sq_thread_cpu = (unsigned)sqp->cpu;
+            }
+            fd = rl_setup(sq_entries, &p);
+            if (fd >= 0) {
+                sqp->err = 0;
+                break;
+            }
+            sqp->err = errno;
+            /* Not allowed at all, or no io_uring: fewer flags cannot help. */
+            if (errno == ENOSYS || errno == EPERM || errno == EACCES)
+                break;
+        }
+    }
+    for (i = allow_defer ? 0 : 1; fd < 0 && i < 3; i++) {
         memset(&p, 0, sizeof(p));
         p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
         p.cq_entries = cq_entries;
@@ -310,6 +370,7 @@ static int rl_ring_init(rl_ring *r, unsigned sq_entries, unsigned cq_entries,
         return -errno;
     r->fd = fd;
     r->disabled = (p.flags & IORING_SETUP_R_DISABLED) != 0;
+    r->sqpoll = (p.flags & IORING_SETUP_SQPOLL) != 0;
     r->setup_flags = p.flags & ~IORING_SETUP_R_DISABLED;
     r->features = p.features;
 
@@ -412,10 +473,56 @@ static inline int rl_cq_overflow(rl_ring *r)
 }
 
 /*
+ * SQPOLL: whether the SQ thread sleeps (IORING_SQ_NEED_WAKEUP) and must be
+ * woken to see the tail just published.  The kernel thread sets the flag,
+ * then re-reads the tail before it sleeps; we store the tail, then read the
+ * flag.  Each side's load must follow its store, a store->load order only a
+ * full barrier gives (liburing: io_uring_smp_mb() in sq_ring_needs_enter).
+ */
+static inline int rl_sq_thread_asleep(rl_ring *r)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return (__atomic_load_n(r->sq_kflags, __ATOMIC_RELAXED) & IORING_SQ_NEED_WAKEUP) != 0;
+}
+
+/*
+ * Whether handing queued SQEs to the kernel takes a syscall.  Without
+ * SQPOLL: whenever any are queued.  With it, publishing the tail is enough
+ * unless the SQ thread sleeps (or the ring is not enabled yet).
+ */
+static inline int rl_submit_needs_enter(rl_ring *r)
+{
+    if (!r->sqpoll)
+        return rl_sq_pending(r) != 0;
+    if (r->disabled)
+        return 1;
+    return rl_flush_sq(r) && rl_sq_thread_asleep(r);
+}
+
+/*
+ * SQPOLL with a full SQ: slots free up only as the SQ thread consumes SQEs,
+ * which the application cannot see coming; IORING_ENTER_SQ_WAIT (5.10)
+ * waits until one is free.  The thread is woken first if it sleeps.
+ */
+static inline int rl_sq_wait_space(rl_ring *r)
+{
+    unsigned flags = IORING_ENTER_SQ_WAIT;
+    if (rl_flush_sq(r) && rl_sq_thread_asleep(r)) {
+        flags |= IORING_ENTER_SQ_WAKEUP;
+        r->n_sq_wakeups++;
+    }
+    return rl_ring_enter(r, 0, 0, flags, NULL, _NSIG / 8) < 0 ? -errno : 0;
+}
+
+/*
  * Submit everything queued and wait for at least `wait_nr` completions or
  * until `timeout_ns` passes (negative: no timeout).  One syscall.  With
  * EXT_ARG the timeout rides along instead of costing an IORING_OP_TIMEOUT
  * SQE.  Returns submitted count or -errno (ETIME and EINTR are normal).
+ *
+ * With SQPOLL the SQ thread submits what the published tail shows; the
+ * syscall is made only to wait, to wake that thread, or to flush overflowed
+ * CQEs (the kernel ignores to_submit there).  Waiting is GETEVENTS as ever.
  */
 static inline int rl_submit_and_wait(rl_ring *r, unsigned wait_nr, int64_t timeout_ns)
 {
@@ -425,6 +532,14 @@ static inline int rl_submit_and_wait(rl_ring *r, unsigned wait_nr, int64_t timeo
     struct __kernel_timespec ts;
     if (wait_nr || (r->setup_flags & IORING_SETUP_DEFER_TASKRUN) || rl_needs_enter(r))
         flags |= IORING_ENTER_GETEVENTS;
+    if (r->sqpoll) {
+        if (submit && rl_sq_thread_asleep(r)) {
+            flags |= IORING_ENTER_SQ_WAKEUP;
+            r->n_sq_wakeups++;
+        }
+        if (!flags && !r->disabled)
+            return (int)submit;
+    }
 #ifdef RINGLINE_VALGRIND
     if (wait_nr && RL_ON_VALGRIND()) {
         /* Block in poll(), not in io_uring_enter: see RINGLINE_VALGRIND above. */

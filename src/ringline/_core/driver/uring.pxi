@@ -89,6 +89,63 @@ def set_recv_incremental(bint enabled):
     return old
 
 
+# SQPOLL, off unless asked for (set_sqpoll; the runtime's Config.sqpoll):
+# new rings get a kernel thread that takes SQEs as the tail is published.
+# _sqpoll_idle_ms < 0: off.  _sqpoll_kernel False: act as a kernel that
+# refuses it (the tests).
+cdef long long _sqpoll_idle_ms = -1
+cdef int _sqpoll_cpu = -1
+cdef bint _sqpoll_kernel = True
+# The kernel's sq_thread_idle is a u32 of milliseconds.
+cdef long long _SQPOLL_IDLE_MAX = 0xFFFFFFFF
+
+
+def set_sqpoll(idle_ms, cpu=-1):
+    """Give io_uring loops created from now on an SQPOLL ring
+    (IORING_SETUP_SQPOLL): a kernel thread submits what the loop queues,
+    spinning idle_ms milliseconds after the last SQE before it sleeps (0:
+    the kernel's default, one second), pinned to CPU `cpu` unless -1
+    (IORING_SETUP_SQ_AFF).  idle_ms=None turns it off (the default).  Where
+    the kernel refuses it the loop gets a normal ring, logs a warning, and
+    loop.stats()['sqpoll_refused'] says why.  The runtime API's Config.sqpoll
+    sets it per worker.  Returns the old (idle_ms or None, cpu)."""
+    global _sqpoll_idle_ms, _sqpoll_cpu
+    if idle_ms is not None:
+        if isinstance(idle_ms, bool) or not isinstance(idle_ms, int):
+            raise TypeError(f"sqpoll idle_ms must be an int or None, got {type(idle_ms).__name__}")
+        if not 0 <= idle_ms <= _SQPOLL_IDLE_MAX:
+            raise ValueError(f"sqpoll idle_ms must be in 0..{_SQPOLL_IDLE_MAX}, got {idle_ms}")
+    if isinstance(cpu, bool) or not isinstance(cpu, int):
+        raise TypeError(f"sqpoll cpu must be an int, got {type(cpu).__name__}")
+    if not -1 <= cpu <= 0x7FFFFFFF:
+        raise ValueError(f"sqpoll cpu must be -1 (not pinned) or a CPU number, got {cpu}")
+    old = (None if _sqpoll_idle_ms < 0 else _sqpoll_idle_ms, _sqpoll_cpu)
+    _sqpoll_idle_ms = -1 if idle_ms is None else idle_ms
+    _sqpoll_cpu = cpu
+    return old
+
+
+def set_sqpoll_kernel(bint available):
+    """False: rings asked for SQPOLL act as on a kernel that refuses it
+    (EPERM, as before 5.13 for an unprivileged user) and fall back to a
+    normal ring -- used by the tests.  Returns the old value."""
+    global _sqpoll_kernel
+    old = _sqpoll_kernel
+    _sqpoll_kernel = available
+    return old
+
+
+cdef str _sqpoll_refusal(int err, bint simulated):
+    if simulated:
+        return "SQPOLL refused (simulated: core.set_sqpoll_kernel(False))"
+    why = {
+        errno_EPERM: " (before 5.13 SQPOLL needs privileges)",
+        errno_EINVAL: " (a flag this kernel refuses, or sq_thread_cpu not an online CPU "
+                      "of this cpuset)",
+    }.get(err, "")
+    return f"io_uring_setup refused IORING_SETUP_SQPOLL: {os.strerror(err)}{why}"
+
+
 def set_recv_buffers(unsigned entries, unsigned size):
     """Size of the provided-buffer ring of loops created from now on
     (entries: a power of two <= 32768; size: bytes per buffer).  entries=0:
@@ -115,10 +172,19 @@ cdef class UringDriver(Driver):
         self.name = "io_uring"
         self.wake_fd = -1
         self.ops = []
-        ret = rl_ring_init(&self.ring, sq_entries, cq_entries, 1, &first_err)
+        self.sqpoll_req.on = _sqpoll_idle_ms >= 0
+        self.sqpoll_req.idle_ms = <unsigned>_sqpoll_idle_ms if _sqpoll_idle_ms >= 0 else 0
+        self.sqpoll_req.cpu = _sqpoll_cpu
+        self.sqpoll_req.refuse = not _sqpoll_kernel
+        self.sqpoll_req.err = 0
+        ret = rl_ring_init(&self.ring, sq_entries, cq_entries, 1, &first_err, &self.sqpoll_req)
         if ret < 0:
             raise RingUnavailable(-ret, _ring_refusal_reason(-ret))
         self.ring_open = True
+        if self.sqpoll_req.on and self.sqpoll_req.err:
+            import logging
+            logging.getLogger("ringline").warning(
+                "SQPOLL was asked for; this loop has a normal ring: %s", self._sqpoll_refused())
         self.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         if self.wake_fd < 0:
             err = errno
@@ -144,6 +210,11 @@ cdef class UringDriver(Driver):
 
     def arm_wakeup(self):
         self.start(self.wake_op)
+
+    cdef str _sqpoll_refused(self):
+        if not self.sqpoll_req.on or not self.sqpoll_req.err:
+            return None
+        return _sqpoll_refusal(self.sqpoll_req.err, self.sqpoll_req.refuse)
 
     cdef int enter_thread(self) except -1:
         # Registered for as long as the loop runs on this thread: the table
@@ -218,8 +289,7 @@ cdef class UringDriver(Driver):
         sqe.flags = IOSQE_FIXED_FILE
         sqe.user_data = ud
         self.n_sqes += 1
-        ret = rl_steal_cqe(&self.ring, ud, 1000000000, &res)
-        self.n_enter += 1
+        ret = rl_steal_cqe(&self.ring, ud, 1000000000, &res)     # counts its enters
         if ret < 0:
             return ret
         return res
@@ -228,7 +298,7 @@ cdef class UringDriver(Driver):
         cdef DriverCounters c
         c.submitted = self.n_sqes
         c.completed = self.n_cqes
-        c.waits = self.n_enter
+        c.waits = self.ring.n_enter
         return c
 
     cdef io_uring_sqe *get_sqe(self) except NULL:
@@ -236,16 +306,23 @@ cdef class UringDriver(Driver):
         cdef int ret
         if sqe == NULL:
             # SQ full: hand what is queued to the kernel now, then retry.
-            ret = rl_submit_and_wait(&self.ring, 0, -1)
-            self.n_enter += 1
+            # (SQPOLL: wait for the SQ thread to free a slot.)
+            if self.ring.sqpoll:
+                ret = rl_sq_wait_space(&self.ring)
+            else:
+                ret = rl_submit_and_wait(&self.ring, 0, -1)
             if ret < 0 and ret != -errno_EINTR and ret != -errno_EBUSY and ret != -errno_EAGAIN:
                 raise _enter_error(-ret)
             sqe = rl_get_sqe(&self.ring)
             if sqe == NULL:
-                # The kernel could not take SQEs (CQ overflow backlog): make
-                # room by reaping, which may run completions re-entrantly.
+                # The kernel could not take SQEs (CQ overflow backlog; SQPOLL:
+                # the wait was interrupted): make room by reaping, which may
+                # run completions re-entrantly.
                 self.reap()
-                rl_submit_and_wait(&self.ring, 0, -1)
+                if self.ring.sqpoll:
+                    rl_sq_wait_space(&self.ring)
+                else:
+                    rl_submit_and_wait(&self.ring, 0, -1)
                 sqe = rl_get_sqe(&self.ring)
                 if sqe == NULL:
                     raise OSError(errno_EBUSY, "io_uring submission queue is full")
@@ -312,7 +389,6 @@ cdef class UringDriver(Driver):
         cdef int ret
         if self.ring_open and rl_sq_pending(&self.ring):
             ret = rl_submit_and_wait(&self.ring, 0, -1)
-            self.n_enter += 1
             if ret < 0 and ret != -errno_EINTR and ret != -errno_EBUSY and ret != -errno_EAGAIN:
                 raise _enter_error(-ret)
         return 0
@@ -321,10 +397,10 @@ cdef class UringDriver(Driver):
         cdef int ret
         if not self.ring_open:
             raise RuntimeError("the event loop's ring is closed")
-        if (timeout_ns == 0 and rl_sq_pending(&self.ring) == 0
+        if (timeout_ns == 0 and not rl_submit_needs_enter(&self.ring)
                 and not rl_needs_enter(&self.ring)):
-            # Nothing to submit, nothing deferred, no wait: the CQ can be
-            # read without a syscall.
+            # Nothing to submit (or, SQPOLL, the SQ thread awake to take
+            # it), nothing deferred, no wait: the CQ is read without a syscall.
             if rl_cq_ready(&self.ring):
                 self.reap()
             return 0
@@ -336,7 +412,6 @@ cdef class UringDriver(Driver):
             PyErr_CheckSignals()
         with nogil:
             ret = rl_submit_and_wait(&self.ring, 1 if timeout_ns != 0 else 0, timeout_ns)
-        self.n_enter += 1
         if ret < 0 and ret != -errno_ETIME and ret != -errno_EINTR \
                 and ret != -errno_EBUSY and ret != -errno_EAGAIN:
             raise _enter_error(-ret)
@@ -348,7 +423,6 @@ cdef class UringDriver(Driver):
         if rl_cq_overflow(&self.ring):
             # CQEs the kernel kept aside (FEAT_NODROP) are flushed by enter.
             rl_submit_and_wait(&self.ring, 0, 0)
-            self.n_enter += 1
             self.reap()
         return 0
 
@@ -495,7 +569,7 @@ cdef class UringDriver(Driver):
             'features': self.ring.features,
             'sq_entries': self.ring.sq_entries,
             'cq_entries': self.ring.cq_entries,
-            'io_uring_enter': self.n_enter,
+            'io_uring_enter': self.ring.n_enter,
             'registered_ring': self.ring.enter_flags != 0,
             'sqes_submitted': self.n_sqes,
             'cqes_processed': self.n_cqes,
@@ -506,6 +580,14 @@ cdef class UringDriver(Driver):
             'recv_enobufs': self.n_enobufs,     # receives that found the buffer ring empty
             'flushes': self.n_flushes,          # mid-batch submissions (set_flush_interval)
             'fixed_files': self.fixed_files,    # direct-descriptor table slots (0: none)
+            # SQPOLL (set_sqpoll): whether this ring has it, as asked, the
+            # kernel's refusal if it was asked for and refused, and the
+            # enters that woke a sleeping SQ thread.
+            'sqpoll': self.ring.sqpoll != 0,
+            'sqpoll_idle_ms': self.sqpoll_req.idle_ms if self.sqpoll_req.on else None,
+            'sqpoll_cpu': self.sqpoll_req.cpu if self.sqpoll_req.on and self.sqpoll_req.cpu >= 0 else None,
+            'sqpoll_refused': self._sqpoll_refused(),
+            'sq_wakeups': self.ring.n_sq_wakeups,
         }
 
 
@@ -559,7 +641,7 @@ def probe():
     cdef int first_err = 0
     cdef unsigned char ops[256]
     cdef unsigned last_op = 0
-    cdef int ret = rl_ring_init(&r, 8, 16, 1, &first_err)
+    cdef int ret = rl_ring_init(&r, 8, 16, 1, &first_err, NULL)
     if ret < 0:
         raise RingUnavailable(-ret, _ring_refusal_reason(-ret))
     memset(ops, 0, 256)
@@ -570,3 +652,22 @@ def probe():
         return r.setup_flags, r.features, {i: bool(ops[i]) for i in range(last_op + 1)}
     finally:
         rl_ring_exit(&r)
+
+
+def probe_sqpoll(idle_ms=10, cpu=-1):
+    """Whether this kernel gives this process an SQPOLL ring: None if it
+    does, else why not (a fresh ring is set up and closed; its SQ thread
+    lives for that long).  For `python -m ringline info`."""
+    cdef rl_ring r
+    cdef int first_err = 0
+    cdef rl_sqpoll_req req
+    memset(&req, 0, sizeof(req))
+    req.on = 1
+    req.idle_ms = idle_ms
+    req.cpu = cpu
+    req.refuse = not _sqpoll_kernel
+    cdef int ret = rl_ring_init(&r, 8, 16, 1, &first_err, &req)
+    if ret < 0:
+        raise RingUnavailable(-ret, _ring_refusal_reason(-ret))
+    rl_ring_exit(&r)
+    return _sqpoll_refusal(req.err, req.refuse) if req.err else None
