@@ -72,7 +72,7 @@ static void die(const char *what)
 
 /* ---------------- counters ---------------- */
 static struct {
-    unsigned long long enter, recv_cqe, recv_bytes, bufs, multi, max_bufs, buf_more, enobufs, rearm,
+    unsigned long long enter, recv_cqe, recv_bytes, bufs, multi, max_bufs, buf_more, enobufs, rearm, mshot_end,
         sends, sendmsgs, send_short, recycles;
 } S;
 static volatile sig_atomic_t g_stop;
@@ -636,8 +636,12 @@ static void on_cqe(const struct io_uring_cqe *cqe, int lfd)
             c->recv_armed = 0;
         if (res > 0) {
             on_recv_data(fd, cqe);
-            if (!more && !c->closing)
-                arm_recv(fd); /* multishot ended (e.g. CQ pressure): re-arm */
+            if (!more && !c->closing) {
+                /* multishot ended with data: CQ pressure, or (bundles) the peek took
+                 * every buffer left in the ring (REQ_F_BL_EMPTY): re-arm */
+                S.mshot_end++;
+                arm_recv(fd);
+            }
         } else if (res == -ENOBUFS) {
             /* the ring ran dry: the multishot recv ends (no F_MORE) and consumed nothing */
             S.enobufs++;
@@ -669,10 +673,10 @@ static void print_stats(void)
 {
     fprintf(stderr,
             "uring_echo_variants stats: enter=%llu recv_cqe=%llu recv_bytes=%llu bufs=%llu "
-            "multi_buf_cqe=%llu max_bufs_per_cqe=%llu buf_more=%llu enobufs=%llu rearm=%llu "
+            "multi_buf_cqe=%llu max_bufs_per_cqe=%llu buf_more=%llu enobufs=%llu rearm=%llu mshot_end=%llu "
             "sends=%llu sendmsgs=%llu short_sends=%llu recycles=%llu buffers_out=%u\n",
             S.enter, S.recv_cqe, S.recv_bytes, S.bufs, S.multi, S.max_bufs, S.buf_more, S.enobufs,
-            S.rearm, S.sends, S.sendmsgs, S.send_short, S.recycles, g_out);
+            S.rearm, S.mshot_end, S.sends, S.sendmsgs, S.send_short, S.recycles, g_out);
 }
 
 int main(int argc, char **argv)
