@@ -20,6 +20,19 @@ def whole_buffers():
     return ringline.new_event_loop()
 
 
+def bundles():
+    """Receives in bundles (IORING_RECVSEND_BUNDLE), incremental as by default."""
+    core.set_recv_bundles(True)
+    return ringline.new_event_loop()
+
+
+def whole_bundles():
+    """Bundles over whole buffers."""
+    core.set_recv_bundles(True)
+    core.set_recv_incremental(False)
+    return ringline.new_event_loop()
+
+
 def _shape(entries, size, inc=True):
     def factory():
         core.set_recv_buffers(entries, size)

@@ -64,6 +64,7 @@ cdef extern from "driver/uring.h" nogil:
         unsigned short tail
         char *bufs
         int inc
+        int bundle
 
     int rl_ring_init(rl_ring *r, unsigned sq_entries, unsigned cq_entries,
                      int allow_defer, int *first_err, rl_sqpoll_req *sq)
@@ -99,9 +100,13 @@ cdef extern from "driver/uring.h" nogil:
     void rl_pbuf_hold(rl_pbuf_ring *pb, unsigned bid)
     void rl_pbuf_put(rl_pbuf_ring *pb, unsigned bid)
     void rl_pbuf_cqe_done(rl_pbuf_ring *pb, unsigned bid, unsigned cqe_flags)
+    int rl_pbuf_bundle_next(rl_pbuf_ring *pb, unsigned *left, unsigned cqe_flags, int first,
+                            unsigned *bid, char **ptr, unsigned *len, int *done)
     void rl_pbuf_ring_free(rl_ring *r, rl_pbuf_ring *pb)
 
     enum:
+        IORING_RECVSEND_BUNDLE
+        RL_FEAT_RECVSEND_BUNDLE
         IORING_SETUP_SINGLE_ISSUER
         IORING_SETUP_DEFER_TASKRUN
         IORING_SETUP_COOP_TASKRUN

@@ -623,6 +623,10 @@ static inline int64_t rl_monotonic_ns(void)
  * piece is committed and its CQE posted in one step, and io_req_post_cqe()
  * flushes deferred completions before a multishot CQE.
  */
+#ifndef IORING_RECVSEND_BUNDLE
+#define IORING_RECVSEND_BUNDLE (1U << 4)
+#endif
+#define RL_FEAT_RECVSEND_BUNDLE (1U << 14)      /* IORING_FEAT_RECVSEND_BUNDLE */
 #ifndef IOU_PBUF_RING_INC
 #define IOU_PBUF_RING_INC 2
 #endif
@@ -648,6 +652,8 @@ typedef struct rl_pbuf_ring {
     unsigned short bgid;
     unsigned short tail;         /* local tail; published with rl_pbuf_commit */
     int inc;                     /* registered with IOU_PBUF_RING_INC */
+    int bundle;                  /* receives take bundles (rl_pbuf_bundle_next) */
+    unsigned short head;         /* bundles: the kernel's head, mirrored */
     uint32_t *off;               /* per bid: bytes the kernel has filled (INC) */
     uint32_t *holds;             /* per bid: the kernel's hold + handed-on pieces */
 } rl_pbuf_ring;
@@ -764,6 +770,50 @@ static inline char *rl_pbuf_piece(rl_pbuf_ring *pb, unsigned bid, unsigned res,
     else
         pb->off[bid] = 0;
     return rl_pbuf_addr(pb, bid) + off;
+}
+
+/*
+ * Recv bundles (IORING_RECVSEND_BUNDLE, 6.10): one CQE for several buffers,
+ * taken from the ring's head in ring order; the CQE names the first, res is
+ * the total.  With INC the first may be a buffer already partly filled, and
+ * BUF_MORE speaks of the last one only.  The ring's order is ours to read
+ * (we wrote every entry; the kernel changes only addr/len of an INC head),
+ * so the kernel's head is mirrored here: every buffer finished moves it.
+ * A ring whose receives take bundles must have every CQE walked by
+ * rl_pbuf_bundle_next (a lone buffer is a bundle of one).
+ *
+ * One piece per call: *left starts at res.  0 with *bid, *ptr, *len set and
+ * *done (the kernel has finished that buffer: rl_pbuf_put its hold once
+ * the piece is dealt with); 1 when nothing is left; -EIO when the CQE's
+ * first buffer is not the mirrored head -- the mirror is wrong, and no
+ * piece may be trusted.
+ */
+static inline int rl_pbuf_bundle_next(rl_pbuf_ring *pb, unsigned *left, unsigned cqe_flags,
+                                      int first, unsigned *bid, char **ptr, unsigned *len,
+                                      int *done)
+{
+    unsigned id, off, avail, take;
+    if (*left == 0)
+        return 1;
+    id = pb->br->bufs[pb->head & pb->mask].bid;
+    if (id >= pb->entries || (first && id != (cqe_flags >> IORING_CQE_BUFFER_SHIFT)))
+        return -EIO;
+    off = pb->inc ? pb->off[id] : 0;
+    avail = pb->buf_size - off;
+    take = *left < avail ? *left : avail;
+    *bid = id;
+    *ptr = rl_pbuf_addr(pb, id) + off;
+    *len = take;
+    *left -= take;
+    if (*left == 0 && pb->inc && (cqe_flags & IORING_CQE_F_BUF_MORE) && take < avail) {
+        pb->off[id] = off + take;       /* the kernel goes on filling it */
+        *done = 0;
+    } else {
+        pb->off[id] = 0;
+        pb->head++;
+        *done = 1;
+    }
+    return 0;
 }
 
 /* One more holder of buffer `bid` (a piece handed on without a copy). */

@@ -19,7 +19,10 @@ cdef class ConnRecvOp(BufRecvOp):
         cdef Driver d
         if not more:
             self.single = False
-        if flags & IORING_CQE_F_BUFFER:
+        if flags & IORING_CQE_F_BUFFER and self.loop._driver.pbuf.bundle:
+            if res > 0:
+                _conn_bundle(core, self.loop._driver, res, flags)
+        elif flags & IORING_CQE_F_BUFFER:
             d = self.loop._driver
             bid = flags >> IORING_CQE_BUFFER_SHIFT
             buf = _pbuf_piece(d, res, flags)
@@ -39,6 +42,34 @@ cdef class ConnRecvOp(BufRecvOp):
         if not more:
             core.recv_ended(res)
         return 0
+
+
+cdef int _conn_bundle(ConnCore core, Driver d, int res, uint32_t flags) except -1:
+    # A recv bundle (uring.h rl_pbuf_bundle_next): each buffer's piece
+    # becomes a KBuf of its own, in order, no copy.  Every piece is walked
+    # even if one raises: the mirrored head must stay right.
+    cdef unsigned left = <unsigned>res, bid = 0, n = 0
+    cdef char *ptr = NULL
+    cdef int done = 0, r, first = 1
+    err = None
+    while True:
+        r = rl_pbuf_bundle_next(d.pbuf, &left, flags, first, &bid, &ptr, &n, &done)
+        if r == 1:
+            break
+        if r < 0:
+            raise _bundle_mismatch(flags)
+        first = 0
+        RL_KERNEL_WROTE(ptr, n)
+        try:
+            if err is None:
+                core.on_kbuf(bid, ptr, n)
+        except BaseException as exc:
+            err = exc
+        if done:
+            rl_pbuf_put(d.pbuf, bid)
+    if err is not None:
+        raise err
+    return 0
 
 
 cdef class ConnSendOp(GatherSendOp):

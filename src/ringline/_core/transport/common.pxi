@@ -157,6 +157,8 @@ cdef class BufRecvOp(Op):
             sqe.opcode = IORING_OP_RECV
             sqe.fd = self.fd
             sqe.ioprio = IORING_RECV_MULTISHOT
+            if d.pbuf.bundle:
+                sqe.ioprio |= IORING_RECVSEND_BUNDLE
             sqe.flags = IOSQE_BUFFER_SELECT
             sqe.buf_group = d.pbuf.bgid
         return 0
@@ -196,6 +198,11 @@ cdef inline char *_pbuf_piece(Driver d, int res, uint32_t flags) except NULL:
                            f"with {res} bytes, outside the buffer ring")
     RL_KERNEL_WROTE(ptr, res if res > 0 else 0)
     return ptr
+
+
+cdef object _bundle_mismatch(uint32_t flags):
+    return RuntimeError(f"io_uring recv bundle names buffer {flags >> IORING_CQE_BUFFER_SHIFT}, "
+                        f"not the buffer ring's head: the ring's order was lost")
 
 
 cdef inline void _recv_drop_buf(BufRecvOp op) noexcept:

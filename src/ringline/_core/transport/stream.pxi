@@ -65,6 +65,14 @@ cdef class StreamRecvOp(BufRecvOp):
         # The protocol's context, as asyncio's reader callback has it.
         ctx = core._enter()
         try:
+            if flags & IORING_CQE_F_BUFFER and self.loop._driver.pbuf.bundle:
+                if not more:
+                    self.single = False
+                if res > 0:
+                    _stream_bundle(core, self.loop._driver, res, flags)
+                if not more:
+                    core.recv_ended(res)
+                return 0
             if flags & IORING_CQE_F_BUFFER:
                 d = self.loop._driver
                 ptr = _pbuf_piece(d, res, flags)
@@ -91,6 +99,51 @@ cdef class StreamRecvOp(BufRecvOp):
         finally:
             core._leave(ctx)
         return 0
+
+
+cdef int _stream_bundle(StreamCore core, Driver d, int res, uint32_t flags) except -1:
+    # A bundle CQE (uring.h rl_pbuf_bundle_next): one buffer is delivered
+    # in place, as without bundles; several are copied into one bytes
+    # object, one data_received() for them all.  Every piece is walked
+    # (and its finished buffer given back) whatever happens, or the
+    # mirrored head would be wrong for every later receive.
+    cdef unsigned left = <unsigned>res, bid = 0, n = 0
+    cdef char *ptr = NULL
+    cdef char *dst
+    cdef int done = 0, r
+    cdef bytes data
+    r = rl_pbuf_bundle_next(d.pbuf, &left, flags, 1, &bid, &ptr, &n, &done)
+    if r != 0:
+        raise _bundle_mismatch(flags)
+    RL_KERNEL_WROTE(ptr, n)
+    if left == 0:
+        try:
+            core.on_data(ptr, n)
+        finally:
+            if done:
+                rl_pbuf_put(d.pbuf, bid)
+        return 0
+    try:
+        data = PyBytes_FromStringAndSize(NULL, res)
+    except BaseException:
+        while r == 0:               # no memory: the bytes are lost, the ring's order is not
+            if done:
+                rl_pbuf_put(d.pbuf, bid)
+            r = rl_pbuf_bundle_next(d.pbuf, &left, flags, 0, &bid, &ptr, &n, &done)
+        raise
+    dst = PyBytes_AS_STRING(data)
+    while True:
+        memcpy(dst, ptr, n)
+        dst += n
+        if done:
+            rl_pbuf_put(d.pbuf, bid)
+        r = rl_pbuf_bundle_next(d.pbuf, &left, flags, 0, &bid, &ptr, &n, &done)
+        if r == 1:
+            break
+        if r < 0:
+            raise _bundle_mismatch(flags)
+        RL_KERNEL_WROTE(ptr, n)
+    return core.on_data_obj(data)
 
 
 @cython.final
@@ -243,6 +296,22 @@ cdef class StreamCore(TransportCore):
                         reader.feed_data(PyBytes_FromStringAndSize(ptr, n))
             else:
                 self.data_received(PyBytes_FromStringAndSize(ptr, n))
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
+        return 0
+
+    cdef int on_data_obj(self, bytes data) except -1:
+        # on_data() for bytes already made (a recv bundle's): a plain
+        # protocol gets the object itself.
+        if self.conn_lost:
+            return 0
+        if self.paused or self.pending or self.tls is not None or self.buffered \
+                or self.srp is not None:
+            return self.on_data(PyBytes_AS_STRING(data), len(data))
+        try:
+            self.data_received(data)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

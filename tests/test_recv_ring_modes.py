@@ -1,14 +1,17 @@
-"""Incremental consumption of the receive buffer ring (IOU_PBUF_RING_INC,
-Linux 6.12; driver/uring.h explains it): the kernel fills one buffer in
-pieces, several receives in turn.  Every test runs with the feature on
-(where the kernel has it) and forced off (core.set_recv_incremental(False),
-what a kernel before 6.12 gets).  io_uring only: the buffer ring is the
-ring's.
+"""How receives use the buffer ring (driver/uring.h explains both):
+incremental consumption (IOU_PBUF_RING_INC, Linux 6.12: the kernel fills
+one buffer in pieces, several receives in turn) and recv bundles
+(IORING_RECVSEND_BUNDLE, 6.10: one CQE for several buffers).  Every test
+runs in each mode: incremental on (the default where the kernel has it) or
+forced off (core.set_recv_incremental(False), what a kernel before 6.12
+gets), each with bundles off (the default) and on
+(core.set_recv_bundles(True)).  io_uring only: the buffer ring is the ring's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import random
 import socket
@@ -31,40 +34,60 @@ def _io_uring_available():
 needs_uring = pytest.mark.skipif(not _io_uring_available(), reason="io_uring unavailable")
 
 
-def _kernel_has_inc():
+def _kernel_has(key, **switch):
     # What the driver found: a loop asks, and the ring says what it got.
     import ringline
     from ringline._core import core
-    old = core.set_recv_incremental(True)
+    olds = {name: getattr(core, name)(value) for name, value in switch.items()}
     try:
         loop = ringline.new_event_loop("io_uring")
     finally:
-        core.set_recv_incremental(old)
+        for name, value in olds.items():
+            getattr(core, name)(value)
     try:
-        return loop.stats()["recv_incremental"]
+        return loop.stats()[key]
     finally:
         loop.close()
 
 
-@pytest.fixture(params=[True, False], ids=["inc", "whole"])
-def inc(request):
-    if request.param and not _kernel_has_inc():
+@pytest.fixture(params=[(True, False), (False, False), (True, True), (False, True)],
+                ids=["inc", "whole", "inc-bundles", "whole-bundles"])
+def mode(request):
+    inc, bundles = request.param
+    if not _io_uring_available():
+        pytest.skip("io_uring unavailable")
+    if inc and not _kernel_has("recv_incremental", set_recv_incremental=True):
         pytest.skip("this kernel has no incremental buffer consumption (6.12+)")
+    if bundles and not _kernel_has("recv_bundles", set_recv_bundles=True):
+        pytest.skip("this kernel has no recv bundles (6.10+)")
     return request.param
 
 
-def _uring_loop(inc, entries=4, size=4096):
+@contextlib.contextmanager
+def _bundles(on):
+    from ringline._core import core
+    old = core.set_recv_bundles(on)
+    try:
+        yield
+    finally:
+        core.set_recv_bundles(old)
+
+
+def _uring_loop(mode, entries=4, size=4096):
     import ringline
     from ringline._core import core
+    inc, bundles = mode
     old_bufs = core.set_recv_buffers(entries, size)
     old_inc = core.set_recv_incremental(inc)
     try:
-        loop = ringline.new_event_loop("io_uring")
+        with _bundles(bundles):
+            loop = ringline.new_event_loop("io_uring")
     finally:
         core.set_recv_buffers(*old_bufs)
         core.set_recv_incremental(old_inc)
-    assert loop.stats()["recv_buffers"] == (entries, size)
-    assert loop.stats()["recv_incremental"] is inc
+    st = loop.stats()
+    assert st["recv_buffers"] == (entries, size)
+    assert (st["recv_incremental"], st["recv_bundles"]) == (inc, bundles)
     return loop
 
 
@@ -77,12 +100,13 @@ class _Echo(asyncio.Protocol):
 
 
 @needs_uring
-def test_small_messages_share_a_buffer(inc):
+def test_small_messages_share_a_buffer(mode):
     # 100 round trips of 100 bytes on one connection (client and server both
     # on this loop: 20,000 bytes received).  Whole buffers: the ring's head
     # moves once per receive.  Incremental: once per 4 KiB filled.
     from ringline._core import core
-    loop = _uring_loop(inc)
+    inc = mode[0]
+    loop = _uring_loop(mode)
     try:
         async def main():
             server = await loop.create_server(_Echo, "127.0.0.1", 0)
@@ -113,12 +137,12 @@ def test_small_messages_share_a_buffer(inc):
 
 @needs_uring
 @pytest.mark.parametrize("entries,size", [(4, 4096), (64, 131072)])
-def test_echo_many_connections_any_sizes(inc, entries, size):
+def test_echo_many_connections_any_sizes(mode, entries, size):
     # Pieces of one buffer go to different connections, in arrival order;
     # every byte must come back where it belongs, and every buffer must end
     # up back in the ring.
     from ringline._core import core
-    loop = _uring_loop(inc, entries, size)
+    loop = _uring_loop(mode, entries, size)
     rnd = random.Random(18)
     sizes = [[rnd.choice([1, 100, 4095, 4096, 4097, 10_000, rnd.randint(1, 300_000)])
               for _ in range(6)] for _ in range(32)]
@@ -162,8 +186,8 @@ def _records(i, n):
 
 
 @needs_uring
-@pytest.mark.parametrize("mode", ["with_data", "forward"])
-def test_runtime_views_over_shared_buffers(inc, mode):
+@pytest.mark.parametrize("send_mode", ["with_data", "forward"])
+def test_runtime_views_over_shared_buffers(mode, send_mode):
     # A length-prefixed record protocol: fn returns NEED_MORE until a whole
     # record is in the view, so views span pieces of several buffers; in
     # "forward" mode the record's own kernel buffer is what gets sent, held
@@ -174,7 +198,7 @@ def test_runtime_views_over_shared_buffers(inc, mode):
 
     class H(ringline.Handler):
         async def on_accept(self, conn):
-            send = conn.forward_recv_buf if mode == "forward" else conn.send_nowait
+            send = conn.forward_recv_buf if send_mode == "forward" else conn.send_nowait
 
             def fn(view):
                 if len(view) < 4:
@@ -185,12 +209,14 @@ def test_runtime_views_over_shared_buffers(inc, mode):
                 send(view[:n])
                 return n
 
-            q.put(asyncio.get_running_loop().stats()["recv_incremental"])
+            st = asyncio.get_running_loop().stats()
+            q.put((st["recv_incremental"], st["recv_bundles"]))
             while await conn.with_data(fn):
                 pass
 
-    with launched(H, "io_uring", ring_size=8, buffer_size=4096,
-                  recv_incremental=inc) as (sh, _):
+    inc, bundles = mode
+    with _bundles(bundles), launched(H, "io_uring", ring_size=8, buffer_size=4096,
+                                     recv_incremental=inc) as (sh, _):
         socks = [client(sh.address()) for _ in range(6)]
         recs = [_records(i, 40) for i in range(6)]
         for k in range(40):
@@ -201,11 +227,11 @@ def test_runtime_views_over_shared_buffers(inc, mode):
         for s in socks:
             s.close()
         seen = {get(q) for _ in socks}
-    assert seen == {inc}
+    assert seen == {mode}
 
 
 @needs_uring
-def test_runtime_peer_reset_mid_buffer(inc):
+def test_runtime_peer_reset_mid_buffer(mode):
     # A connection reset while its data sits in a piece of a shared buffer
     # must not take other connections' pieces with it.
     import ringline
@@ -218,8 +244,9 @@ def test_runtime_peer_reset_mid_buffer(inc):
             while await conn.with_data(fn):
                 pass
 
-    with launched(H, "io_uring", ring_size=4, buffer_size=4096,
-                  recv_incremental=inc) as (sh, _):
+    inc, bundles = mode
+    with _bundles(bundles), launched(H, "io_uring", ring_size=4, buffer_size=4096,
+                                     recv_incremental=inc) as (sh, _):
         good = client(sh.address())
         for round_ in range(20):
             bad = client(sh.address())
