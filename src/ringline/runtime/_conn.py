@@ -57,33 +57,30 @@ class ConnCtx(ConnCore):
     def peer_addr(self):
         """The peer's address (as socket.getpeername() gives it)."""
         if self._peer is None:
-            if self.sock is not None:
-                try:
-                    self._peer = self.sock.getpeername()
-                except OSError:
-                    return None
-            elif self.direct:
-                self._names()
+            self._names()
         return self._peer
 
     @property
     def local_addr(self):
         if self._local is None:
-            if self.sock is not None:
-                try:
-                    self._local = self.sock.getsockname()
-                except OSError:
-                    return None
-            elif self.direct:
-                self._names()
+            self._names()
         return self._local
 
     def _names(self):
-        # A direct connection (Config.fixed_files) has no socket object:
-        # both addresses at once, through a real fd made for a moment.
-        names = self._direct_names()
-        if names is not None:
-            self._peer, self._local = names
+        # Both addresses, from the socket, or for a direct connection
+        # (Config.fixed_files: no socket object) through a real fd made for
+        # a moment; left None where they cannot be read.
+        if self.sock is not None:
+            for attr, get in (("_peer", self.sock.getpeername), ("_local", self.sock.getsockname)):
+                if getattr(self, attr) is None:
+                    try:
+                        setattr(self, attr, get())
+                    except OSError:
+                        pass    # (a peer gone: its address is, too)
+        elif self.direct:
+            names = self._direct_names()
+            if names is not None:
+                self._peer, self._local = names
 
     @property
     def tls_info(self) -> dict | None:

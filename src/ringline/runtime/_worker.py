@@ -338,6 +338,14 @@ class Worker:
             # connection, which a slot could not take anyway.
             _set_nodelay(sock)
 
+        def serve_conn(conn):
+            # A set-up connection starts receiving, and its handler task runs.
+            conn._start()
+            task = self._task(serve(conn, tls))
+            conn.task = task
+            conn_tasks.add(task)
+            task.add_done_callback(conn_tasks.discard)
+
         def on_accept_direct(slot):
             if len(conn_tasks) >= max_conns or self.stopping:
                 metrics.add(_M_REJECTED)
@@ -345,11 +353,7 @@ class Worker:
                 return
             conn = ConnCtx()
             conn._setup_direct(loop, slot, family, env)
-            conn._start()
-            task = self._task(serve(conn, tls))
-            conn.task = task
-            conn_tasks.add(task)
-            task.add_done_callback(conn_tasks.discard)
+            serve_conn(conn)
 
         def on_full():
             # The kernel accepted and closed a connection: no free slot.
@@ -377,11 +381,7 @@ class Worker:
                 _set_nodelay(s)
             conn = ConnCtx()
             conn._setup(loop, s, env, False)
-            conn._start()
-            task = self._task(serve(conn, tls))
-            conn.task = task
-            conn_tasks.add(task)
-            task.add_done_callback(conn_tasks.discard)
+            serve_conn(conn)
 
         def on_error(exc):
             if self.stopping:
