@@ -107,6 +107,7 @@ cdef class Op:
     cdef int drop(self) except -1
     cdef int take_kept(self) except -1
     cdef int keep_unclaimed(self, object result, object buf) except -1
+    cdef int quiet(self, int res, uint32_t flags) except -1
 
 
 # Driver.counters(): the driver's work so far, the same three on every

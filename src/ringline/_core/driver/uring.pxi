@@ -551,6 +551,7 @@ cdef class UringDriver(Driver):
                 self.inflight -= 1
                 _live.ops_inflight -= 1
                 self._untrack(op)
+                op.quiet(res, flags)
 
     def __dealloc__(self):
         # Reached only after the loop was closed (shutdown ran) or never
