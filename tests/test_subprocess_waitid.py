@@ -55,6 +55,15 @@ def _no_zombie(pid):
     return False
 
 
+def _gone(pid):
+    # Reaped (by anyone), looked at without reaping.
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return False
+
+
 def test_exit_statuses(run, waitid):
     async def main():
         out = []
@@ -204,3 +213,28 @@ def test_switch_and_probe():
         assert core.waitid_in_ring() is bool(ops.get(50))   # IORING_OP_WAITID
     finally:
         core.set_waitid(old)
+
+
+def test_blocking_wait_on_the_loop_thread(loop, run, waitid):
+    # A callback calling the Popen-like wait() on the loop's own thread,
+    # after the ring reaped the child in an enter that did not process its
+    # CQE (a flush(): DEFER_TASKRUN runs task work in any GETEVENTS enter).
+    async def main():
+        p = await _sh("sleep 0.2; exit 6")
+        proc = _proc(p)
+        await asyncio.sleep(0)                                  # the WAITID is in the kernel
+        os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)     # exited, not reaped
+        r, w = os.pipe()
+        try:
+            fut = loop._poll_once(r, 1)                         # an SQE to flush
+            loop._flush()
+            # Reaped by the ring, its completion not yet processed:
+            stuck = _gone(p.pid) and proc._ring is not None and proc._ring.outcome() is None
+            rc = proc.wait(timeout=5)
+            fut.cancel()
+        finally:
+            os.close(r)
+            os.close(w)
+        assert rc == 6 and await p.wait() == 6
+        return stuck
+    assert run(main()) is waitid     # the case it is about did happen

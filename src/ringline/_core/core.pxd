@@ -153,6 +153,9 @@ cdef class Driver:
     cdef int reserve(self, int n) except -1
     cdef int register_fixed_files(self, unsigned n) except? -10000
     cdef int fixed_install(self, int slot) except? -10000
+    cdef bint waitid_ring(self) except -1
+    cdef bint kernel_open(self) noexcept
+    cdef int reap_now(self) except -1
 
 
 cdef class UringDriver(Driver):

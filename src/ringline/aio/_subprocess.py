@@ -347,7 +347,8 @@ class Process:
                 if fd >= 0:
                     os.close(fd)
             delay = 0.0005
-            while (rc := self._reap(True)) is None:     # pidfd-less fallback
+            while (rc := self._reap(True)) is None:     # pidfd-less fallback, or the ring's
+                self._ring_here()
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
             return rc
@@ -357,9 +358,17 @@ class Process:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise subprocess.TimeoutExpired(self.args, timeout)
+            self._ring_here()
             time.sleep(min(delay, left))
             delay = min(delay * 2, 0.05)
         return rc
+
+    def _ring_here(self):
+        # wait() on the loop's own thread: the ring's result may be a CQE
+        # only this thread can process (WaitidOp.reap_here).
+        op = self._ring
+        if op is not None:
+            op.reap_here()
 
     def _close_pidfd(self):
         with self._lock:

@@ -1,7 +1,7 @@
 # Child exits reaped in the ring: IORING_OP_WAITID (6.7) on a pidfd, for
 # aio/_subprocess.py's watch_exit.  Where the kernel lacks the opcode (or
-# set_waitid(False)), or on the poll backend, the caller polls the pidfd
-# and reaps with waitid(2) itself.
+# set_waitid(False), driver/uring.pxi), or on the poll backend, the caller
+# polls the pidfd and reaps with waitid(2) itself.
 #
 # The op reaps (WEXITED without WNOWAIT): that is the point, one SQE instead
 # of a POLL_ADD plus a waitid syscall.  io_uring/waitid.c writes signo,
@@ -29,19 +29,7 @@ cdef extern from *:
         WEXITED
 
 
-cdef bint _use_waitid = True
-
-
-def set_waitid(bint enabled):
-    """Whether io_uring loops reap subprocess exits in the ring
-    (IORING_OP_WAITID, 6.7+).  False: the pidfd is polled (POLL_ADD) and
-    reaped with waitid(2) -- what a kernel before 6.7 and the poll backend
-    get (used by the tests and benchmarks/spawn_bench.py).  Returns the
-    old value."""
-    global _use_waitid
-    old = _use_waitid
-    _use_waitid = enabled
-    return old
+from cpython.pythread cimport PyThread_get_thread_ident
 
 
 def waitid_in_ring():
@@ -90,7 +78,7 @@ cdef class WaitidOp(Op):
         cdef Driver drv
         if not self.done:
             drv = self.loop._driver if self.loop is not None else None
-            if drv is None or (isinstance(drv, UringDriver) and not (<UringDriver>drv).ring_open):
+            if drv is None or not drv.kernel_open():
                 # Torn down without a final CQE (leaked op; or never
                 # submitted): the ring's exit cancels a waitid that is
                 # still armed.
@@ -98,13 +86,28 @@ cdef class WaitidOp(Op):
             return None
         return (self.res, self.info.si_code, self.info.si_status)
 
+    def reap_here(self):
+        """Process the ring's completions now if this op is still in flight
+        and this is its loop's thread: a blocking wait() there (a callback
+        calling Process.wait()) would otherwise wait for a CQE only this
+        thread can take -- a DEFER_TASKRUN ring reaps the child in any
+        enter with GETEVENTS (a flush()), and the CQE waits in the CQ for
+        the next iteration.  Completions run re-entrantly, as get_sqe's
+        SQ-full path runs them.  True if it looked."""
+        cdef Driver drv
+        if self.done or self.loop is None or self.loop._thread_id != PyThread_get_thread_ident():
+            return False
+        drv = self.loop._driver
+        if drv is None or not drv.kernel_open():
+            return False
+        drv.reap_now()
+        return True
+
 
 cdef object _waitid_start(LoopCore loop, int pidfd):
     # (op, future), or None where the ring cannot do it.
     cdef WaitidOp op
-    if not _use_waitid or not isinstance(loop._driver, UringDriver):
-        return None
-    if not (<UringDriver>loop._driver).ring_open or not _ring_has_op(RL_OP_WAITID):
+    if loop._driver is None or not loop._driver.waitid_ring():
         return None
     op = WaitidOp.__new__(WaitidOp)
     fut = loop._new_future()
