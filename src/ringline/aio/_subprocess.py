@@ -60,8 +60,8 @@ whoever reaped first.  While a ring's WAITID may reap the child
 means "the ring has it": ``_reap`` returns None (``wait()`` keeps waiting)
 until the ring's result -- kept on its op, readable from any thread, even
 after the loop closed -- is recorded; only a ring that also saw ECHILD
-(os.wait() behind our back) makes it 255.  Signals go through the pidfd, and never to a child
-that has been reaped.
+(os.wait() behind our back) makes it 255.  Signals go through the pidfd,
+and never to a child that has been reaped.
 """
 
 from __future__ import annotations
@@ -830,6 +830,7 @@ def watch_exit(loop, transport, proc, pidfd) -> None:
         # proc._reap() records) -- or was cancelled: the loop is closing.
         if fut.cancelled():
             return
+        fut.exception()       # retrieved: the op's outcome says the same
         returncode = proc._reap()
         if returncode is None:
             # An error that reaped nothing (not expected): poll instead.
