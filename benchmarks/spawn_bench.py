@@ -17,7 +17,8 @@ ctypes with the GIL released, on the spawner threads), ``ringline-os`` (the same
 ``os.posix_spawnp``, which holds the GIL while the child execs: ringline's path where
 libc lacks posix_spawn_file_actions_addclosefrom_np), ``ringline-popen`` (children
 created by ``subprocess.Popen`` on the spawner threads: the fall-back path for what
-posix_spawn cannot express), ``ringline-poll`` (the poll backend), ``rloop`` or
+posix_spawn cannot express), ``ringline-poll`` (the poll backend), ``ringline-nowaitid`` (io_uring with
+exits awaited by pidfd POLL_ADD + waitid(2) rather than IORING_OP_WAITID), ``rloop`` or
 ``MODULE:FACTORY``; ``c`` is the floor: a C program (spawnref.c, built on demand) that
 does nothing but posix_spawnp + wait, CONCURRENCY in flight (inherit stdio only).
 
@@ -48,6 +49,9 @@ RINGLINE_VARIANTS = {
     "ringline-popen": (None, "popen"),
     "ringline-poll": ("poll", "posix_spawn"),
     "ringline-poll-popen": ("poll", "popen"),
+    # io_uring with exits awaited by pidfd POLL_ADD + waitid(2) instead of
+    # IORING_OP_WAITID (core.set_waitid(False): what kernels before 6.7 get)
+    "ringline-nowaitid": (None, "posix_spawn"),
 }
 
 
@@ -73,6 +77,9 @@ def make_loop(name):
         _subprocess.USE_POSIX_SPAWN = path != "popen"
         if path == "os.posix_spawn":
             _spawn.AVAILABLE = False
+        if name.endswith("-nowaitid"):
+            from ringline._core import core
+            core.set_waitid(False)
         return ringline.new_event_loop(backend=backend)
     return _common.new_loop(name)
 

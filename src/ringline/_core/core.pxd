@@ -107,6 +107,7 @@ cdef class Op:
     cdef int drop(self) except -1
     cdef int take_kept(self) except -1
     cdef int keep_unclaimed(self, object result, object buf) except -1
+    cdef int quiet(self, int res, uint32_t flags) except -1
 
 
 # Driver.counters(): the driver's work so far, the same three on every
@@ -152,6 +153,9 @@ cdef class Driver:
     cdef int reserve(self, int n) except -1
     cdef int register_fixed_files(self, unsigned n) except? -10000
     cdef int fixed_install(self, int slot) except? -10000
+    cdef bint waitid_ring(self) except -1
+    cdef bint kernel_open(self) noexcept
+    cdef int reap_now(self) except -1
 
 
 cdef class UringDriver(Driver):

@@ -10,7 +10,8 @@
 #               uring.h, rl_poll.h, kq.h)
 #   loop/       LoopCore (loop.pxi), Op and the socket ops (ops.pxi), Handle,
 #               TimerHandle and the timer heap (handles.pxi), read buffers
-#               lent per read (bufpool.pxi)
+#               lent per read (bufpool.pxi), child exits reaped in the ring
+#               (waitid.pxi)
 #   transport/  the shared transport core both faces use: common.pxi (the
 #               stream receive and gathered send ops, TransportCore); and
 #               the asyncio face's transports: stream.pxi (TCP, Unix,
@@ -178,6 +179,7 @@ include "loop/handles.pxi"
 include "loop/ops.pxi"
 include "driver/base.pxi"
 include "driver/uring.pxi"
+include "loop/waitid.pxi"
 include "driver/readiness.pxi"
 include "driver/epoll.pxi"
 include "driver/kqueue.pxi"

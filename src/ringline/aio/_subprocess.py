@@ -26,10 +26,13 @@ is ever left without a watcher -- except that a child already reaped by a
 reaper of all children (os.wait(), a waitpid(-1) reaper) before its pidfd
 could be opened is reported with returncode 255, as asyncio's child watchers
 report a status taken behind their back.  The result comes back to the loop
-through a concurrent future (queue + loop wakeup).  The loop polls the pidfd
-in the ring (POLL_ADD on io_uring, epoll on the poll backend: a pidfd turns
-readable when the process exits) and reaps with waitid(P_PIDFD).  No SIGCHLD
-handler: loops in several threads can spawn at once.
+through a concurrent future (queue + loop wakeup).  On io_uring with
+IORING_OP_WAITID (6.7; ``core.set_waitid(False)`` turns it off) the ring
+waits for the exit and reaps the child itself (_core/loop/waitid.pxi): one
+SQE, no waitid syscall.  Elsewhere the loop polls the pidfd (POLL_ADD on
+io_uring, epoll on the poll backend: a pidfd turns readable when the process
+exits) and reaps with waitid(P_PIDFD).  No SIGCHLD handler: loops in several
+threads can spawn at once.
 
 asyncio's child watchers (Python 3.11-3.13; deprecated in 3.12, gone in
 3.14): when the program has installed one on the event loop policy
@@ -52,8 +55,13 @@ Reaping is race-free: every reap of a child that no asyncio child watcher
 owns goes through :meth:`Process._reap` under the process's lock, which
 records the real exit status once; the pidfd watcher, ``poll()`` (called by
 the transport's ``close()``) and ``wait()`` all report that recorded status,
-whoever reaped first.  Signals go through the pidfd, and never to a child
-that has been reaped.
+whoever reaped first.  While a ring's WAITID may reap the child
+(``Process._ring``), a waitid(2) of ours that finds the child gone (ECHILD)
+means "the ring has it": ``_reap`` returns None (``wait()`` keeps waiting)
+until the ring's result -- kept on its op, readable from any thread, even
+after the loop closed -- is recorded; only a ring that also saw ECHILD
+(os.wait() behind our back) makes it 255.  Signals go through the pidfd,
+and never to a child that has been reaped.
 """
 
 from __future__ import annotations
@@ -244,6 +252,7 @@ class Process:
         self.returncode = None
         self._watched = False
         self._provisional = False
+        self._ring = None       # the WaitidOp that may reap the child (watch_exit)
         self._lock = threading.Lock()
 
     def __repr__(self):
@@ -257,6 +266,8 @@ class Process:
         one has yet), else None.  Never blocks.  A watched child is left
         for its watcher to reap (WNOWAIT) unless ``reap_watched``."""
         with self._lock:
+            if self._ring is not None:
+                self._settle_ring()
             if self.returncode is not None:
                 return self.returncode
             flags = os.WEXITED | os.WNOHANG
@@ -268,6 +279,10 @@ class Process:
                 else:
                     res = os.waitid(os.P_PID, self.pid, flags)
             except ChildProcessError:
+                if self._ring is not None:
+                    # The ring reaped it (or os.wait() did: the ring then
+                    # gets ECHILD too); its completion tells which.
+                    return None
                 # Reaped behind our back (os.wait() in user code): the
                 # status is lost; asyncio's child watchers report 255.  A
                 # watched child: its watcher reaped it and will report the
@@ -279,6 +294,21 @@ class Process:
                 return None
             self.returncode = _status_from_waitid(res)
             return self.returncode
+
+    def _settle_ring(self):
+        # Under self._lock: take the ring's result if it has one.
+        out = self._ring.outcome()
+        if out is None:
+            return
+        self._ring = None
+        res, code, status = out
+        if self.returncode is not None:
+            return              # reaped here first (the ring got ECHILD)
+        if res == 0:
+            self.returncode = status if code == os.CLD_EXITED else -status
+        elif res == -errno.ECHILD:
+            self.returncode = 255   # os.wait() behind our back, as asyncio reports
+        # Else (ECANCELED: the loop closed) the ring did not reap it: we do.
 
     def _exited(self, returncode):
         """The transport learnt the exit status (from the pidfd watcher or
@@ -317,7 +347,8 @@ class Process:
                 if fd >= 0:
                     os.close(fd)
             delay = 0.0005
-            while (rc := self._reap(True)) is None:     # pidfd-less fallback
+            while (rc := self._reap(True)) is None:     # pidfd-less fallback, or the ring's
+                self._ring_here()
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
             return rc
@@ -327,9 +358,17 @@ class Process:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise subprocess.TimeoutExpired(self.args, timeout)
+            self._ring_here()
             time.sleep(min(delay, left))
             delay = min(delay * 2, 0.05)
         return rc
+
+    def _ring_here(self):
+        # wait() on the loop's own thread: the ring's result may be a CQE
+        # only this thread can process (WaitidOp.reap_here).
+        op = self._ring
+        if op is not None:
+            op.reap_here()
 
     def _close_pidfd(self):
         with self._lock:
@@ -786,6 +825,19 @@ def watch_exit(loop, transport, proc, pidfd) -> None:
         if not loop.is_closed():
             transport._process_exited(returncode)
 
+    def on_reaped(fut):
+        # The ring's WAITID completed (its result is on the op, which
+        # proc._reap() records) -- or was cancelled: the loop is closing.
+        if fut.cancelled():
+            return
+        fut.exception()       # retrieved: the op's outcome says the same
+        returncode = proc._reap()
+        if returncode is None:
+            # An error that reaped nothing (not expected): poll instead.
+            loop._poll_once(pidfd, _POLLIN).add_done_callback(on_ready)
+            return
+        exited(returncode)
+
     def on_ready(fut):
         if fut.cancelled():
             return
@@ -801,6 +853,19 @@ def watch_exit(loop, transport, proc, pidfd) -> None:
             return
         exited(returncode)
 
+    if proc.returncode is not None:
+        loop.call_soon(exited, proc.returncode)
+        return
+    with proc._lock:
+        # Armed under the lock, after the check: a status recorded before
+        # is never lost to the ring.  (The SQE reaches the kernel at this
+        # thread's next io_uring_enter, after _ring is set.)
+        ring = loop._wait_child(pidfd) if proc.returncode is None else None
+        if ring is not None:
+            proc._ring = ring[0]
+    if ring is not None:
+        ring[1].add_done_callback(on_reaped)
+        return
     if proc.returncode is not None:
         loop.call_soon(exited, proc.returncode)
         return

@@ -121,6 +121,20 @@ cdef class Driver:
         """A real fd (O_CLOEXEC) for table slot `slot`, or -errno."""
         return -errno_ENOSYS
 
+    cdef bint waitid_ring(self) except -1:
+        """Whether a WaitidOp (loop/waitid.pxi) can be started: the driver
+        reaps children in the kernel (IORING_OP_WAITID)."""
+        return False
+
+    cdef bint kernel_open(self) noexcept:
+        """Whether ops in flight may still complete (False once shut down)."""
+        return True
+
+    cdef int reap_now(self) except -1:
+        """Run the completions the kernel has already posted, now (on the
+        loop's thread, re-entrantly)."""
+        return 0
+
     def stats(self):
         return {}
 

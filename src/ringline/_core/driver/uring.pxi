@@ -55,6 +55,21 @@ def set_direct_descriptors(bint enabled):
     return old
 
 
+cdef bint _use_waitid = True
+
+
+def set_waitid(bint enabled):
+    """Whether io_uring loops reap subprocess exits in the ring
+    (IORING_OP_WAITID, 6.7+; loop/waitid.pxi).  False: the pidfd is polled
+    (POLL_ADD) and reaped with waitid(2) -- what a kernel before 6.7 and
+    the poll backend get (used by the tests and benchmarks/spawn_bench.py).
+    Returns the old value."""
+    global _use_waitid
+    old = _use_waitid
+    _use_waitid = enabled
+    return old
+
+
 # Completions handled between mid-batch submissions (0: none).  A long CQE
 # batch otherwise holds every SQE its callbacks queue -- a reply's SEND --
 # until the batch ends and the next io_uring_enter; with an interval, what
@@ -310,6 +325,17 @@ cdef class UringDriver(Driver):
         if ret < 0:
             return ret
         return res
+
+    cdef bint waitid_ring(self) except -1:
+        return self.ring_open and _use_waitid and _ring_has_op(RL_OP_WAITID)
+
+    cdef bint kernel_open(self) noexcept:
+        return self.ring_open
+
+    cdef int reap_now(self) except -1:
+        if self.ring_open:
+            self.reap()
+        return 0
 
     cdef DriverCounters counters(self) noexcept:
         cdef DriverCounters c
@@ -568,6 +594,7 @@ cdef class UringDriver(Driver):
                 self.inflight -= 1
                 _live.ops_inflight -= 1
                 self._untrack(op)
+                op.quiet(res, flags)
 
     def __dealloc__(self):
         # Reached only after the loop was closed (shutdown ran) or never

@@ -580,6 +580,12 @@ cdef class LoopCore:
         self._driver.start(op)
         return fut
 
+    def _wait_child(self, pidfd):
+        """(op, future) reaping the child behind pidfd in the ring
+        (IORING_OP_WAITID, waitid.pxi), or None where this loop cannot."""
+        self._check_closed_c()
+        return _waitid_start(self, _fileobj_to_fd(pidfd))
+
 
 # The ops of the sock_* coroutines, started in their socket's lane (ops.pxi).
 cdef Op _recv_op(LoopCore loop, object fut, object sock, object n):

@@ -96,6 +96,11 @@ cdef class Op:
         # The result reached the future, its task did not take it: stash it.
         return 0
 
+    cdef int quiet(self, int res, uint32_t flags) except -1:
+        # Its final completion, reaped while the loop closes: no callback
+        # runs then; an op whose result must outlive the loop keeps it.
+        return 0
+
     def __call__(self, fut):
         # Done-callback: only reached when the future was cancelled (or
         # completed by someone else) while we were in flight.
