@@ -49,28 +49,9 @@ def stream_send_zc_count():
 
 
 @cython.final
-cdef class StreamZcOp(Op):
+cdef class StreamZcOp(ZcSendBase):
     cdef StreamCore core         # until the first CQE
-    cdef object hold             # the chunk, until the notification
-    cdef char *ptr
-    cdef Py_ssize_t n
-    cdef bint counted            # in _live.zc_holds
-
-    cdef int prep(self, io_uring_sqe *sqe) except -1:
-        sqe.opcode = RL_OP_SEND_ZC
-        sqe.fd = self.fd
-        sqe.addr = <uint64_t><uintptr_t>self.ptr
-        sqe.len = <uint32_t>min(self.n, 0x7fffffff)
-        sqe.msg_flags = MSG_NOSIGNAL
-        return 0
-
-    cdef int attempt(self) except? -1:
-        # Never started by the poll driver (zero_copy_send is False there).
-        cdef ssize_t r = send(self.fd, self.ptr, self.n, MSG_NOSIGNAL | MSG_DONTWAIT)
-        return <int>r if r >= 0 else -errno
-
-    cdef int poll_events(self):
-        return POLLOUT
+    cdef bint counted            # hold is counted in _live.zc_holds
 
     def __dealloc__(self):
         # A loop's shutdown reaps the last CQEs without complete().
