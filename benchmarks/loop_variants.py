@@ -45,3 +45,16 @@ def _shape(entries, size, inc=True):
 ring_16x64k = _shape(16, 65536)
 ring_8x256k = _shape(8, 262144)
 ring_32x32k = _shape(32, 32768)
+
+
+def _stream_zc(threshold):
+    def factory():
+        core.set_stream_send_zc(threshold)
+        return ringline.new_event_loop()
+    return factory
+
+
+# SEND_ZC for stream transports' queued writes of at least this many bytes
+# (transport/zcsend.pxi; off by default).
+stream_zc_64k = _stream_zc(65536)
+stream_zc_16k = _stream_zc(16384)

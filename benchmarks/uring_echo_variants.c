@@ -19,6 +19,12 @@
  *               follow in ring order.
  *   -g N        gather up to N queued pieces into one IORING_OP_SENDMSG (1 = one
  *               IORING_OP_SEND per piece, as uring_echo.c)
+ *   -B          send bundles: IORING_OP_SEND with IOSQE_BUFFER_SELECT|IORING_RECVSEND_BUNDLE
+ *               (6.10) from a provided-buffer ring of the connection's own (one buffer
+ *               group per connection, its entries pointing at the received pieces, so
+ *               no copy).  One send per connection in flight; pieces that arrive while
+ *               it runs are appended to the ring and the kernel keeps sending them
+ *               (one CQE with F_MORE per batch) until it finds the ring empty.
  *   -c          copy mode: memcpy received data into a per-connection send buffer
  *               and recycle the ring buffer at once (instead of sending from it)
  *   -q N        SQ entries (1024; CQ 4x)      -D  no DEFER_TASKRUN|SINGLE_ISSUER
@@ -57,6 +63,7 @@
 #endif
 
 #define BGID 1
+#define SEND_BGID_BASE 2 /* -B: connection fd's send ring is group SEND_BGID_BASE + fd */
 #define MAX_GATHER 64
 enum { OP_ACCEPT = 1, OP_RECV = 2, OP_SEND = 3 };
 
@@ -73,7 +80,7 @@ static void die(const char *what)
 /* ---------------- counters ---------------- */
 static struct {
     unsigned long long enter, recv_cqe, recv_bytes, bufs, multi, max_bufs, buf_more, enobufs, rearm, mshot_end,
-        sends, sendmsgs, send_short, recycles;
+        sends, sendmsgs, send_short, recycles, bundle_cqes, bundle_bufs, bundle_enobufs;
 } S;
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { (void)sig; g_stop = 1; }
@@ -209,7 +216,8 @@ static struct io_uring_sqe *get_sqe(void)
 /* ---------------- provided buffer ring ---------------- */
 static struct io_uring_buf_ring *g_br;
 static unsigned g_nbufs = 64, g_bufsz = 131072;
-static int g_inc, g_bundle, g_copy, g_gather = 1;
+static int g_inc, g_bundle, g_copy, g_gather = 1, g_sbundle;
+static unsigned g_sring = 64; /* -B: entries of each connection's send ring */
 static uint16_t g_br_tail;
 static char *g_bufs;
 static uint16_t *g_slot_bid; /* ring position (mod entries) -> bid put there */
@@ -328,6 +336,11 @@ typedef struct {
     /* copy mode: obuf is being sent; pbuf collects what arrives meanwhile */
     char *obuf, *pbuf;
     size_t olen, osent, ocap, plen, pcap;
+    /* -B: the connection's send ring; its first `inring` queued pieces are in it */
+    struct io_uring_buf_ring *sbr;
+    uint16_t sbr_tail;
+    unsigned inring;
+    int sbr_reg;
 } conn_t;
 
 static conn_t *g_conns;
@@ -370,6 +383,66 @@ static void arm_recv(int fd)
     g_conns[fd].recv_armed = 1;
 }
 
+/* -B: register the connection's send ring (kept mapped across reuse of the slot) */
+static void sring_open(int fd)
+{
+    conn_t *c = &g_conns[fd];
+    if (fd + SEND_BGID_BASE > 0xffff)
+        die("fd too large for a send buffer group");
+    if (!c->sbr) {
+        c->sbr = mmap(NULL, (size_t)g_sring * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
+                      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+        if (c->sbr == MAP_FAILED)
+            die("mmap send ring");
+    }
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.ring_addr = (uint64_t)(uintptr_t)c->sbr;
+    reg.ring_entries = g_sring;
+    reg.bgid = (uint16_t)(fd + SEND_BGID_BASE);
+    if (sys_register(R.fd, IORING_REGISTER_PBUF_RING, &reg, 1) < 0) {
+        perror("IORING_REGISTER_PBUF_RING (send ring)");
+        exit(1);
+    }
+    c->sbr_tail = 0;
+    __atomic_store_n(&c->sbr->tail, 0, __ATOMIC_RELEASE);
+    c->inring = 0;
+    c->sbr_reg = 1;
+}
+
+static void sring_close(int fd)
+{
+    conn_t *c = &g_conns[fd];
+    if (!c->sbr_reg)
+        return;
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.bgid = (uint16_t)(fd + SEND_BGID_BASE);
+    if (sys_register(R.fd, IORING_UNREGISTER_PBUF_RING, &reg, 1) < 0)
+        perror("IORING_UNREGISTER_PBUF_RING");
+    c->sbr_reg = 0;
+}
+
+/* -B: append queued pieces not yet in the ring, while it has room */
+static void sring_fill(conn_t *c)
+{
+    int p = c->qhead;
+    unsigned k = 0, off = c->qoff;
+    for (; p >= 0 && k < c->inring; p = g_pieces[p].next, k++)
+        off = 0;
+    for (; p >= 0 && c->inring < g_sring; p = g_pieces[p].next) {
+        piece_t *pc = &g_pieces[p];
+        struct io_uring_buf *b = &c->sbr->bufs[c->sbr_tail & (g_sring - 1)];
+        b->addr = (uint64_t)(uintptr_t)(g_bufs + (size_t)pc->bid * g_bufsz + pc->off + off);
+        b->len = pc->len - off;
+        b->bid = c->sbr_tail & (g_sring - 1);
+        off = 0;
+        c->sbr_tail++;
+        c->inring++;
+    }
+    __atomic_store_n(&c->sbr->tail, c->sbr_tail, __ATOMIC_RELEASE);
+}
+
 static void start_send(int fd)
 {
     conn_t *c = &g_conns[fd];
@@ -382,6 +455,17 @@ static void start_send(int fd)
         sqe->opcode = IORING_OP_SEND;
         sqe->addr = (uint64_t)(uintptr_t)(c->obuf + c->osent);
         sqe->len = (unsigned)(c->olen - c->osent);
+        S.sends++;
+        return;
+    }
+    if (g_sbundle) {
+        /* len 0: as much as the ring holds; the kernel takes the buffers from the ring's
+         * head in order and sends them as one iovec array (io_send_select_buffer) */
+        sring_fill(c);
+        sqe->opcode = IORING_OP_SEND;
+        sqe->flags = IOSQE_BUFFER_SELECT;
+        sqe->buf_group = (uint16_t)(fd + SEND_BGID_BASE);
+        sqe->ioprio = IORING_RECVSEND_BUNDLE;
         S.sends++;
         return;
     }
@@ -433,6 +517,8 @@ static void maybe_close(int fd)
         c->starved = 0;
         g_nstarved--;
     }
+    if (g_sbundle)
+        sring_close(fd);
     close(fd);
     free(c->obuf);
     free(c->pbuf);
@@ -553,14 +639,62 @@ static void on_recv_data(int fd, const struct io_uring_cqe *cqe)
         S.max_bufs = nb;
     if (!c->send_busy && !c->closing && has_queued(c))
         start_send(fd);
+    else if (g_sbundle && c->send_busy && !c->closing)
+        sring_fill(c); /* the send in flight picks these up before it ends */
 }
 
-static void on_send_done(int fd, int res)
+static void on_send_done(int fd, int res, int more)
 {
     conn_t *c = &g_conns[fd];
-    c->send_busy = 0;
+    if (!more)
+        c->send_busy = 0;
+    if (g_sbundle && res == -ENOBUFS) {
+        /* the bundle found the ring empty (all its pieces went in earlier CQEs) */
+        S.bundle_enobufs++;
+        if (has_queued(c))
+            start_send(fd);
+        else
+            maybe_close(fd);
+        return;
+    }
     if (res < 0) {
+        if (g_sbundle && more)
+            return; /* the final CQE follows */
         fail_conn(fd);
+        return;
+    }
+    if (g_sbundle) {
+        /* the kernel consumed the ring entries covering res bytes; with MSG_WAITALL
+         * (forced for bundles by io_send_prep) none is left half sent */
+        unsigned left = (unsigned)res, nb = 0;
+        S.bundle_cqes++;
+        while (left && c->qhead >= 0) {
+            piece_t *pc = &g_pieces[c->qhead];
+            unsigned rest = pc->len - c->qoff;
+            if (left < rest)
+                die("bundle send ended inside a buffer");
+            left -= rest;
+            int p = c->qhead;
+            c->qhead = pc->next;
+            if (c->qhead < 0)
+                c->qtail = -1;
+            c->qoff = 0;
+            piece_free(p);
+            nb++;
+        }
+        if (nb > c->inring)
+            die("bundle send consumed more buffers than were in the ring");
+        c->inring -= nb;
+        S.bundle_bufs += nb;
+        if (more) {
+            if (!c->closing)
+                sring_fill(c);
+            return;
+        }
+        if (has_queued(c))
+            start_send(fd);
+        else
+            maybe_close(fd);
         return;
     }
     if (g_copy) {
@@ -619,10 +753,14 @@ static void on_cqe(const struct io_uring_cqe *cqe, int lfd)
             conn_t *c = conn_at(res);
             char *ob = c->obuf, *pb = c->pbuf;
             size_t oc = c->ocap, pcap = c->pcap;
+            struct io_uring_buf_ring *sbr = c->sbr;
             memset(c, 0, sizeof *c);
             c->obuf = ob, c->pbuf = pb, c->ocap = oc, c->pcap = pcap;
+            c->sbr = sbr;
             c->used = 1;
             c->qhead = c->qtail = -1;
+            if (g_sbundle)
+                sring_open(res);
             arm_recv(res);
         } else if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED) {
             fprintf(stderr, "accept: %s\n", strerror(-res));
@@ -662,7 +800,7 @@ static void on_cqe(const struct io_uring_cqe *cqe, int lfd)
         break;
     }
     case OP_SEND:
-        on_send_done(fd, res);
+        on_send_done(fd, res, more);
         break;
     default:
         fprintf(stderr, "unknown completion %llx\n", (unsigned long long)ud);
@@ -674,9 +812,11 @@ static void print_stats(void)
     fprintf(stderr,
             "uring_echo_variants stats: enter=%llu recv_cqe=%llu recv_bytes=%llu bufs=%llu "
             "multi_buf_cqe=%llu max_bufs_per_cqe=%llu buf_more=%llu enobufs=%llu rearm=%llu mshot_end=%llu "
-            "sends=%llu sendmsgs=%llu short_sends=%llu recycles=%llu buffers_out=%u\n",
+            "sends=%llu sendmsgs=%llu short_sends=%llu recycles=%llu buffers_out=%u "
+            "bundle_cqes=%llu bundle_bufs=%llu bundle_enobufs=%llu\n",
             S.enter, S.recv_cqe, S.recv_bytes, S.bufs, S.multi, S.max_bufs, S.buf_more, S.enobufs,
-            S.rearm, S.mshot_end, S.sends, S.sendmsgs, S.send_short, S.recycles, g_out);
+            S.rearm, S.mshot_end, S.sends, S.sendmsgs, S.send_short, S.recycles, g_out, S.bundle_cqes,
+            S.bundle_bufs, S.bundle_enobufs);
 }
 
 int main(int argc, char **argv)
@@ -684,8 +824,8 @@ int main(int argc, char **argv)
     const char *host = "127.0.0.1", *port = NULL;
     unsigned sq_entries = 1024;
     int want_defer = 1, opt;
-    const char *usage = "usage: %s -p PORT [-H HOST] [-e ENTRIES] [-s BUFSIZE] [-i] [-b] [-g N] [-c] [-q SQ] [-D]\n";
-    while ((opt = getopt(argc, argv, "H:p:e:s:ibg:cq:D")) != -1) {
+    const char *usage = "usage: %s -p PORT [-H HOST] [-e ENTRIES] [-s BUFSIZE] [-i] [-b] [-B] [-g N] [-c] [-q SQ] [-D]\n";
+    while ((opt = getopt(argc, argv, "H:p:e:s:ibBg:cq:D")) != -1) {
         switch (opt) {
         case 'H': host = optarg; break;
         case 'p': port = optarg; break;
@@ -693,6 +833,7 @@ int main(int argc, char **argv)
         case 's': g_bufsz = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'i': g_inc = 1; break;
         case 'b': g_bundle = 1; break;
+        case 'B': g_sbundle = 1; break;
         case 'g': g_gather = atoi(optarg); break;
         case 'c': g_copy = 1; break;
         case 'q': sq_entries = (unsigned)strtoul(optarg, NULL, 10); break;
@@ -732,7 +873,13 @@ int main(int argc, char **argv)
 
     if (ring_init(sq_entries, want_defer) < 0)
         return 1;
-    if (g_bundle && !(R.features & IORING_FEAT_RECVSEND_BUNDLE)) {
+    if (g_sbundle && g_copy) {
+        fprintf(stderr, "-B sends the received pieces: not with -c\n");
+        return 1;
+    }
+    if (g_sring < g_nbufs)
+        g_sring = g_nbufs; /* without -i a connection never queues more pieces than buffers */
+    if ((g_bundle || g_sbundle) && !(R.features & IORING_FEAT_RECVSEND_BUNDLE)) {
         fprintf(stderr, "kernel lacks IORING_FEAT_RECVSEND_BUNDLE\n");
         return 1;
     }
@@ -741,8 +888,8 @@ int main(int argc, char **argv)
     conn_at(lfd);
     arm_accept(lfd);
 
-    printf("READY port=%d server=uring_echo_variants setup=%s bufs=%ux%u inc=%d bundle=%d gather=%d copy=%d\n",
-           actual, g_setup_desc, g_nbufs, g_bufsz, g_inc, g_bundle, g_gather, g_copy);
+    printf("READY port=%d server=uring_echo_variants setup=%s bufs=%ux%u inc=%d bundle=%d gather=%d copy=%d send_bundle=%d\n",
+           actual, g_setup_desc, g_nbufs, g_bufsz, g_inc, g_bundle, g_gather, g_copy, g_sbundle);
     fflush(stdout);
 
     while (!g_stop) {

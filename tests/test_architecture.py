@@ -166,7 +166,7 @@ def test_capabilities_reported():
 # The compiled transport code of each face (conn.pxi and connops.pxi are one
 # face's, so together).  What two of them need goes in transport/common.pxi.
 TRANSPORT_FACES = {
-    "stream": ["_core/transport/stream.pxi"],
+    "stream": ["_core/transport/stream.pxi", "_core/transport/zcsend.pxi"],
     "dgram": ["_core/transport/dgram.pxi"],
     "conn": ["_core/runtime/conn.pxi", "_core/runtime/connops.pxi"],
 }

@@ -205,8 +205,9 @@ def _echo_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=0, help="worker count (0 = one per CPU)")
     p.add_argument("--port", type=int, default=7000)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--mode", default="with_data", choices=("with_data", "forward", "streams"),
-                   help="with_data + send_nowait (default), forward_recv_buf, or the stream adapter")
+    p.add_argument("--mode", default="with_data", choices=("with_data", "forward", "streams", "send"),
+                   help="with_data + send_nowait (default), forward_recv_buf, the stream adapter, "
+                        "or with_data + a copy + await send()")
     p.add_argument("--backend", choices=("io_uring", "poll"), default=None)
     p.add_argument("--worker-mode", choices=("auto", "process", "thread"), default="auto")
     p.add_argument("--no-pin", action="store_true", help="do not pin workers to cores")
@@ -222,6 +223,9 @@ def _echo_parser(sub) -> None:
     p.add_argument("--fixed-files", type=int, default=0, metavar="N",
                    help="accepted connections in a direct-descriptor table of N slots per "
                         "worker (Config.fixed_files; io_uring; 0 = real fds)")
+    p.add_argument("--send-zc-threshold", type=int, default=None, metavar="N",
+                   help="send() of N bytes or more uses SEND_ZC, 0 never (Config.send_zc_threshold; "
+                        "--mode send)")
     p.add_argument("--sqpoll", action="store_true",
                    help="io_uring: a kernel thread submits each worker's SQEs (Config.sqpoll)")
     p.add_argument("--sqpoll-idle-ms", type=int, default=None,
@@ -248,6 +252,8 @@ def _echo_main(args) -> int:
                           sqpoll=args.sqpoll, sqpoll_cpu=args.sqpoll_cpu)
     if args.sqpoll_idle_ms is not None:
         cfg.sqpoll_idle_ms = args.sqpoll_idle_ms
+    if args.send_zc_threshold is not None:
+        cfg.send_zc_threshold = args.send_zc_threshold
     if args.ring_size:
         cfg.ring_size = args.ring_size
     if args.buffer_size:

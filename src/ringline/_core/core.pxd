@@ -316,6 +316,14 @@ cdef class GatherSendOp(Op):
     cdef int niov
 
 
+# One IORING_OP_SEND_ZC of n bytes at ptr; hold keeps their owner alive
+# until the notification CQE.
+cdef class ZcSendBase(Op):
+    cdef object hold
+    cdef char *ptr
+    cdef Py_ssize_t n
+
+
 cdef class BufRecvOp(Op):
     cdef BufPool bufs           # lends the single shot's buffer
     cdef Py_ssize_t size        # of bufs' buffers
@@ -408,11 +416,8 @@ cdef class ConnSendOp(GatherSendOp):
 
 
 @cython.final
-cdef class ZcSendOp(Op):
+cdef class ZcSendOp(ZcSendBase):
     cdef ConnCore core
-    cdef object hold
-    cdef char *ptr
-    cdef Py_ssize_t n
 
 
 @cython.final

@@ -19,6 +19,7 @@ cdef struct rl_live_t:
     Py_ssize_t kbuf_views       # buffer exports (memoryviews) of KBufs not yet released
     Py_ssize_t send_slots       # send-pool slots holding queued send_nowait() data
     Py_ssize_t buf_holds        # buffer exports of queued send() data (_BufHold)
+    Py_ssize_t zc_holds         # stream writes a SEND_ZC keeps until its notification
 
 cdef rl_live_t _live
 
@@ -37,4 +38,5 @@ def live_counts():
         'kbuf_views': _live.kbuf_views,
         'send_slots': _live.send_slots,
         'buf_holds': _live.buf_holds,
+        'zc_holds': _live.zc_holds,
     }

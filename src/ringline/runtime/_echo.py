@@ -4,7 +4,9 @@
 (send_nowait) -- one copy, from the kernel's buffer into a send slot.
 ``forward``: each view is sent straight from the kernel's receive buffer
 (forward_recv_buf) -- no copy in user space; the buffer goes back to the
-ring when the send completes.
+ring when the send completes.  ``send``: each received view is copied into
+a bytes object and sent with ``await conn.send()`` (SEND_ZC when it is at
+least ``Config.send_zc_threshold`` bytes).
 """
 
 from __future__ import annotations
@@ -38,6 +40,22 @@ class EchoForward(Handler):
             pass
 
 
+class EchoSend(Handler):
+    async def on_accept(self, conn):
+        got = []
+
+        def take(view):
+            got.append(bytes(view))
+            return len(view)
+
+        with_data = conn.with_data
+        send = conn.send
+        while await with_data(take):
+            for data in got:
+                await send(data)
+            got.clear()
+
+
 class EchoStreams(Handler):
     async def on_accept(self, conn):
         reader, writer = conn.streams()
@@ -50,4 +68,5 @@ MODES = {
     "with_data": EchoWithData,
     "forward": EchoForward,
     "streams": EchoStreams,
+    "send": EchoSend,
 }

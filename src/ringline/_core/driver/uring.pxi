@@ -6,6 +6,21 @@
 # Ops whose final completion never came before their ring was torn down.
 _leaked_ops = []
 
+# Buffer rings a closed loop could not free (ops still in flight, or
+# buffers lent out): kept here, as _leaked_ops keeps the ops, so they stay
+# reachable (LeakSanitizer) and are never reused.  Past the array's end a
+# ring is simply forgotten.
+cdef rl_pbuf_ring _leaked_rings[64]
+cdef int _n_leaked_rings = 0
+
+
+cdef void _keep_leaked_ring(rl_pbuf_ring *pb) noexcept:
+    global _n_leaked_rings
+    if _n_leaked_rings < 64:
+        _leaked_rings[_n_leaked_rings] = pb[0]
+        _n_leaked_rings += 1
+
+
 cdef int _sq_entries_default = 256
 cdef int _cq_entries_default = 4096
 # The provided-buffer ring each io_uring loop registers for stream receives.
@@ -560,8 +575,12 @@ cdef class UringDriver(Driver):
             # (pbuf_out: receive buffers ConnCtx views still expose are
             # never unmapped under them -- leaked instead.)
             rl_pbuf_ring_free(&self.ring, &self.pbuf_ring)
+        elif self.provided_buffers and not forked:
+            _keep_leaked_ring(&self.pbuf_ring)
         if self.dpbuf_state == 1 and not forked and self.inflight == 0:
             rl_pbuf_ring_free(&self.ring, &self.dpbuf_ring)
+        elif self.dpbuf_state == 1 and not forked:
+            _keep_leaked_ring(&self.dpbuf_ring)
         self.provided_buffers = False
         self.dpbuf_state = -1
         rl_ring_exit(&self.ring)

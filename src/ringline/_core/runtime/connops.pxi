@@ -88,24 +88,13 @@ cdef class ConnSendOp(GatherSendOp):
 # SEND_ZC: the kernel reads the caller's pages in place.  The first CQE says
 # how many bytes it took (the connection moves on); the buffer stays held by
 # this op until the notification CQE says the kernel is done with it.
-cdef class ZcSendOp(Op):
+cdef class ZcSendOp(ZcSendBase):
 
     cdef int prep(self, io_uring_sqe *sqe) except -1:
-        sqe.opcode = RL_OP_SEND_ZC
-        sqe.fd = self.fd
+        ZcSendBase.prep(self, sqe)
         if self.core.direct:
             sqe.flags = IOSQE_FIXED_FILE
-        sqe.addr = <uint64_t><uintptr_t>self.ptr
-        sqe.len = <uint32_t>min(self.n, 0x7fffffff)
-        sqe.msg_flags = MSG_NOSIGNAL
         return 0
-
-    cdef int attempt(self) except? -1:
-        cdef ssize_t r = send(self.fd, self.ptr, self.n, MSG_NOSIGNAL | MSG_DONTWAIT)
-        return <int>r if r >= 0 else -errno
-
-    cdef int poll_events(self):
-        return POLLOUT
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         cdef ConnCore core

@@ -8,6 +8,8 @@
 #   GatherSendOp   one SEND (one iovec) or SENDMSG (up to IOV_BATCH,
 #                  gathered) per op; StreamSendOp and ConnSendOp add only
 #                  their completion.
+#   ZcSendBase     one SEND_ZC from a held object; ZcSendOp (the runtime's
+#                  send()) and StreamZcOp (zcsend.pxi) add their completion.
 #   BufRecvOp      the stream receive: multishot over the driver's provided-
 #                  buffer ring, a single shot into a buffer of a BufPool on
 #                  ENOBUFS or without a ring, recv() for the poll backend,
@@ -104,6 +106,25 @@ cdef class GatherSendOp(Op):
             _gather(self)
             n = sendmsg(self.fd, <msghdr_t*>&self.msg, MSG_NOSIGNAL | MSG_DONTWAIT)
         return <int>n if n >= 0 else -errno
+
+    cdef int poll_events(self):
+        return POLLOUT
+
+
+cdef class ZcSendBase(Op):
+
+    cdef int prep(self, io_uring_sqe *sqe) except -1:
+        sqe.opcode = RL_OP_SEND_ZC
+        sqe.fd = self.fd
+        sqe.addr = <uint64_t><uintptr_t>self.ptr
+        sqe.len = <uint32_t>min(self.n, 0x7fffffff)
+        sqe.msg_flags = MSG_NOSIGNAL
+        return 0
+
+    cdef int attempt(self) except? -1:
+        # The poll driver never has zero_copy_send; a plain send if it did.
+        cdef ssize_t r = send(self.fd, self.ptr, self.n, MSG_NOSIGNAL | MSG_DONTWAIT)
+        return <int>r if r >= 0 else -errno
 
     cdef int poll_events(self):
         return POLLOUT

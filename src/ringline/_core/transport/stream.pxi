@@ -37,6 +37,9 @@
 # queued in an iteration are submitted by the next io_uring_enter.  With
 # nothing queued, a write goes out by send() at once on the poll backend
 # (always) and on io_uring when it is DIRECT_SEND_MIN or more (why: there).
+# With set_stream_send_zc(threshold) (zcsend.pxi, off by default), a chunk
+# that large goes out alone with SEND_ZC instead, also in place of the
+# direct send().
 
 cdef enum:
     OWNED_RECV_SIZE = 65536     # io_uring without a buffer ring: per connection
@@ -178,6 +181,9 @@ cdef class StreamCore(TransportCore):
     cdef object buffer_updated
     cdef StreamRecvOp rop
     cdef StreamSendOp sop
+    cdef StreamZcOp zop              # SEND_ZC before its first CQE (zcsend.pxi)
+    cdef bint zc_busy                # zop is in flight: no other send starts
+    cdef bint zc_ok                  # SEND_ZC may be used (TCP, the driver has it)
     cdef list wbuf                   # queued chunks (bytes), head partly sent
     cdef Py_ssize_t woff             # bytes of wbuf[0] already sent
     cdef public bint eof             # write_eof() asked
@@ -205,6 +211,7 @@ cdef class StreamCore(TransportCore):
         # SEND goes in the ring with the iteration's other SQEs instead,
         # unless the write is DIRECT_SEND_MIN or more.
         self.direct_send = loop._driver.direct_send
+        self.zc_ok = self.tcp and loop._driver.zero_copy_send
 
     def disown(self):
         # The transport is about to close the socket.  Never raises: the
@@ -449,17 +456,25 @@ cdef class StreamCore(TransportCore):
         if self.conn_lost:
             self._write_after_lost()
             return
-        if not self.wbuf and (self.direct_send or n >= DIRECT_SEND_MIN):
+        if not self.wbuf and (self.direct_send or n >= DIRECT_SEND_MIN) and not self._zc_for(n):
             data = self._send_now(data)
             if data is None:
                 return
             n = len(data)
         self.wbuf.append(data)
         self.wsize += n
-        if self.sop is None or self.sop.state == OP_IDLE:
+        if not self._send_busy():
             self._start_send()
         if self.wsize > self.high_water and not self.protocol_paused:
             self._pause_protocol()
+
+    cdef inline bint _send_busy(self):
+        # One send in flight: the gathered SEND/SENDMSG, or a SEND_ZC before
+        # its first CQE (its notification does not hold the next send up).
+        return self.zc_busy or (self.sop is not None and self.sop.state != OP_IDLE)
+
+    cdef inline bint _zc_for(self, Py_ssize_t n):
+        return self.zc_ok and _stream_zc_threshold > 0 and n >= _stream_zc_threshold
 
     cdef object _send_now(self, bytes data):
         """Send what the kernel takes now; return the rest, or None when
@@ -486,7 +501,7 @@ cdef class StreamCore(TransportCore):
             if len(data):
                 self.wbuf.append(data)
                 self.wsize += len(data)
-        if self.wbuf and not self.conn_lost and (self.sop is None or self.sop.state == OP_IDLE):
+        if self.wbuf and not self.conn_lost and not self._send_busy():
             self._start_send()
         if self.wsize > self.high_water and not self.protocol_paused:
             self._pause_protocol()
@@ -494,16 +509,20 @@ cdef class StreamCore(TransportCore):
     cdef int _start_send(self) except -1:
         cdef StreamSendOp op = self.sop
         cdef Py_ssize_t i, n = min(len(self.wbuf), IOV_BATCH)
-        cdef bytes chunk
+        cdef bytes chunk = <bytes>self.wbuf[0]
+        if self._zc_for(len(chunk) - self.woff):
+            return _stream_zc_start(self, chunk, self.woff)
         if op is None:
             op = self.sop = StreamSendOp.__new__(StreamSendOp)
             op.core = self
             op.loop = self.loop
             op.fd = self.fd
-        op.chunks = self.wbuf[:n]
         op.nbytes = 0
         for i in range(n):
             chunk = <bytes>self.wbuf[i]
+            if i > 0 and self._zc_for(len(chunk)):
+                n = i           # goes next, alone, with SEND_ZC
+                break
             if i == 0:
                 op.iov[0].iov_base = PyBytes_AS_STRING(chunk) + self.woff
                 op.iov[0].iov_len = len(chunk) - self.woff
@@ -511,6 +530,7 @@ cdef class StreamCore(TransportCore):
                 op.iov[i].iov_base = PyBytes_AS_STRING(chunk)
                 op.iov[i].iov_len = len(chunk)
             op.nbytes += op.iov[i].iov_len
+        op.chunks = self.wbuf[:n]
         op.niov = <int>n
         self.loop._driver.start(op)
         return 0
@@ -550,7 +570,7 @@ cdef class StreamCore(TransportCore):
             # May write(), which starts the next send itself.
             self._resume_protocol()
         if self.wbuf:
-            if self.sop.state == OP_IDLE and not self.conn_lost:
+            if not self._send_busy() and not self.conn_lost:
                 self._start_send()
             return 0
         if self.empty_waiter is not None and not self.empty_waiter.done():
@@ -614,6 +634,10 @@ cdef class StreamCore(TransportCore):
             self.wsize = 0
             if self.sop is not None and self.sop.state == OP_INFLIGHT:
                 self.loop._driver.cancel(self.sop)
+            if self.zop is not None and self.zop.state == OP_INFLIGHT:
+                # Before its first CQE; after it only the notification is
+                # left, which cancel cannot hurry (the op keeps the chunk).
+                self.loop._driver.cancel(self.zop)
         if not self.closing:
             self.closing = True
             self._stop_recv()
