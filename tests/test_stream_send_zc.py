@@ -87,6 +87,21 @@ async def _read_all(reader):
         h.update(b)
 
 
+async def _read_from(server, connect=None):
+    """Connect to server (TCP on its port unless connect is given), read
+    all it sends, close both: (bytes read, sha256)."""
+    if connect is None:
+        port = server.sockets[0].getsockname()[1]
+        connect = asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await connect
+    try:
+        return await _read_all(reader)
+    finally:
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 class _Sender(asyncio.Protocol):
     """Writes `parts` (write() each, or one writelines()) then closes."""
 
@@ -118,14 +133,7 @@ def test_protocol_large_writes_then_close(loop, zc, size, lines):
     want = hashlib.sha256(b"".join(parts)).hexdigest()
 
     async def main():
-        server = await loop.create_server(lambda: _Sender(parts, lines), "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        got = await _read_all(reader)
-        writer.close()
-        server.close()
-        await server.wait_closed()
-        return got
+        return await _read_from(await loop.create_server(lambda: _Sender(parts, lines), "127.0.0.1", 0))
 
     n, digest = loop.run_until_complete(asyncio.wait_for(main(), 60))
     assert n == sum(map(len, parts))
@@ -150,14 +158,7 @@ def test_streams_large_writes_drain(loop, zc, size):
         await writer.wait_closed()
 
     async def main():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        got = await _read_all(reader)
-        writer.close()
-        server.close()
-        await server.wait_closed()
-        return got
+        return await _read_from(await asyncio.start_server(handle, "127.0.0.1", 0))
 
     n, digest = loop.run_until_complete(asyncio.wait_for(main(), 60))
     assert n == size + 3
@@ -179,14 +180,7 @@ def test_written_bytearray_is_copied(loop, zc):
             t.close()
 
     async def main():
-        server = await loop.create_server(P, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        got = await _read_all(reader)
-        writer.close()
-        server.close()
-        await server.wait_closed()
-        return got
+        return await _read_from(await loop.create_server(P, "127.0.0.1", 0))
 
     n, digest = loop.run_until_complete(asyncio.wait_for(main(), 30))
     assert (n, digest) == (4 << 20, want)
@@ -290,12 +284,7 @@ def test_unix_socket_never_uses_zc(loop, zc):
 
     async def main():
         server = await loop.create_unix_server(lambda: _Sender([data]), path)
-        reader, writer = await asyncio.open_unix_connection(path)
-        got = await _read_all(reader)
-        writer.close()
-        server.close()
-        await server.wait_closed()
-        return got
+        return await _read_from(server, asyncio.open_unix_connection(path))
 
     try:
         n, digest = loop.run_until_complete(asyncio.wait_for(main(), 30))

@@ -24,6 +24,8 @@ import time
 
 import pytest
 
+from _helpers import no_zombie
+
 import _loops
 
 PIPE = subprocess.PIPE
@@ -48,14 +50,6 @@ def spawn_path(request, monkeypatch):
 
 def _sh(script, **kw):
     return asyncio.create_subprocess_exec("/bin/sh", "-c", script, **kw)
-
-
-def _no_zombie(pid):
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
 
 
 # ---------------------------------------------------------------------------
@@ -412,7 +406,7 @@ def test_pidfd_open_failure_kills_and_reaps(run, spawn_path, monkeypatch):
             await asyncio.create_subprocess_exec("sleep", "30", stdout=PIPE)
         assert info.value.errno == errno.EMFILE
     run(main())
-    assert len(pids) == 1 and _no_zombie(pids[0])
+    assert len(pids) == 1 and no_zombie(pids[0])
 
 
 @pytest.mark.ringline_only
@@ -492,7 +486,7 @@ def test_cancelled_spawn_leaves_no_child(run, spawn_path, monkeypatch):
             await asyncio.sleep(0.01)
     run(main())
     assert made and made[0].returncode == -signal.SIGKILL
-    assert _no_zombie(made[0].pid)
+    assert no_zombie(made[0].pid)
 
 
 @pytest.mark.ringline_only

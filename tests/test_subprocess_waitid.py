@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+from _helpers import no_zombie
+
 pytestmark = pytest.mark.ringline_only
 
 PY = sys.executable
@@ -47,14 +49,6 @@ def _proc(p):
     return p._transport.get_extra_info("subprocess")
 
 
-def _no_zombie(pid):
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
-
-
 def _gone(pid):
     # Reaped (by anyone), looked at without reaping.
     try:
@@ -71,7 +65,7 @@ def test_exit_statuses(run, waitid):
                        "sleep 0.05; kill -TERM $$"):
             p = await _sh(script)
             out.append(await p.wait())
-            assert _no_zombie(p.pid)
+            assert no_zombie(p.pid)
         return out
     assert run(main()) == [0, 3, -signal.SIGKILL, 7, -signal.SIGTERM]
 
@@ -92,7 +86,7 @@ def test_many_children_at_once(run, waitid):
     async def main():
         procs = [await _sh(f"sleep 0.1; exit {i % 11}") for i in range(40)]
         codes = await asyncio.gather(*(p.wait() for p in procs))
-        assert all(_no_zombie(p.pid) for p in procs)
+        assert all(no_zombie(p.pid) for p in procs)
         return codes
     assert run(main(), timeout=30) == [i % 11 for i in range(40)]
 
@@ -120,7 +114,7 @@ def test_other_thread_races_the_ring(run, waitid, how):
             rc = await p.wait()
             await asyncio.get_running_loop().run_in_executor(None, t.join)
             assert (rc, seen, proc.returncode) == (code, [code], code), i
-            assert _no_zombie(p.pid)
+            assert no_zombie(p.pid)
     run(main(), timeout=60)
 
 
@@ -157,7 +151,7 @@ def test_loop_closed_with_children_running(loop_factory, waitid):
         pr.kill()
         assert pr.wait(timeout=10) == -signal.SIGKILL
         assert pr._ring is None
-        assert _no_zombie(pr.pid)
+        assert no_zombie(pr.pid)
 
 
 def test_loop_closed_after_children_exited(loop_factory, waitid):
@@ -182,7 +176,7 @@ def test_loop_closed_after_children_exited(loop_factory, waitid):
         assert [op.outcome()[0] for op in ops] == [0, 0, 0]
     assert [pr.wait(timeout=10) for pr in procs] == [2, 3, 4]
     assert [pr.poll() for pr in procs] == [2, 3, 4]
-    assert all(_no_zombie(pr.pid) for pr in procs)
+    assert all(no_zombie(pr.pid) for pr in procs)
 
 
 def test_ringline_process_children(run, waitid):
