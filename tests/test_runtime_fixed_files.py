@@ -200,10 +200,7 @@ def test_tls_over_a_direct_connection(backend, direct):
 def test_max_connections(backend, direct):
     m0 = ringline.metrics()["total"]
     with launched(Echo, backend, fixed_files=16, max_connections=2) as (sh, _):
-        a, b = client(sh.address()), client(sh.address())
-        for s in (a, b):
-            s.sendall(b"hi")
-            assert recv_exactly(s, 2) == b"hi"
+        a, b = _two_echoing(sh)
         c = client(sh.address())
         assert _refused(c)
         m = ringline.metrics()["total"]
@@ -228,11 +225,26 @@ def _refused(s):
         return True
 
 
-def _wait_closed(n, timeout=5.0):
+def _wait_metric(name, n, timeout=10.0):
+    """Wait until the runtime's total of metric `name` reaches n; return the totals."""
     deadline = time.monotonic() + timeout
-    while ringline.metrics()["total"]["connections_closed"] < n:
-        assert time.monotonic() < deadline, "connection not closed in time"
+    while (m := ringline.metrics()["total"])[name] < n:
+        assert time.monotonic() < deadline, f"{name} did not reach {n} in time"
         time.sleep(0.01)
+    return m
+
+
+def _wait_closed(n):
+    _wait_metric("connections_closed", n, timeout=5.0)
+
+
+def _two_echoing(sh):
+    """Two connections that have each echoed once."""
+    a, b = client(sh.address()), client(sh.address())
+    for s in (a, b):
+        s.sendall(b"hi")
+        assert recv_exactly(s, 2) == b"hi"
+    return a, b
 
 
 def test_full_table(backend, direct, caplog):
@@ -241,21 +253,13 @@ def test_full_table(backend, direct, caplog):
     # multishot ACCEPT); the worker counts it, logs once, and re-arms.
     m0 = ringline.metrics()["total"]
     with launched(Echo, backend, fixed_files=2, max_connections=100) as (sh, workers):
-        a, b = client(sh.address()), client(sh.address())
-        for s in (a, b):
-            s.sendall(b"hi")
-            assert recv_exactly(s, 2) == b"hi"
+        a, b = _two_echoing(sh)
         extra = [client(sh.address()) for _ in range(3)]
         if _expect_direct(backend, direct):
             assert all(_refused(s) for s in extra)
             # The kernel closed them itself; the worker counts each when
             # it reaps the ACCEPT's ENFILE, which may come a moment later.
-            deadline = time.monotonic() + 10
-            while True:
-                m = ringline.metrics()["total"]
-                if m["direct_table_full"] - m0["direct_table_full"] >= 3 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.01)
+            m = _wait_metric("direct_table_full", m0["direct_table_full"] + 3)
             assert m["direct_table_full"] - m0["direct_table_full"] == 3
             assert m["connections_rejected"] - m0["connections_rejected"] == 3
             logs = [r for r in caplog.records if "direct-descriptor table is full" in r.getMessage()]
