@@ -8,10 +8,14 @@ with_data (``--client runtime``).  The server is one of:
     with_data   the runtime API: with_data(fn) + send_nowait (examples/echo_with_data.py)
     forward     the runtime API: with_data(fn) + forward_recv_buf
     protocol    an asyncio.Protocol echo on the worker's loop (the reference)
+    http        examples/http_hello.py on the runtime API (HelloHandler): the
+                client sends one keep-alive GET at a time and reads the response
+    http_protocol  the same responder as an asyncio Protocol (HelloProtocol)
 
 The script runs the worker under ``valgrind --tool=callgrind
 --trace-children=yes`` for N1 and N2 round trips of 64-byte messages and
-reports (I(N2) - I(N1)) / (N2 - N1): user-space instructions of one echo,
+reports (I(N2) - I(N1)) / (N2 - N1): user-space instructions of one echo
+(or request),
 server and client together (the launcher process is counted too; it only
 waits).  Subtract the ``protocol`` row to get a server's cost over the
 protocol echo's.
@@ -33,6 +37,9 @@ import subprocess
 import sys
 
 MSG = b"x" * 64
+#: what the http servers' client sends per round trip
+GET = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n\r\n"
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
 
 def child(backend: str, n: int, server: str, client: str, direct: bool) -> None:
@@ -41,22 +48,36 @@ def child(backend: str, n: int, server: str, client: str, direct: bool) -> None:
     import ringline
 
     rfd, wfd = os.pipe()        # the worker is a forked process: it reports here
+    msg, reply = MSG, len(MSG)
+    Base = ringline.Handler
+    if server.startswith("http"):
+        sys.path.insert(0, EXAMPLES)
+        import http_hello
+        msg, reply = GET, len(http_hello.KEEP_ALIVE)
+        if server == "http":
+            Base = http_hello.HelloHandler
 
-    class Echo(ringline.Handler):
-        async def on_accept(self, conn):
-            send = conn.send_nowait if server == "with_data" else conn.forward_recv_buf
+    class Echo(Base):
+        if server in ("with_data", "forward"):
+            async def on_accept(self, conn):
+                send = conn.send_nowait if server == "with_data" else conn.forward_recv_buf
 
-            def fn(view):
-                send(view)
-                return len(view)
+                def fn(view):
+                    send(view)
+                    return len(view)
 
-            while await conn.with_data(fn):
-                pass
+                while await conn.with_data(fn):
+                    pass
 
         async def on_start(self):
             loop = asyncio.get_running_loop()
             port = PORT
-            if server == "protocol":
+            if server == "http_protocol":
+                sweeper = http_hello.IdleSweeper(loop, 5.0)
+                srv = await loop.create_server(lambda: http_hello.HelloProtocol(sweeper),
+                                               "127.0.0.1", 0)
+                port = srv.sockets[0].getsockname()[1]
+            elif server == "protocol":
                 class P(asyncio.Protocol):
                     def connection_made(self, t):
                         self.t = t
@@ -74,15 +95,15 @@ def child(backend: str, n: int, server: str, client: str, direct: bool) -> None:
 
                     def connection_made(self, t):
                         self.t = t
-                        t.write(MSG)
+                        t.write(msg)
 
                     def data_received(self, d):
                         self.got += len(d)
-                        while self.got >= len(MSG):
-                            self.got -= len(MSG)
+                        while self.got >= reply:
+                            self.got -= reply
                             self.left -= 1
                             if self.left:
-                                self.t.write(MSG)
+                                self.t.write(msg)
                             elif not done.done():
                                 done.set_result(None)
 
@@ -99,14 +120,14 @@ def child(backend: str, n: int, server: str, client: str, direct: bool) -> None:
                     return len(view)
 
                 left = n
-                conn.send_nowait(MSG)
+                conn.send_nowait(msg)
                 while left:
                     await conn.with_data(take)
-                    while got >= len(MSG) and left:
-                        got -= len(MSG)
+                    while got >= reply and left:
+                        got -= reply
                         left -= 1
                         if left:
-                            conn.send_nowait(MSG)
+                            conn.send_nowait(msg)
                 conn.close()
             os.write(wfd, b"x")
 

@@ -72,6 +72,15 @@ def is_debug_mode() -> bool:
 enter_task = tasks._enter_task
 leave_task = tasks._leave_task
 
+#: tasks._current_tasks: the {loop: task} dict current_task() reads and
+#: _enter_task/_leave_task write (the C accelerator's own dict when it is
+#: built; the Python functions use the same one otherwise).  3.11-3.13.
+#: Direct resume stores the task there itself: one dict store per message
+#: instead of two calls, and the entry is deleted once per batch.  3.14
+#: keeps the running task in the thread state, so there it is None and
+#: enter_task/leave_task are used.
+current_tasks = None if PY314 else tasks._current_tasks
+
 #: base_events._format_handle(handle): the slow-callback warning's text. 3.11-3.14.
 format_handle = base_events._format_handle
 

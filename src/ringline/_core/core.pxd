@@ -36,6 +36,7 @@ cdef class DirectCoro(Resumable):
     cdef public object task          # the asyncio.Task running this
     cdef object context              # the Task's context
     cdef object waiter               # the future the Task waits on during direct steps
+    cdef object waiter_done          # its bound done() (no method lookup per step)
     cdef object outcome              # a direct step's yield, result or exception
     cdef int state                   # DC_* (runtime/direct.pxi)
     cdef bint queued                 # in the loop's direct list
@@ -285,6 +286,7 @@ cdef class LoopCore:
     cdef Py_ssize_t _direct_budget
     cdef readonly uint64_t direct_steps
     cdef readonly uint64_t direct_deferred
+    cdef bint _direct_task_in        # _current_tasks holds a direct step's task (direct.pxi)
     cdef BufPool _rbufs              # stream read buffers (bufpool.pxi)
 
     cdef inline int _check_closed_c(self) except -1
@@ -444,7 +446,11 @@ cdef class ConnCore:
     cdef ConnRecvOp rop
     cdef ConnSendOp sop
     # receive
-    cdef object segs                 # deque of KBuf, after acc in stream order
+    # Received buffers after acc, in stream order: the first in seg1 (the
+    # common case is one, and a deque costs method calls), the rest in segs.
+    cdef KBuf seg1
+    cdef object segs                 # deque of KBuf after seg1
+    cdef Py_ssize_t nsegs            # seg1 and segs together
     cdef Py_ssize_t seg_bytes
     cdef bytearray acc
     cdef bint in_step
@@ -479,6 +485,8 @@ cdef class ConnCore:
     cdef int _arm(self) except -1
     cdef int on_kbuf(self, int bid, char *ptr, Py_ssize_t n) except -1
     cdef int on_bytes(self, char *ptr, Py_ssize_t n) except -1
+    cdef inline int _seg_push(self, KBuf kb) except -1
+    cdef inline KBuf _seg_pop(self)
     cdef int _acc_append(self, const char *ptr, Py_ssize_t n) except -1
     cdef int _flatten(self) except -1
     cdef int _after_input(self) except -1

@@ -16,6 +16,38 @@ cdef class Resumable:
         return 0
 
 
+cdef extern from *:
+    """
+    /* Empty a list but keep its storage (del l[:] frees it, and the next
+       append allocates again): the loop's two swapped queues. */
+    static void rl_list_reset(PyObject *l) {
+        Py_ssize_t n;
+        while ((n = PyList_GET_SIZE(l)) > 0) {
+            PyObject *x = PyList_GET_ITEM(l, n - 1);
+            Py_SET_SIZE(l, n - 1);          /* out of the list before it can go */
+            Py_DECREF(x);
+        }
+    }
+    /* del d[k] if present (no KeyError to raise and clear). */
+    static int rl_dict_discard(PyObject *d, PyObject *k) {
+        if (PyDict_DelItem(d, k) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError))
+                return -1;
+            PyErr_Clear();
+        }
+        return 0;
+    }
+    """
+    void rl_list_reset(list l)
+    int rl_dict_discard(dict d, object k) except -1
+
+
+#: The {loop: task} dict current_task() reads (3.11-3.13; None on 3.14): a
+#: direct step stores its task there, and _run_direct removes it after the
+#: batch (see _compat.current_tasks).
+cdef dict _current_tasks = _compat.current_tasks
+
+
 @cython.freelist(256)
 cdef class Handle:
 

@@ -246,7 +246,7 @@ cdef class LoopCore:
         try:
             self._run_handles(todo)
         finally:
-            del todo[:]
+            rl_list_reset(todo)
             self._ready_spare = todo
         return 0
 
@@ -266,8 +266,13 @@ cdef class LoopCore:
             for i in range(n):
                 (<Resumable>todo[i]).resume()
         finally:
-            del todo[:]
+            rl_list_reset(todo)
             self._direct_spare = todo
+            if self._direct_task_in:
+                # The last direct step's task stays current until here (the
+                # next step replaces it in place: no delete and insert per step).
+                self._direct_task_in = False
+                rl_dict_discard(_current_tasks, self)
         self.direct_steps += n
         return 0
 

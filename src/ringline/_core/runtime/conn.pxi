@@ -18,7 +18,7 @@
 #
 # Receive.  One multishot RECV per connection over the driver's provided-
 # buffer ring (io_uring).  A completion names the buffer the kernel filled;
-# the core keeps it -- no copy -- as a KBuf in `segs` until the handler's
+# the core keeps it -- no copy -- as a KBuf in `seg1`/`segs` until the handler's
 # with_data(fn) runs, then fn gets a read-only memoryview exported by the
 # KBuf itself.  When fn returns, the view is released and the buffer goes
 # back to the ring (a view fn kept alive -- a slice stored somewhere, or a
@@ -222,14 +222,14 @@ cdef class ConnCore:
             finally:
                 kb.put()
             return 0
-        if len(self.acc) == 0 and not self.in_step and len(self.segs) >= MAX_HELD:
+        if len(self.acc) == 0 and not self.in_step and self.nsegs >= MAX_HELD:
             self._flatten()
-        if len(self.acc) and not self.segs and not self.in_step:
+        if len(self.acc) and not self.nsegs and not self.in_step:
             # Leftover bytes come first: append behind them, give the buffer back.
             self._acc_append(kb.ptr, n)
             kb.put()
         else:
-            self.segs.append(kb)
+            self._seg_push(kb)
             self.seg_bytes += n
         self._after_input()
         return 0
@@ -241,10 +241,10 @@ cdef class ConnCore:
             return 0
         if self.tls_obj is not None:
             return self._tls_feed(ptr, n)
-        if self.segs:
+        if self.nsegs:
             if self.in_step:
                 kb = _kbuf_of_bytes(PyBytes_FromStringAndSize(ptr, n))
-                self.segs.append(kb)
+                self._seg_push(kb)
                 self.seg_bytes += n
                 self._after_input()
                 return 0
@@ -252,6 +252,21 @@ cdef class ConnCore:
         self._acc_append(ptr, n)
         self._after_input()
         return 0
+
+    cdef inline int _seg_push(self, KBuf kb) except -1:
+        if self.nsegs:
+            self.segs.append(kb)
+        else:
+            self.seg1 = kb
+        self.nsegs += 1
+        return 0
+
+    cdef inline KBuf _seg_pop(self):
+        # The first held buffer (there is one).
+        cdef KBuf kb = self.seg1
+        self.nsegs -= 1
+        self.seg1 = <KBuf>self.segs.popleft() if self.nsegs else None
+        return kb
 
     cdef int _acc_append(self, const char *ptr, Py_ssize_t n) except -1:
         cdef Py_ssize_t old = PyByteArray_GET_SIZE(self.acc)
@@ -268,8 +283,8 @@ cdef class ConnCore:
     cdef int _flatten(self) except -1:
         # Move every held buffer into the accumulator (in order).
         cdef KBuf kb
-        while self.segs:
-            kb = <KBuf>self.segs.popleft()
+        while self.nsegs:
+            kb = self._seg_pop()
             self.seg_bytes -= kb.n
             self._acc_append(kb.ptr, kb.n)
             kb.put()
@@ -352,8 +367,8 @@ cdef class ConnCore:
         if self.loop is None:
             raise RuntimeError('connection is not set up')
         while True:
-            if len(self.acc) == 0 and self.segs:
-                kb = <KBuf>self.segs[0]
+            if len(self.acc) == 0 and self.nsegs:
+                kb = self.seg1
                 n = kb.n
                 self.in_step = True
                 try:
@@ -379,13 +394,13 @@ cdef class ConnCore:
                     # fn closed the connection: what is buffered goes.
                     self._stop_recv()
                     return r if r >= 0 else 0
-                self.segs.popleft()
+                self._seg_pop()
                 self.seg_bytes -= n
                 if r < 0:
                     # NEED_MORE: keep the bytes, give the buffer back.
                     self._acc_append(kb.ptr, n)
                     kb.put()
-                    if self.segs or self.eof or self.rexc is not None:
+                    if self.nsegs or self.eof or self.rexc is not None:
                         continue
                     self._maybe_resume()
                     return WAIT
@@ -395,7 +410,7 @@ cdef class ConnCore:
                 self._maybe_resume()
                 return r
             if len(self.acc):
-                if self.segs:
+                if self.nsegs:
                     self._flatten()
                 n = len(self.acc)
                 self.in_step = True
@@ -858,8 +873,8 @@ cdef class ConnCore:
         if self.rop is not None and self.rop.state == OP_INFLIGHT:
             self.drv.cancel(self.rop)
         if not self.in_step:
-            while self.segs:
-                kb = <KBuf>self.segs.popleft()
+            while self.nsegs:
+                kb = self._seg_pop()
                 kb.put()
             self.seg_bytes = 0
         return 0

@@ -204,8 +204,9 @@ cdef class DirectCoro(Resumable):
         cdef object task = self.task
         cdef object r
         cdef int done = 0
+        cdef object w_done = self.waiter_done
         self.queued = False
-        if w is None or task is None or w.done():
+        if w is None or task is None or w_done():
             return 0            # not waiting on us: the Task steps the coroutine itself
         try:
             PyContext_Enter(ctx)
@@ -215,11 +216,22 @@ cdef class DirectCoro(Resumable):
             w.set_result(None)
             return 0
         try:
-            try:
-                _enter_task(self.loop, task)
-            except RuntimeError:
-                w.set_result(None)      # another task runs (a nested run): as above
-                return 0
+            if _current_tasks is not None:
+                # _enter_task's check and store, inline.  The entry stays
+                # for the next direct step of the batch, which replaces it;
+                # _run_direct deletes it after the batch.
+                if not self.loop._direct_task_in:
+                    if PyDict_GetItem(_current_tasks, self.loop) != NULL:
+                        w.set_result(None)  # another task runs (a nested run): as above
+                        return 0
+                    self.loop._direct_task_in = True
+                PyDict_SetItem(_current_tasks, self.loop, task)
+            else:
+                try:
+                    _enter_task(self.loop, task)
+                except RuntimeError:
+                    w.set_result(None)  # another task runs (a nested run): as above
+                    return 0
             try:
                 r = _dc_drive(self, None, &done)
             except BaseException as exc:
@@ -235,10 +247,11 @@ cdef class DirectCoro(Resumable):
                     self.outcome = r
                     self.state = DC_YIELD
             finally:
-                _leave_task(self.loop, task)
+                if _current_tasks is None:
+                    _leave_task(self.loop, task)
         finally:
             PyContext_Exit(ctx)
-        if w.done():
+        if w_done():
             # The step cancelled its own task: the Task throws next.
             self.cancelled_in_step = True
         else:
@@ -249,6 +262,7 @@ cdef class DirectCoro(Resumable):
         # The coroutine is over: drop the cycle through the Task.
         self.task = None
         self.waiter = None
+        self.waiter_done = None
         self.wait_target = None
         return 0
 
@@ -302,6 +316,7 @@ cdef object _dc_yielded(DirectCoro self, object r):
     if r is _DIRECT_WAIT:
         w = _new_waiter(self.loop)
         self.waiter = w
+        self.waiter_done = w.done
         return w
     return r
 
