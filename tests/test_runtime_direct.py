@@ -94,6 +94,53 @@ def test_current_task_and_all_tasks(backend):
     assert nstack >= 1                 # get_stack() sees the handler's frame
 
 
+def test_each_step_of_a_batch_is_its_own_task(backend):
+    # Messages for several connections complete in one poll: each direct
+    # step names its own task, a plain callback queued from fn runs with no
+    # current task, and an ordinary Task step right after a batch (every
+    # other message here) enters its task as usual.
+    q = queue.Queue()
+    nconns, rounds = 8, 20
+
+    class H(ringline.Handler):
+        async def on_accept(self, conn):
+            me = asyncio.current_task()
+            loop = asyncio.get_running_loop()
+            wrong, outside, k = [], [], 0
+
+            def fn(view):
+                if asyncio.current_task() is not me:
+                    wrong.append(repr(asyncio.current_task()))
+                loop.call_soon(lambda: outside.append(asyncio.current_task()))
+                conn.send_nowait(view)
+                return len(view)
+
+            while await conn.with_data(fn):
+                k += 1
+                if k % 2:
+                    await asyncio.sleep(0)
+                if asyncio.current_task() is not me:
+                    wrong.append("after the await")
+            await asyncio.sleep(0)
+            q.put((wrong, all(t is None for t in outside), len(outside),
+                   loop.stats()["direct_steps"]))
+
+    with launched(H, backend) as (sh, _):
+        socks = [client(sh.address()) for _ in range(nconns)]
+        for r in range(rounds):
+            data = bytes([r]) * 50
+            for s in socks:
+                s.sendall(data)
+            for s in socks:
+                assert recv_exactly(s, 50) == data
+        for s in socks:
+            s.close()
+        results = [get(q) for _ in range(nconns)]
+    for wrong, none_outside, n, steps in results:
+        assert wrong == [] and none_outside and n >= rounds
+    assert max(r[3] for r in results) >= rounds
+
+
 def test_contextvars_are_the_tasks(backend):
     q = queue.Queue()
 

@@ -287,6 +287,7 @@ cdef class LoopCore:
     cdef readonly uint64_t direct_steps
     cdef readonly uint64_t direct_deferred
     cdef bint _direct_task_in        # _current_tasks holds a direct step's task (direct.pxi)
+    cdef object _view_spare          # an idle with_data() view to re-point (runtime/conn.pxi)
     cdef BufPool _rbufs              # stream read buffers (bufpool.pxi)
 
     cdef inline int _check_closed_c(self) except -1
@@ -485,6 +486,7 @@ cdef class ConnCore:
     cdef int _arm(self) except -1
     cdef int on_kbuf(self, int bid, char *ptr, Py_ssize_t n) except -1
     cdef int on_bytes(self, char *ptr, Py_ssize_t n) except -1
+    cdef object _view_of(self, KBuf kb)
     cdef inline int _seg_push(self, KBuf kb) except -1
     cdef inline KBuf _seg_pop(self)
     cdef int _acc_append(self, const char *ptr, Py_ssize_t n) except -1

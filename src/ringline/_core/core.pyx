@@ -59,6 +59,9 @@ cdef extern from "pycompat.h":
     # PyWeakref_GetObject's replacement on every version (pycompat.h).
     object rl_weakref_get(object ref)
     int rl_weakref_alive(object ref) except -1
+    # One memoryview reused for successive received buffers (runtime/conn.pxi).
+    int rl_view_park(object view)
+    int rl_view_repoint(object view, object exporter) except -1
 
 import collections
 import errno as errno_mod

@@ -77,7 +77,6 @@ cdef enum:
 
 NEED_MORE = -1
 
-cdef object _empty_view = memoryview(b'')
 cdef char *_fmt_B = 'B'
 
 
@@ -358,6 +357,17 @@ cdef class ConnCore:
                              f'bytes consumed or ringline.NEED_MORE')
         return k
 
+    cdef object _view_of(self, KBuf kb):
+        # A memoryview over kb: the loop's idle one re-pointed (pycompat.h),
+        # else a new one.  Taken out of the loop while fn runs, so a nested
+        # step makes its own.
+        cdef object mv = self.loop._view_spare
+        if mv is not None:
+            self.loop._view_spare = None
+            if rl_view_repoint(mv, kb):
+                return mv
+        return PyMemoryView_FromObject(kb)
+
     cdef Py_ssize_t _step(self, object fn, int mode) except? -3:
         """One attempt: call fn on what is buffered.  Returns the count fn
         consumed, 0 at EOF, or WAIT when the task has to wait for input."""
@@ -373,7 +383,7 @@ cdef class ConnCore:
                 self.in_step = True
                 try:
                     if mode == AW_DATA:
-                        mv = PyMemoryView_FromObject(kb)
+                        mv = self._view_of(kb)
                         try:
                             r = self._check(fn(mv), n)
                         finally:
@@ -385,6 +395,9 @@ cdef class ConnCore:
                                     mv.release()
                                 except BufferError:
                                     pass
+                            elif rl_view_park(mv):
+                                # Nobody else can see it: the next step re-points it.
+                                self.loop._view_spare = mv
                             mv = None
                     else:
                         r = self._check(fn(PyBytes_FromStringAndSize(kb.ptr, n)), n)
@@ -445,7 +458,7 @@ cdef class ConnCore:
                 # EOF with an incomplete message left: fall through.
             if self.eof or self.closing:
                 if mode == AW_DATA:
-                    fn(_empty_view)
+                    fn(memoryview(b''))     # (its own: fn may release it)
                 else:
                     fn(b'')
                 return 0
