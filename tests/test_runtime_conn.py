@@ -454,6 +454,25 @@ def test_unix_sockets(backend, loop, run):
         assert not os.path.exists(path)          # removed at shutdown
 
 
+def test_unix_large_send(backend, loop, run):
+    # await send() of more than Config.send_zc_threshold (64 KiB) on a Unix
+    # socket: SEND_ZC is TCP's (the kernel refuses it on AF_UNIX), so it is
+    # an ordinary send there, both ways.
+    with short_tmpdir() as d:
+        path = os.path.join(d, "big.sock")
+        with launched(Echo, backend, tcp=False, unix=path) as (sh, _):
+            async def main():
+                conn = await ringline.connect_unix(path, timeout=5)
+                async with conn:
+                    data = os.urandom(300000)
+                    await conn.send(data)
+                    got = bytearray()
+                    while len(got) < len(data):
+                        await conn.with_data(lambda v: (got.extend(v), len(v))[1])
+                    return bytes(got) == data
+            assert run(main())
+
+
 def test_tls_both_ways(backend, loop, run):
     server_ctx, client_ctx = tls_contexts()
     q = queue.Queue()

@@ -633,7 +633,8 @@ cdef class ConnCore:
         e.len = n
         e.hold = <PyObject*>holder
         Py_INCREF(holder)
-        if allow_zc and self.drv is not None and self.drv.zero_copy_send and self.env.zc_ok and \
+        # SEND_ZC: TCP only (the kernel refuses it on AF_UNIX with EOPNOTSUPP).
+        if allow_zc and self.tcp and self.drv is not None and self.drv.zero_copy_send and self.env.zc_ok and \
                 self.env.zc_threshold > 0 and n >= self.env.zc_threshold:
             e.flags = SE_ZC
         self.bytes_queued += n
