@@ -100,19 +100,12 @@ def test_all_or_nothing_when_the_pool_is_small(backend):
 def test_forward_large_messages(backend, fixed):
     # forward_recv_buf() of large received pieces, each held until the
     # kernel took it, on real fds and in the direct-descriptor table.
-    class H(ringline.Handler):
-        async def on_accept(self, conn):
-            def fn(view):
-                conn.forward_recv_buf(view)
-                return len(view)
-
-            while await conn.with_data(fn):
-                pass
+    from ringline.runtime._echo import EchoForward
 
     if fixed and backend != "io_uring":
         pytest.skip("direct descriptors are io_uring's")
     data = b"".join(_payload(i, 150 * 1024) for i in range(6))
-    with launched(H, backend, fixed_files=fixed) as (sh, _):
+    with launched(EchoForward, backend, fixed_files=fixed) as (sh, _):
         s = client(sh.address())
         got = bytearray()
 
