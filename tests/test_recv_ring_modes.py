@@ -234,18 +234,10 @@ def test_runtime_views_over_shared_buffers(mode, send_mode):
 def test_runtime_peer_reset_mid_buffer(mode):
     # A connection reset while its data sits in a piece of a shared buffer
     # must not take other connections' pieces with it.
-    import ringline
-
-    class H(ringline.Handler):
-        async def on_accept(self, conn):
-            def fn(view):
-                conn.send_nowait(view)
-                return len(view)
-            while await conn.with_data(fn):
-                pass
+    from ringline.runtime._echo import EchoWithData
 
     inc, bundles = mode
-    with _bundles(bundles), launched(H, "io_uring", ring_size=4, buffer_size=4096,
+    with _bundles(bundles), launched(EchoWithData, "io_uring", ring_size=4, buffer_size=4096,
                                      recv_incremental=inc) as (sh, _):
         good = client(sh.address())
         for round_ in range(20):
