@@ -13,7 +13,7 @@ ringline = pytest.importorskip("ringline")
 
 def test_defaults():
     c = ringline.Config()
-    assert (c.sq_entries, c.ring_size, c.buffer_size) == (256, 256, 16384)
+    assert (c.sq_entries, c.ring_size, c.buffer_size) == (256, 64, 131072)
     assert (c.workers, c.pin_to_core, c.core_offset) == (0, True, 0)
     assert (c.backlog, c.tcp_nodelay) == (1024, True)
     assert c.max_connections > 0 and c.send_pool_slots > 0 and c.send_slot_size > 0
@@ -80,4 +80,4 @@ def test_launch_validates():
 def test_replace():
     c = ringline.Config(workers=3)
     d = c.replace(buffer_size=4096)
-    assert (d.workers, d.buffer_size, c.buffer_size) == (3, 4096, 16384)
+    assert (d.workers, d.buffer_size, c.buffer_size) == (3, 4096, 131072)

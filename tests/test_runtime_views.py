@@ -137,3 +137,26 @@ def test_view_handed_to_forward_recv_buf(backend):
     assert names
     if backend == "io_uring":
         assert all(n == "KBuf" for n in names)
+
+
+def test_forward_recv_buf_of_a_released_or_foreign_view(backend):
+    # forward_recv_buf() reads view.obj from the view itself where CPython's
+    # layout is known (pycompat.h, rl_view_obj): a released view still
+    # raises ValueError as the attribute does, and a view of something else
+    # is copied; the connection goes on either way.
+    def factory(conn, report):
+        def fn(view):
+            other = memoryview(view)
+            other.release()
+            try:
+                conn.forward_recv_buf(other)
+            except ValueError as exc:
+                report.append("released" in str(exc))
+            n = len(view)
+            conn.forward_recv_buf(memoryview(bytes(view[:n // 2])))    # copied
+            conn.forward_recv_buf(view[n // 2:])                       # a slice: held
+            return n
+        return fn
+
+    out = _serve(factory, backend)      # (a message may come in pieces)
+    assert len(out) >= len(MESSAGES) and all(out)

@@ -43,7 +43,7 @@ from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
-from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
                              PyBUF_SIMPLE, PyBUF_WRITABLE)
@@ -62,6 +62,7 @@ cdef extern from "pycompat.h":
     # One memoryview reused for successive received buffers (runtime/conn.pxi).
     int rl_view_park(object view)
     int rl_view_repoint(object view, object exporter) except -1
+    object rl_view_obj(object view)
 
 import collections
 import errno as errno_mod

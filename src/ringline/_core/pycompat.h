@@ -66,6 +66,20 @@ static inline int rl_view_idle(PyMemoryViewObject *mv)
 }
 #endif
 
+/* view.obj (a new reference; None when the view has no exporter), read
+ * from the view itself where its layout is known: forward_recv_buf() asks
+ * it per message, and the attribute lookup cost ~80 instructions.  A
+ * released view takes the attribute path, which raises ValueError. */
+static inline PyObject *rl_view_obj(PyObject *view)
+{
+#ifdef RL_VIEW_REUSE
+    PyMemoryViewObject *mv = (PyMemoryViewObject *)view;
+    if (PyMemoryView_Check(view) && !(mv->flags & _Py_MEMORYVIEW_RELEASED))
+        return Py_NewRef(mv->view.obj != NULL ? mv->view.obj : Py_None);
+#endif
+    return PyObject_GetAttrString(view, "obj");
+}
+
 /* After the callback: if `view` is idle, give its buffer back to the
  * exporter and keep the empty view (1); else 0 (drop it as usual).  A
  * parked view's dealloc later finds no buffer to release. */

@@ -709,7 +709,7 @@ cdef class ConnCore:
         cdef Py_ssize_t n
         self._check_send()
         if self.tls_obj is None and type(view) is memoryview:
-            owner = view.obj
+            owner = rl_view_obj(view)
             if type(owner) is KBuf:
                 kb = <KBuf>owner
                 PyObject_GetBuffer(view, &pb, PyBUF_SIMPLE)

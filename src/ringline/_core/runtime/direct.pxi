@@ -221,7 +221,7 @@ cdef class DirectCoro(Resumable):
                 # for the next direct step of the batch, which replaces it;
                 # _run_direct deletes it after the batch.
                 if not self.loop._direct_task_in:
-                    if PyDict_GetItem(_current_tasks, self.loop) != NULL:
+                    if PyDict_GetItemWithError(_current_tasks, self.loop) != NULL:
                         w.set_result(None)  # another task runs (a nested run): as above
                         return 0
                     self.loop._direct_task_in = True
