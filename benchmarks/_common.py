@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -20,6 +21,51 @@ LOOP_FACTORIES = {
     "rloop": "rloop:new_event_loop",
     "ringline": "ringline:new_event_loop",
 }
+
+
+# ----------------------------------------------------------------------------- coroutine floor
+class CoroutineFloor:
+    """Mixin for an asyncio.Protocol: data_received hands each read to the
+    coroutine self.reader() (``data = await next_read()``), resumed by send()
+    inside a task switch (the task stored where asyncio.current_task() reads
+    it, as a Task step does).  It is the least a coroutine-per-connection API
+    (the runtime API's ``await conn.with_data(fn)``) adds to a data_received
+    callback: one coroutine resumed per read, with no future, no loop callback
+    and no buffer handling.  benchmarks/resume_floor.py counts it in
+    instructions; echo_server.py --api floor and http_bench.py's "floor" loop
+    measure it in a server."""
+
+    __slots__ = ()
+
+    def start_reader(self, loop):
+        from ringline import _compat        # the {loop: task} dict (None on 3.14)
+        self._floor = (loop, object(), _compat.current_tasks, _compat)
+        self._coro = self.reader()
+        self._coro.send(None)
+
+    def data_received(self, data):
+        loop, task, current_tasks, compat = self._floor
+        if current_tasks is not None:
+            current_tasks[loop] = task
+            try:
+                self._coro.send(data)
+            finally:
+                del current_tasks[loop]
+        else:
+            compat.enter_task(loop, task)
+            try:
+                self._coro.send(data)
+            finally:
+                compat.leave_task(loop, task)
+
+    def stop_reader(self):
+        self._coro.close()
+
+
+@types.coroutine
+def next_read():
+    """What CoroutineFloor.reader() awaits: the next read (the cheapest awaitable)."""
+    return (yield)
 
 
 # ----------------------------------------------------------------------------- loops

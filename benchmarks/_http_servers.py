@@ -4,6 +4,8 @@
     python _http_servers.py starlette LOOP PORT   # Starlette JSON endpoint, uvicorn + httptools
     python _http_servers.py aiohttp   LOOP PORT   # aiohttp.web
     python _http_servers.py asyncpg   LOOP DSN SECONDS CONCURRENCY   # prints one JSON line
+    python _http_servers.py hello-floor LOOP PORT [KEEP_ALIVE_TIMEOUT]
+                                    # http_hello's Protocol, each read through a coroutine
 
 (``http_bench.py --servers hello`` runs examples/http_hello.py itself: the runtime
 API server, and its asyncio Protocol twin with ``--protocol MODULE:FACTORY``.)
@@ -108,6 +110,47 @@ async def pg_bench(dsn: str, seconds: float, concurrency: int) -> dict:
             "backend": getattr(loop, "backend", None)}
 
 
+def run_hello_floor(loop: str, port: int, keep_alive_timeout: float = 5.0) -> None:
+    """examples/http_hello.py's Protocol with each read handed to a coroutine
+    per connection, resumed from data_received (_common.CoroutineFloor): the
+    least a coroutine-per-connection API adds to it.  The runtime API's
+    requests per CPU-second over this server's are its own bookkeeping; this
+    server's over the Protocol's are CPython's floor."""
+    import _common
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "examples"))
+    import http_hello
+
+    class FloorProtocol(_common.CoroutineFloor, http_hello.HelloProtocol):
+        __slots__ = ("_floor", "_coro")
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self.start_reader(asyncio.get_running_loop())
+
+        async def reader(self):
+            ex, transport, next_read = self.ex, self.transport, _common.next_read
+            while True:
+                ex.feed(await next_read())
+                if ex.done:
+                    transport.close()
+
+        def connection_lost(self, exc):
+            super().connection_lost(exc)
+            self.stop_reader()
+
+    def ready(server):
+        lp = server.get_loop()
+        backend = getattr(lp, "backend", None)
+        print(f"http_hello (coroutine floor: asyncio Protocol on {type(lp).__module__}."
+              f"{type(lp).__qualname__}{f', {backend} backend' if backend else ''}) "
+              f"on :{port}; Ctrl-C to stop", flush=True)
+
+    http_hello.run_protocol(loop, "127.0.0.1", port, keep_alive_timeout, ready,
+                            protocol=FloorProtocol)
+
+
 def main(argv: list[str]) -> int:
     kind, loop = argv[0], argv[1]
     if kind == "uvicorn":
@@ -116,6 +159,8 @@ def main(argv: list[str]) -> int:
         run_uvicorn(starlette_app(), loop, int(argv[2]))
     elif kind == "aiohttp":
         run_aiohttp(loop, int(argv[2]))
+    elif kind == "hello-floor":
+        run_hello_floor(loop, int(argv[2]), *(float(a) for a in argv[3:4]))
     elif kind == "asyncpg":
         dsn, seconds, conc = argv[2], float(argv[3]), int(argv[4])
         with asyncio.Runner(loop_factory=factory(loop)) as runner:

@@ -15,6 +15,10 @@
                   certificate is --certfile (default: a self-signed one made with the
                   openssl command in benchmarks/.build)
         tls-streams  asyncio.start_server(ssl=...) with read / write / drain
+        floor     the protocol server with each read handed to a coroutine per
+                  connection, resumed from data_received inside a task switch
+                  (_common.CoroutineFloor): the least a coroutine-per-connection API,
+                  such as the runtime API's ``await conn.with_data(fn)``, costs
         udp       loop.create_datagram_endpoint with a DatagramProtocol that sends every
                   datagram back to where it came from
 
@@ -85,6 +89,21 @@ class Echo(asyncio.Protocol):
 
     def data_received(self, data):
         self.transport.write(data)
+
+
+class FloorEcho(_common.CoroutineFloor, asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        nodelay(transport.get_extra_info("socket"))
+        self.start_reader(asyncio.get_running_loop())
+
+    async def reader(self):
+        write, next_read = self.transport.write, _common.next_read
+        while True:
+            write(await next_read())
+
+    def connection_lost(self, exc):
+        self.stop_reader()
 
 
 class BufferedEcho(asyncio.BufferedProtocol):
@@ -195,6 +214,7 @@ SERVE = {
     "sock": serve_sock,
     "protocol": lambda loop, host, port: serve_protocol(loop, host, port, Echo),
     "buffered": lambda loop, host, port: serve_protocol(loop, host, port, BufferedEcho),
+    "floor": lambda loop, host, port: serve_protocol(loop, host, port, FloorEcho),
     "streams": serve_streams,
     "tls": serve_tls,
     "tls-streams": serve_tls_streams,

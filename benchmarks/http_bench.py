@@ -17,7 +17,10 @@ Servers (each selects its loop as the README says users do):
              are the example on the runtime API (--workers 1, io_uring / poll backend), the
              loops run the same responder as an asyncio Protocol (--protocol LOOP)
 Loops: ringline (io_uring backend), ringline-poll (poll backend), uvloop, asyncio; for
-hello also runtime and runtime-poll (the default for hello: all six).
+hello also runtime and runtime-poll, and floor: the Protocol on ringline with each
+read handed to a coroutine resumed per read inside a task switch (_http_servers.py
+hello-floor), the least a coroutine-per-connection API adds (the default for hello:
+all seven).
 
 Each server runs pinned to CPU 0, wrk (1 thread, --conns connections, --latency)
 pinned to CPU 1.  All servers of a kind are started together and measured
@@ -66,9 +69,13 @@ LOOPS = {
     "asyncio": ("asyncio:new_event_loop", {}),
     "runtime": (None, {"RINGLINE_BACKEND": "io_uring"}),
     "runtime-poll": (None, {"RINGLINE_BACKEND": "poll"}),
+    # hello only: the Protocol on ringline with each read through a coroutine
+    # (_http_servers.py hello-floor): what a coroutine per connection costs at least
+    "floor": ("ringline:new_event_loop", {"RINGLINE_BACKEND": "io_uring"}),
 }
+HELLO_ONLY = ("runtime", "runtime-poll", "floor")
 DEFAULT_LOOPS = ("ringline", "ringline-poll", "uvloop", "asyncio")
-KIND_LOOPS = {"hello": ("runtime", "runtime-poll") + DEFAULT_LOOPS}
+KIND_LOOPS = {"hello": ("runtime", "runtime-poll", "floor") + DEFAULT_LOOPS}
 BASELINE = "uvloop"
 #: a second paired baseline per kind (hello: the same responder as a Protocol on ringline)
 SECOND_BASELINE = {"hello": "ringline"}
@@ -93,7 +100,9 @@ class Server:
         self.kind, self.loop, self.port = kind, loop, free_port()
         self.log = tempfile.TemporaryFile()
         factory = LOOPS[loop][0]
-        if kind == "hello":
+        if kind == "hello" and loop == "floor":
+            argv = [os.path.join(HERE, "_http_servers.py"), "hello-floor", factory, str(self.port)]
+        elif kind == "hello":
             # The example itself: one worker process on the runtime API (pinned, by
             # inheritance, to SERVER_CPU), or the Protocol version on one loop.
             argv = [HELLO, "--host", "127.0.0.1", "--port", str(self.port)]
@@ -161,7 +170,7 @@ def loops_for(kind: str, wanted) -> list:
     """The loops KIND runs on: WANTED (None: its default) less those it has not."""
     if wanted is None:
         return list(KIND_LOOPS.get(kind, DEFAULT_LOOPS))
-    return [l for l in wanted if LOOPS[l][0] is not None or kind == "hello"]
+    return [l for l in wanted if l not in HELLO_ONLY or kind == "hello"]
 
 
 def bench_servers(kinds, wanted_loops, reps, seconds, conns) -> dict:
@@ -346,8 +355,10 @@ def render(report: dict, plot_dir: str | None) -> None:
             notes = [f"- {loop} / {base}, requests per server CPU-second: "
                      f"{paired_range(runs, loop, base)}; requests/s: "
                      f"{paired_range(runs, loop, base, 'rps')}"
-                     for loop in ("runtime", "runtime-poll") if loop in runs
-                     for base in (second, BASELINE) if base and base in runs]
+                     for loop, bases in (("runtime", (second, BASELINE, "floor")),
+                                         ("runtime-poll", (second, BASELINE)),
+                                         ("floor", (second, BASELINE))) if loop in runs
+                     for base in bases if base and base in runs]
             if notes:
                 text += "\n\nPaired ratios, median (range):\n\n" + "\n".join(notes)
         sections.append(text)
@@ -395,7 +406,7 @@ def main() -> int:
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         ap.error(f"unknown server(s) {bad}: choose from {', '.join(KINDS)}")
-    pg_loops = [l for l in loops or DEFAULT_LOOPS if LOOPS[l][0] is not None]
+    pg_loops = [l for l in loops or DEFAULT_LOOPS if l not in HELLO_ONLY]
     if kinds and not shutil.which("wrk"):
         print("wrk not found: apt-get install wrk (Debian/Ubuntu)", file=sys.stderr)
         return 1

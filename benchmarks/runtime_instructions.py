@@ -11,6 +11,10 @@ with_data (``--client runtime``).  The server is one of:
     http        examples/http_hello.py on the runtime API (HelloHandler): the
                 client sends one keep-alive GET at a time and reads the response
     http_protocol  the same responder as an asyncio Protocol (HelloProtocol)
+    floor, http_floor  the protocol echo / HelloProtocol with each read handed to a
+                coroutine resumed from data_received in a task switch
+                (benchmarks/_common.CoroutineFloor): what a coroutine per
+                connection costs at least, with no runtime code
 
 The script runs the worker under ``valgrind --tool=callgrind
 --trace-children=yes`` for N1 and N2 round trips of 64-byte messages and
@@ -46,6 +50,7 @@ def child(backend: str, n: int, server: str, client: str, direct: bool) -> None:
     import asyncio
 
     import ringline
+    from _common import CoroutineFloor, next_read
 
     rfd, wfd = os.pipe()        # the worker is a forked process: it reports here
     msg, reply = MSG, len(MSG)
@@ -72,12 +77,24 @@ def child(backend: str, n: int, server: str, client: str, direct: bool) -> None:
         async def on_start(self):
             loop = asyncio.get_running_loop()
             port = PORT
-            if server == "http_protocol":
+            if server in ("http_protocol", "http_floor"):
                 sweeper = http_hello.IdleSweeper(loop, 5.0)
-                srv = await loop.create_server(lambda: http_hello.HelloProtocol(sweeper),
-                                               "127.0.0.1", 0)
+                proto = http_hello.HelloProtocol
+                if server == "http_floor":
+                    class proto(CoroutineFloor, http_hello.HelloProtocol):
+                        def connection_made(self, t):
+                            super().connection_made(t)
+                            self.start_reader(loop)
+
+                        async def reader(self):
+                            ex, t = self.ex, self.transport
+                            while True:
+                                ex.feed(await next_read())
+                                if ex.done:
+                                    t.close()
+                srv = await loop.create_server(lambda: proto(sweeper), "127.0.0.1", 0)
                 port = srv.sockets[0].getsockname()[1]
-            elif server == "protocol":
+            elif server in ("protocol", "floor"):
                 class P(asyncio.Protocol):
                     def connection_made(self, t):
                         self.t = t
@@ -85,7 +102,17 @@ def child(backend: str, n: int, server: str, client: str, direct: bool) -> None:
                     def data_received(self, d):
                         self.t.write(d)
 
-                srv = await loop.create_server(P, "127.0.0.1", 0)
+                class F(CoroutineFloor, asyncio.Protocol):
+                    def connection_made(self, t):
+                        self.t = t
+                        self.start_reader(loop)
+
+                    async def reader(self):
+                        write = self.t.write
+                        while True:
+                            write(await next_read())
+
+                srv = await loop.create_server(P if server == "protocol" else F, "127.0.0.1", 0)
                 port = srv.sockets[0].getsockname()[1]
             if client == "protocol":
                 done = loop.create_future()

@@ -255,14 +255,15 @@ class HelloProtocol(asyncio.Protocol):
 
 
 async def serve_protocol(host: str, port: int, keep_alive_timeout: float = 5.0,
-                         ready=None, handle_signals: bool = False) -> None:
-    """Serve HelloProtocol on the running loop until cancelled, or (with
+                         ready=None, handle_signals: bool = False,
+                         protocol=HelloProtocol) -> None:
+    """Serve `protocol` (HelloProtocol or a subclass) on the running loop until cancelled, or (with
     handle_signals, in the main thread) SIGINT or SIGTERM: handled here, as
     a process started in the background by a shell has SIGINT ignored, and
     asyncio.Runner leaves it so."""
     loop = asyncio.get_running_loop()
     sweeper = IdleSweeper(loop, keep_alive_timeout)
-    server = await loop.create_server(lambda: HelloProtocol(sweeper), host, port,
+    server = await loop.create_server(lambda: protocol(sweeper), host, port,
                                       backlog=1024)
     task = asyncio.current_task()
     signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
@@ -289,10 +290,11 @@ def loop_factory(name: str):
 
 
 def run_protocol(loop_name: str, host: str, port: int, keep_alive_timeout: float = 5.0,
-                 ready=None) -> None:
+                 ready=None, protocol=HelloProtocol) -> None:
     """serve_protocol() on a new LOOP until SIGINT (Ctrl-C) or SIGTERM."""
     with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
-        runner.run(serve_protocol(host, port, keep_alive_timeout, ready, handle_signals=True))
+        runner.run(serve_protocol(host, port, keep_alive_timeout, ready, handle_signals=True,
+                                  protocol=protocol))
 
 
 def main():

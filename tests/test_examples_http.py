@@ -9,7 +9,10 @@ one send answered in order; a request split into one-byte sends; POST bodies
 with keep-alive; ``Connection: close`` (and nothing after it answered); a
 malformed request (400, then close), also after a good one in the same
 send; an idle keep-alive connection closed after the timeout; SIGINT stops
-the server cleanly.
+the server cleanly.  The same checks run against benchmarks/_http_servers.py's
+``hello-floor`` (the Protocol with each read through a coroutine, what
+benchmarks/http_bench.py measures as the floor of a coroutine per
+connection), so that it does the same work as the two it is compared with.
 
 httptools is in the ``test`` extra (tests/all_pythons.py installs it); the
 tests skip without it, unless RINGLINE_REQUIRE_INTEGRATION=1.
@@ -33,6 +36,7 @@ pytestmark = [pytest.mark.ringline_only, pytest.mark.timeout(120)]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "http_hello.py")
+FLOOR = os.path.join(ROOT, "benchmarks", "_http_servers.py")
 BODY = b"Hello, world!"
 KEEP_ALIVE_TIMEOUT = 2.0
 
@@ -50,9 +54,13 @@ def _need_httptools():
 class Server:
     def __init__(self, variant: str, backend: str, tmp_path):
         self.port = free_port()
-        argv = [sys.executable, EXAMPLE, "--host", "127.0.0.1", "--port", str(self.port),
-                "--keep-alive-timeout", str(KEEP_ALIVE_TIMEOUT)]
-        argv += ["--workers", "1"] if variant == "runtime" else ["--protocol", "ringline"]
+        if variant == "floor":
+            argv = [sys.executable, FLOOR, "hello-floor", "ringline:new_event_loop",
+                    str(self.port), str(KEEP_ALIVE_TIMEOUT)]
+        else:
+            argv = [sys.executable, EXAMPLE, "--host", "127.0.0.1", "--port", str(self.port),
+                    "--keep-alive-timeout", str(KEEP_ALIVE_TIMEOUT)]
+            argv += ["--workers", "1"] if variant == "runtime" else ["--protocol", "ringline"]
         self.log = open(tmp_path / "server.log", "w+b")
         self.proc = subprocess.Popen(argv, env=child_env(backend), stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -94,7 +102,7 @@ class Server:
 def _params():
     if _loops.is_asyncio_mode():
         return []
-    return [(v, b) for b in _loops.backends() for v in ("runtime", "protocol")]
+    return [(v, b) for b in _loops.backends() for v in ("runtime", "protocol", "floor")]
 
 
 @pytest.fixture(scope="module", params=_params(), ids=lambda p: f"{p[0]}-{p[1]}")
@@ -111,7 +119,7 @@ def server(request, tmp_path_factory):
         # It runs where the test asked: the runtime API, or a ringline loop,
         # on the backend under test.
         assert f"{backend} backend" in banner, banner
-        assert ("asyncio Protocol" in banner) == (variant == "protocol"), banner
+        assert ("asyncio Protocol" in banner) == (variant != "runtime"), banner
         yield srv
         rc = srv.stop()
         out = srv.output()

@@ -118,3 +118,31 @@ def test_forward_large_messages(backend, fixed):
         t.join(30)
         s.close()
     assert bytes(got) == data
+
+
+def test_large_send_goes_out_at_once(backend):
+    # On io_uring a send_nowait() of 32 KiB or more with nothing queued is
+    # tried by send() at once (as the stream transport's write() is): the
+    # kernel takes it whole into an empty socket buffer, so nothing is left
+    # queued; bytes_out counts it either way.
+    q = queue.Queue()
+    data = _payload(3, 64 * 1024)
+
+    class H(ringline.Handler):
+        async def on_accept(self, conn):
+            conn.send_nowait(data)
+            q.put(conn.qbytes)
+            conn.send_nowait(b"tail")            # behind it, in order
+            await conn.drain(0)
+            q.put("drained")
+
+    with launched(H, backend) as (sh, _):
+        s = client(sh.address())
+        left = get(q)
+        assert recv_exactly(s, len(data) + 4) == data + b"tail"
+        assert get(q) == "drained"
+        s.close()
+        out = sh.metrics()["total"]["bytes_out"]
+    if backend == "io_uring":
+        assert left == 0
+    assert out == len(data) + 4
