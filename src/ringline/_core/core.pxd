@@ -502,7 +502,7 @@ cdef class ConnCore:
     cdef SendEnt *_push(self) except NULL
     cdef inline void _release_ent(self, SendEnt *e) noexcept
     cdef int _copy_in(self, char *ptr, Py_ssize_t n) except -1
-    cdef int _send_or_copy(self, char *ptr, Py_ssize_t n) except -1
+    cdef inline int _send_or_copy(self, char *ptr, Py_ssize_t n) except -1
     cdef Py_ssize_t _send_now(self, const char *ptr, Py_ssize_t n) except -1
     cpdef send_nowait(self, data)
     cdef int _queue_held(self, object data, bint allow_zc) except -1

@@ -606,7 +606,7 @@ cdef class ConnCore:
             finally:
                 PyBuffer_Release(&view)
 
-    cdef int _send_or_copy(self, char *ptr, Py_ssize_t n) except -1:
+    cdef inline int _send_or_copy(self, char *ptr, Py_ssize_t n) except -1:
         # send_nowait()'s n > 0 bytes: what send() takes at once when it may
         # (_send_now), the rest copied into pool slots.  All or nothing: with
         # too few free slots for all n, nothing is sent and _copy_in raises.
@@ -614,11 +614,12 @@ cdef class ConnCore:
         if n >= RT_DIRECT_SEND_MIN and \
                 (n + self.pool.slot_size - 1) // self.pool.slot_size <= self.pool.nfree:
             k = self._send_now(ptr, n)
-        if k < n:
-            self._copy_in(ptr + k, n - k)
+            if k == n:
+                return 0
+        self._copy_in(ptr + k, n - k)
         self.bytes_queued += n - k
         self.qbytes += n - k
-        if k < n and not self.send_busy:
+        if not self.send_busy:
             self._start_send()
         return 0
 
