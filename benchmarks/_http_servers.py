@@ -140,15 +140,10 @@ def run_hello_floor(loop: str, port: int, keep_alive_timeout: float = 5.0) -> No
             super().connection_lost(exc)
             self.stop_reader()
 
-    def ready(server):
-        lp = server.get_loop()
-        backend = getattr(lp, "backend", None)
-        print(f"http_hello (coroutine floor: asyncio Protocol on {type(lp).__module__}."
-              f"{type(lp).__qualname__}{f', {backend} backend' if backend else ''}) "
-              f"on :{port}; Ctrl-C to stop", flush=True)
-
-    http_hello.run_protocol(loop, "127.0.0.1", port, keep_alive_timeout, ready,
-                            protocol=FloorProtocol)
+    http_hello.run_protocol(
+        loop, "127.0.0.1", port, keep_alive_timeout,
+        lambda server: http_hello.print_banner(server, port, "coroutine floor: asyncio Protocol"),
+        protocol=FloorProtocol)
 
 
 def main(argv: list[str]) -> int:

@@ -297,6 +297,14 @@ def run_protocol(loop_name: str, host: str, port: int, keep_alive_timeout: float
                                   protocol=protocol))
 
 
+def print_banner(server, port: int, what: str = "asyncio Protocol") -> None:
+    """The line a Protocol server prints once it serves: its loop and backend."""
+    loop = server.get_loop()
+    backend = getattr(loop, "backend", None)
+    print(f"http_hello ({what} on {type(loop).__module__}.{type(loop).__qualname__}"
+          f"{f', {backend} backend' if backend else ''}) on :{port}; Ctrl-C to stop", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="0.0.0.0")
@@ -311,14 +319,8 @@ def main():
                          "asyncio) instead of the runtime API")
     args = ap.parse_args()
     if args.protocol:
-        def ready(server):
-            loop = server.get_loop()
-            backend = getattr(loop, "backend", None)
-            print(f"http_hello (asyncio Protocol on {type(loop).__module__}."
-                  f"{type(loop).__qualname__}{f', {backend} backend' if backend else ''}) "
-                  f"on :{args.port}; Ctrl-C to stop", flush=True)
-
-        run_protocol(args.protocol, args.host, args.port, args.keep_alive_timeout, ready)
+        run_protocol(args.protocol, args.host, args.port, args.keep_alive_timeout,
+                     lambda server: print_banner(server, args.port))
         return
     HelloHandler.keep_alive_timeout = args.keep_alive_timeout
     shutdown, workers = (ringline.Builder(ringline.Config(workers=args.workers))
