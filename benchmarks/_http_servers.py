@@ -110,12 +110,13 @@ async def pg_bench(dsn: str, seconds: float, concurrency: int) -> dict:
             "backend": getattr(loop, "backend", None)}
 
 
-def run_hello_floor(loop: str, port: int, keep_alive_timeout: float = 5.0) -> None:
+def hello_floor_protocol():
     """examples/http_hello.py's Protocol with each read handed to a coroutine
     per connection, resumed from data_received (_common.CoroutineFloor): the
     least a coroutine-per-connection API adds to it.  The runtime API's
     requests per CPU-second over this server's are its own bookkeeping; this
-    server's over the Protocol's are CPython's floor."""
+    server's over the Protocol's are CPython's floor.  (runtime_instructions.py
+    counts it too.)"""
     import _common
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -140,6 +141,13 @@ def run_hello_floor(loop: str, port: int, keep_alive_timeout: float = 5.0) -> No
             super().connection_lost(exc)
             self.stop_reader()
 
+    return FloorProtocol
+
+
+def run_hello_floor(loop: str, port: int, keep_alive_timeout: float = 5.0) -> None:
+    """hello_floor_protocol() served on LOOP until SIGINT or SIGTERM."""
+    FloorProtocol = hello_floor_protocol()
+    import http_hello       # (hello_floor_protocol() put examples/ on sys.path)
     http_hello.run_protocol(
         loop, "127.0.0.1", port, keep_alive_timeout,
         lambda server: http_hello.print_banner(server, port, "coroutine floor: asyncio Protocol"),

@@ -8,9 +8,10 @@ Each style handles N messages of one 64-byte payload, the driver being the
 same Python loop; the report is (I(N2) - I(N1)) / (N2 - N1) per style:
 
     callback     proto.data_received(data): one Python call per message
-    coroutine    coro.send(data) resumes `while True: data = await wait(); ...`,
-                 wait() being the cheapest awaitable Python has (a
-                 types.coroutine generator): one frame resumed, one
+    coroutine    coro.send(data) resumes `while True: data = await next_read(); ...`,
+                 next_read() (_common.py, the floor servers' too) being the
+                 cheapest awaitable Python has (a types.coroutine
+                 generator): one frame resumed, one
                  awaitable made and awaited per message
     coroutine+task  the same, with the task switch asyncio makes around every
                  step (asyncio.tasks._enter_task / _leave_task), so that
@@ -49,16 +50,12 @@ def run(style: str, n: int) -> None:
             cb(DATA)
     elif style in ("coroutine", "coroutine+task"):
         import asyncio
-        import types
-
-        @types.coroutine
-        def wait():
-            return (yield)
+        from _common import next_read
 
         async def handler():
             got = 0
             while True:
-                data = await wait()
+                data = await next_read()
                 got += len(data)
 
         coro = handler()

@@ -7,7 +7,8 @@ with_data (``--client runtime``).  The server is one of:
 
     with_data   the runtime API: with_data(fn) + send_nowait (examples/echo_with_data.py)
     forward     the runtime API: with_data(fn) + forward_recv_buf
-    protocol    an asyncio.Protocol echo on the worker's loop (the reference)
+    protocol    an asyncio.Protocol echo on the worker's loop (the reference;
+                benchmarks/echo_server.py's, as the floor is)
     http        examples/http_hello.py on the runtime API (HelloHandler): the
                 client sends one keep-alive GET at a time and reads the response
     http_protocol  the same responder as an asyncio Protocol (HelloProtocol)
@@ -50,7 +51,8 @@ def child(backend: str, n: int, server: str, client: str, direct: bool) -> None:
     import asyncio
 
     import ringline
-    from _common import CoroutineFloor, next_read
+    from _http_servers import hello_floor_protocol
+    from echo_server import Echo as EchoProtocol, FloorEcho     # (the harness's echo servers)
 
     rfd, wfd = os.pipe()        # the worker is a forked process: it reports here
     msg, reply = MSG, len(MSG)
@@ -79,40 +81,13 @@ def child(backend: str, n: int, server: str, client: str, direct: bool) -> None:
             port = PORT
             if server in ("http_protocol", "http_floor"):
                 sweeper = http_hello.IdleSweeper(loop, 5.0)
-                proto = http_hello.HelloProtocol
-                if server == "http_floor":
-                    class proto(CoroutineFloor, http_hello.HelloProtocol):
-                        def connection_made(self, t):
-                            super().connection_made(t)
-                            self.start_reader(loop)
-
-                        async def reader(self):
-                            ex, t = self.ex, self.transport
-                            while True:
-                                ex.feed(await next_read())
-                                if ex.done:
-                                    t.close()
+                proto = (http_hello.HelloProtocol if server == "http_protocol"
+                         else hello_floor_protocol())
                 srv = await loop.create_server(lambda: proto(sweeper), "127.0.0.1", 0)
                 port = srv.sockets[0].getsockname()[1]
             elif server in ("protocol", "floor"):
-                class P(asyncio.Protocol):
-                    def connection_made(self, t):
-                        self.t = t
-
-                    def data_received(self, d):
-                        self.t.write(d)
-
-                class F(CoroutineFloor, asyncio.Protocol):
-                    def connection_made(self, t):
-                        self.t = t
-                        self.start_reader(loop)
-
-                    async def reader(self):
-                        write = self.t.write
-                        while True:
-                            write(await next_read())
-
-                srv = await loop.create_server(P if server == "protocol" else F, "127.0.0.1", 0)
+                srv = await loop.create_server(EchoProtocol if server == "protocol" else FloorEcho,
+                                               "127.0.0.1", 0)
                 port = srv.sockets[0].getsockname()[1]
             if client == "protocol":
                 done = loop.create_future()

@@ -373,6 +373,7 @@ cdef class SendPool:
     cdef inline int take(self) except -2
     cdef inline void give(self, int slot) noexcept
     cdef inline char *addr(self, int slot) noexcept
+    cdef inline Py_ssize_t slots_for(self, Py_ssize_t n) noexcept
 
 
 @cython.final
@@ -503,7 +504,7 @@ cdef class ConnCore:
     cdef inline void _release_ent(self, SendEnt *e) noexcept
     cdef int _copy_in(self, char *ptr, Py_ssize_t n) except -1
     cdef inline int _send_or_copy(self, char *ptr, Py_ssize_t n) except -1
-    cdef Py_ssize_t _send_now(self, const char *ptr, Py_ssize_t n) except -1
+    cdef Py_ssize_t _send_at_once(self, const char *ptr, Py_ssize_t n) except -1
     cpdef send_nowait(self, data)
     cdef int _queue_held(self, object data, bint allow_zc) except -1
     cpdef forward_recv_buf(self, view)

@@ -59,9 +59,9 @@ class Config:
     #: provided buffers in each worker's receive buffer ring (a power of two).
     #: 64 x 128 KiB (8 MiB), the asyncio face's ring: with incremental
     #: consumption (below) a small message takes its size, and a large one
-    #: arrives in few pieces (256 x 16 KiB ran a 100 KiB echo at 0.84x;
-    #: README, Benchmarks).  A kernel before 6.12 fills a whole buffer per
-    #: receive: with many connections whose handlers hold their data, raise it.
+    #: arrives in few pieces (README, Benchmarks: the 100 KiB echo with 256 x
+    #: 16 KiB).  A kernel before 6.12 fills a whole buffer per receive: with
+    #: many connections whose handlers hold their data, raise it.
     ring_size: int = 64
     #: bytes per receive buffer (what one with_data() view holds at most).
     buffer_size: int = 131072

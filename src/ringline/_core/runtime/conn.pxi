@@ -74,7 +74,6 @@ cdef enum:
     SE_POOL = 1
     SE_KBUF = 2
     SE_ZC = 4
-    RT_DIRECT_SEND_MIN = 32768     # _send_now: a send this large may go out by send() at once
 
 NEED_MORE = -1
 
@@ -563,7 +562,7 @@ cdef class ConnCore:
                     memcpy(e.ptr + e.len, ptr, n)
                     e.len += n
                     return 0
-        need = (n + pool.slot_size - 1) // pool.slot_size
+        need = pool.slots_for(n)
         if need > pool.nfree:
             self.m.p[M_POOL_EXHAUSTED] += 1
             raise SendPoolExhausted(
@@ -608,12 +607,11 @@ cdef class ConnCore:
 
     cdef inline int _send_or_copy(self, char *ptr, Py_ssize_t n) except -1:
         # send_nowait()'s n > 0 bytes: what send() takes at once when it may
-        # (_send_now), the rest copied into pool slots.  All or nothing: with
-        # too few free slots for all n, nothing is sent and _copy_in raises.
+        # (_send_at_once), the rest copied into pool slots.  All or nothing:
+        # with too few free slots for all n, nothing is sent and _copy_in raises.
         cdef Py_ssize_t k = 0
-        if n >= RT_DIRECT_SEND_MIN and \
-                (n + self.pool.slot_size - 1) // self.pool.slot_size <= self.pool.nfree:
-            k = self._send_now(ptr, n)
+        if n >= DIRECT_SEND_MIN and self.pool.slots_for(n) <= self.pool.nfree:
+            k = self._send_at_once(ptr, n)
             if k == n:
                 return 0
         self._copy_in(ptr + k, n - k)
@@ -623,20 +621,20 @@ cdef class ConnCore:
             self._start_send()
         return 0
 
-    cdef Py_ssize_t _send_now(self, const char *ptr, Py_ssize_t n) except -1:
-        # A large send on io_uring with nothing queued goes out by send() at
-        # once, as the stream transport's write() does (DIRECT_SEND_MIN,
-        # transport/stream.pxi): queued for a SEND SQE, 64 connections' 100
-        # KiB copies stay alive until the next iteration and, with the 8 MiB
-        # receive ring, leave the cache.  Returns what the kernel took; 0 when
-        # it took nothing or failed (the ring's send then meets the error and
-        # reports it as usual).  Not for direct descriptors (no fd) or on the
-        # poll backend (its driver sends at once anyway).
+    cdef Py_ssize_t _send_at_once(self, const char *ptr, Py_ssize_t n) except -1:
+        # A send of DIRECT_SEND_MIN or more on io_uring with nothing queued
+        # goes out by send() at once, as the stream transport's write() does
+        # (transport/stream.pxi says why: queued for a SEND SQE, 64
+        # connections' 100 KiB copies stay alive until the next iteration and,
+        # with the 8 MiB receive ring, leave the cache).  Returns what the
+        # kernel took; 0 when it took nothing or failed (the ring's send then
+        # meets the error and reports it as usual).  Not for direct
+        # descriptors (no fd) or on the poll backend (its driver sends at once).
         cdef ssize_t r
         if self.qlen or self.send_busy or self.direct or self.fd < 0 or self.drv is None \
                 or self.drv.direct_send:
             return 0
-        r = send(self.fd, ptr, <size_t>n, MSG_NOSIGNAL | MSG_DONTWAIT)
+        r = _send_now(self.fd, ptr, <size_t>n, NULL, 0)
         if r <= 0:
             return 0
         self.bytes_queued += r
@@ -752,8 +750,8 @@ cdef class ConnCore:
                 PyBuffer_Release(&pb)
                 if kb.ptr == NULL or ptr < kb.ptr or ptr + n > kb.ptr + kb.n:
                     raise ValueError('view is not inside a live receive buffer')
-                if n >= RT_DIRECT_SEND_MIN:
-                    k = self._send_now(ptr, n)      # (what the kernel takes at once)
+                if n >= DIRECT_SEND_MIN:
+                    k = self._send_at_once(ptr, n)
                     ptr += k
                     n -= k
                 if n == 0:

@@ -50,6 +50,10 @@ cdef class SendPool:
     cdef inline char *addr(self, int slot) noexcept:
         return self.mem + <size_t>slot * <size_t>self.slot_size
 
+    cdef inline Py_ssize_t slots_for(self, Py_ssize_t n) noexcept:
+        # How many slots n bytes take when copied in.
+        return (n + self.slot_size - 1) // self.slot_size
+
     @property
     def in_use(self):
         return self.nslots - self.nfree
